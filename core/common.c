@@ -1,0 +1,50 @@
+/* Error names, clocks and the placement hash shared by all of core/. */
+#include "core/common.h"
+
+#include <string.h>
+#include <time.h>
+
+const char *mdm_strerror(int code)
+{
+    switch (code) {
+    case MDM_ECLOSED: return "connection closed by peer";
+    case MDM_ETLS: return "TLS failure";
+    case MDM_EHTTP: return "malformed HTTP";
+    case MDM_ETOOBIG: return "size limit exceeded";
+    case MDM_ECONFIG: return "invalid configuration";
+    case MDM_ESTORE: return "storage failure";
+    case MDM_ECRYPTO: return "cryptographic failure";
+    case MDM_ENOTFOUND: return "not found";
+    case MDM_EFULL: return "queue full";
+    case MDM_ECERT: return "certificate failure";
+    default: break;
+    }
+    if (code < 0 && code > -4096)
+        return strerror(-code);
+    return code == 0 ? "success" : "unknown error";
+}
+
+uint64_t mdm_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t mdm_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t mdm_hash64(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}

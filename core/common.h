@@ -1,0 +1,42 @@
+/*
+ * Shared basics of core/: error codes, container_of, clocks, hashing.
+ *
+ * Fallible functions return 0 or a negative code: -errno for system errors, or one of the
+ * project codes below (all under -4096 so they never collide with errno values).
+ */
+#ifndef MDM_CORE_COMMON_H
+#define MDM_CORE_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MDM_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define MDM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define MDM_MUST_CHECK __attribute__((warn_unused_result))
+
+enum mdm_error {
+    MDM_ECLOSED = -5000,  /* peer closed the connection */
+    MDM_ETLS = -5001,     /* TLS protocol or certificate failure */
+    MDM_EHTTP = -5002,    /* malformed HTTP */
+    MDM_ETOOBIG = -5003,  /* a configured size limit was exceeded */
+    MDM_ECONFIG = -5004,  /* invalid configuration */
+    MDM_ESTORE = -5005,   /* storage engine failure */
+    MDM_ECRYPTO = -5006,  /* cryptographic failure (bad tag, bad key) */
+    MDM_ENOTFOUND = -5007,/* no such record */
+    MDM_EFULL = -5008,    /* a bounded queue or mailbox is full */
+    MDM_ECERT = -5009,    /* certificate parse or rule failure */
+};
+
+/** Describes any code returned by mdmd functions (negative errno or MDM_E*). */
+const char *mdm_strerror(int code);
+
+/** Monotonic clock in milliseconds. */
+uint64_t mdm_now_ms(void);
+
+/** Wall clock in milliseconds since the Unix epoch. */
+uint64_t mdm_wall_ms(void);
+
+/** 64-bit FNV-1a hash; stable across runs and machines (used for shard placement). */
+uint64_t mdm_hash64(const void *data, size_t len);
+
+#endif
