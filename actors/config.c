@@ -1,1 +1,157 @@
-/* placeholder: being written */
+/*
+ * mdmd's configuration keys. This table is the single source of truth for defaults,
+ * validation, the template written by `mdmd init` and docs/configuration.md.
+ */
+#include "actors/config.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/common.h"
+
+static const char *const client_cert_modes[] = {"none", "optional", "required", NULL};
+static const char *const durabilities[] = {"fsync", "wal", "none", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum mdm_log_level order */
+static const char *const log_formats[] = {"plain", "json", NULL};
+
+#define STR(sec, key, field, def, help)                                                     \
+    {sec, key, MDM_CFG_STRING, offsetof(mdm_config_t, field),                               \
+     sizeof(((mdm_config_t *)0)->field), def, 0, 0, NULL, help}
+#define INT(sec, key, field, def, lo, hi, help)                                             \
+    {sec, key, MDM_CFG_INT, offsetof(mdm_config_t, field), 0, def, lo, hi, NULL, help}
+#define BOOL(sec, key, field, def, help)                                                    \
+    {sec, key, MDM_CFG_BOOL, offsetof(mdm_config_t, field), 0, def, 0, 0, NULL, help}
+#define ENUM(sec, key, field, def, choices, help)                                           \
+    {sec, key, MDM_CFG_ENUM, offsetof(mdm_config_t, field), 0, def, 0, 0, choices, help}
+
+const mdm_cfg_key_t mdm_config_keys[] = {
+    STR("server", "instance", instance, "zdm",
+        "path prefix of the device endpoints: https://<host>:<port>/<instance>/..."),
+    STR("server", "hostnames", hostnames, "localhost,127.0.0.1,::1",
+        "comma-separated DNS names and IP addresses Macs use to reach this server "
+        "(the TLS certificate must name each)"),
+    STR("server", "device_listen", device_listen, "0.0.0.0:8443",
+        "address:port of the device-facing HTTPS listener ([::]:8443 for IPv6)"),
+    STR("server", "admin_listen", admin_listen, "127.0.0.1:9443",
+        "address:port of the admin HTTPS listener (API and console)"),
+    INT("server", "shards", shards, "0", 0, 256,
+        "event-loop threads, one io_uring ring each; 0 = one per CPU"),
+    INT("server", "max_connections", max_connections, "10000", 1, 10000000,
+        "open connections per shard; past it new connections get 503"),
+    INT("server", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000,
+        "time allowed for the TLS handshake and a request's headers before 408"),
+    INT("server", "idle_timeout_ms", idle_timeout_ms, "60000", 100, 86400000,
+        "keep-alive connections idle this long are closed"),
+    INT("server", "shutdown_timeout_ms", shutdown_timeout_ms, "10000", 0, 600000,
+        "on SIGTERM/SIGINT, how long in-flight requests may take to finish"),
+    INT("server", "max_header_bytes", max_header_bytes, "16384", 1024, 1048576,
+        "request line plus headers; larger requests get 431"),
+    INT("server", "max_body_bytes", max_body_bytes, "1048576", 1024, 268435456,
+        "request body limit for routes that set none; larger bodies get 413"),
+    ENUM("server", "client_cert", client_cert, "optional", client_cert_modes,
+         "TLS client certificates on the device listener, verified against [tls] client_ca"),
+
+    STR("tls", "cert", tls_cert, "tls/chain.pem",
+        "server certificate chain (PEM, leaf first) for both listeners"),
+    STR("tls", "key", tls_key, "tls/server.key", "private key of the server certificate (PEM)"),
+    STR("tls", "client_ca", client_ca, "ca/ca.crt",
+        "CA that issues device identity certificates; client certificates must chain to it"),
+    BOOL("tls", "session_tickets", session_tickets, "true",
+         "TLS session resumption with tickets (a resumed handshake costs a fraction of a full one)"),
+
+    STR("storage", "path", db_path, "db", "RocksDB folder"),
+    ENUM("storage", "durability", durability, "fsync", durabilities,
+         "fsync: WAL + fsync before any acknowledgement; wal: survives a crash of mdmd but not "
+         "of the machine; none: no WAL (benchmarks only)"),
+    INT("storage", "threads", storage_threads, "2", 1, 64,
+        "storage worker threads (commits and cold reads run there, never on a shard)"),
+    INT("storage", "cache_mb", cache_mb, "64", 8, 65536, "RocksDB block cache size in MiB"),
+    STR("storage", "secrets_key", secrets_key, "secrets.key",
+        "32-byte key that seals secrets at rest (AES-256-GCM); mode 0600"),
+
+    INT("actors", "max_in_memory", actors_in_memory, "100000", 16, 100000000,
+        "actors kept in memory per shard; idle ones past this are evicted and reloaded on demand"),
+    INT("actors", "mailbox_size", mailbox_size, "64", 1, 65536,
+        "messages an actor may have waiting; more are refused with 503"),
+
+    ENUM("log", "level", log_level, "info", log_levels, "least severe level logged"),
+    ENUM("log", "format", log_format, "plain", log_formats, "plain lines or JSON lines on stderr"),
+};
+const size_t mdm_config_keys_len = MDM_ARRAY_LEN(mdm_config_keys);
+
+void mdm_config_defaults(mdm_config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    int ret = mdm_cfg_defaults(mdm_config_keys, mdm_config_keys_len, c);
+    (void)ret; /* the table's defaults are valid; config_test checks it */
+}
+
+void mdm_config_path(const mdm_config_t *c, const char *path, char *out, size_t outlen)
+{
+    if (path[0] == '/' || c->dir[0] == '\0')
+        snprintf(out, outlen, "%s", path);
+    else
+        snprintf(out, outlen, "%s/%s", c->dir, path);
+}
+
+static int check_semantics(const mdm_config_t *c, char *err, size_t errlen)
+{
+    if (strchr(c->instance, '/') || c->instance[0] == '\0') {
+        snprintf(err, errlen, "server.instance: '%s' must be one non-empty path segment",
+                 c->instance);
+        return MDM_ECONFIG;
+    }
+    return 0;
+}
+
+int mdm_config_load(mdm_config_t *c, const char *dir, char *err, size_t errlen)
+{
+    mdm_config_defaults(c);
+    snprintf(c->dir, sizeof(c->dir), "%s", dir);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/mdmd.conf", dir);
+    int ret = mdm_cfg_load(mdm_config_keys, mdm_config_keys_len, c, path, err, errlen);
+    if (ret != 0)
+        return ret;
+    if ((ret = check_semantics(c, err, errlen)) != 0) {
+        char inner[512];
+        snprintf(inner, sizeof(inner), "%s", err);
+        snprintf(err, errlen, "%s: %s", path, inner);
+    }
+    return ret;
+}
+
+int mdm_config_override(mdm_config_t *c, const char *dotted_key, const char *value, char *err,
+                        size_t errlen)
+{
+    char section[64];
+    const char *dot = strchr(dotted_key, '.');
+    if (!dot || (size_t)(dot - dotted_key) >= sizeof(section)) {
+        snprintf(err, errlen, "'%s' is not section.key", dotted_key);
+        return MDM_ECONFIG;
+    }
+    memcpy(section, dotted_key, (size_t)(dot - dotted_key));
+    section[dot - dotted_key] = '\0';
+    int ret = mdm_cfg_set(mdm_config_keys, mdm_config_keys_len, c, section, dot + 1, value, err,
+                          errlen);
+    if (ret == 0)
+        ret = check_semantics(c, err, errlen);
+    return ret;
+}
+
+static const char *template_override(const mdm_cfg_key_t *k, void *ctx)
+{
+    const char *hostnames = ctx;
+    if (hostnames && strcmp(k->section, "server") == 0 && strcmp(k->name, "hostnames") == 0)
+        return hostnames;
+    return NULL;
+}
+
+int mdm_config_write_template(FILE *f, const char *hostnames_csv)
+{
+    fprintf(f, "# mdmd instance configuration. Every key is listed with its default.\n"
+               "# Relative paths are relative to this folder. Reference: docs/configuration.md\n\n");
+    return mdm_cfg_write_template(mdm_config_keys, mdm_config_keys_len, f, template_override,
+                                  (void *)hostnames_csv);
+}

@@ -1,17 +1,86 @@
 /*
- * mdmd's configuration: the key table (section, key, default, comment) and the loaded values.
- * Being written; see config.c.
+ * mdmd's configuration: one key table (actors/config.c) drives defaults, loading, the
+ * template that `mdmd init` writes and docs/configuration.md.
+ *
+ * Paths in the file are relative to the instance folder; mdm_config_load resolves them.
  */
 #ifndef MDM_ACTORS_CONFIG_H
 #define MDM_ACTORS_CONFIG_H
 
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
+
+#include "core/cfg.h"
+
+enum mdm_client_cert_mode { MDM_CLIENT_CERT_NONE, MDM_CLIENT_CERT_OPTIONAL, MDM_CLIENT_CERT_REQUIRED };
+enum mdm_cfg_durability { MDM_CFG_DURABILITY_FSYNC, MDM_CFG_DURABILITY_WAL, MDM_CFG_DURABILITY_NONE };
+enum mdm_cfg_log_format { MDM_CFG_LOG_PLAIN, MDM_CFG_LOG_JSON };
+
+typedef struct mdm_config {
+    char dir[PATH_MAX]; /* the instance folder (not a key) */
+
+    /* [server] */
+    char instance[64];
+    char hostnames[512];
+    char device_listen[128];
+    char admin_listen[128];
+    long long shards;
+    long long max_connections;
+    long long header_timeout_ms;
+    long long idle_timeout_ms;
+    long long shutdown_timeout_ms;
+    long long max_header_bytes;
+    long long max_body_bytes;
+    int client_cert; /* enum mdm_client_cert_mode */
+
+    /* [tls] */
+    char tls_cert[PATH_MAX];
+    char tls_key[PATH_MAX];
+    char client_ca[PATH_MAX];
+    bool session_tickets;
+
+    /* [storage] */
+    char db_path[PATH_MAX];
+    int durability; /* enum mdm_cfg_durability */
+    long long storage_threads;
+    long long cache_mb;
+    char secrets_key[PATH_MAX];
+
+    /* [actors] */
+    long long actors_in_memory;
+    long long mailbox_size;
+
+    /* [log] */
+    int log_level; /* enum mdm_log_level */
+    int log_format; /* enum mdm_cfg_log_format */
+} mdm_config_t;
+
+/** The key table and its length. */
+extern const mdm_cfg_key_t mdm_config_keys[];
+extern const size_t mdm_config_keys_len;
+
+/** Sets every field to its default. */
+void mdm_config_defaults(mdm_config_t *c);
+
+/**
+ * Loads DIR/mdmd.conf over the defaults and resolves relative paths against DIR.
+ * Returns 0, -errno or MDM_ECONFIG with "file:line: reason" in err.
+ */
+int mdm_config_load(mdm_config_t *c, const char *dir, char *err, size_t errlen);
+
+/** Overrides one key ("server.device_listen", "127.0.0.1:0"), e.g. from the command line. */
+int mdm_config_override(mdm_config_t *c, const char *dotted_key, const char *value, char *err,
+                        size_t errlen);
 
 /**
  * Writes the full config file template: every key with its default and a comment.
- * hostnames_csv replaces the default of [server] hostnames (e.g. "mdm.example.com,127.0.0.1").
+ * hostnames_csv replaces the default of [server] hostnames (NULL keeps the default).
  * Returns 0 or -errno.
  */
 int mdm_config_write_template(FILE *f, const char *hostnames_csv);
+
+/** Resolves path against the instance dir into out (absolute paths are kept). */
+void mdm_config_path(const mdm_config_t *c, const char *path, char *out, size_t outlen);
 
 #endif

@@ -1,1 +1,272 @@
-/* placeholder: being written */
+/*
+ * `mdmd serve`: wiring of config, storage, shards, actors and listeners. See serve.h.
+ *
+ * Start-up order: config -> logging -> secrets key check -> storage -> TLS contexts ->
+ * listening sockets (so a port clash fails before any thread starts) -> shards. SIGINT and
+ * SIGTERM are blocked in every thread and taken by sigwait() on the main thread; shutdown
+ * stops accepting, lets in-flight requests finish (bounded by shutdown_timeout_ms), commits
+ * what is pending, joins the shards and closes the database.
+ */
+#include "actors/serve.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "actors/actor.h"
+#include "actors/config.h"
+#include "actors/probe.h"
+#include "core/log.h"
+#include "core/seal.h"
+#include "core/server.h"
+#include "storage/store.h"
+
+struct app {
+    mdm_config_t cfg;
+    mdm_store_t *store;
+    mdm_shard_group_t shards;
+    bool shards_ready;
+    mdm_actors_t *actors;
+    mdm_tls_ctx_t *device_tls, *admin_tls;
+    mdm_http_router_t device_router, admin_router;
+    mdm_server_t *device, *admin;
+};
+
+static int load_config(struct app *app, const char *dir, const char *const *overrides,
+                       size_t n_overrides)
+{
+    char err[1024];
+    int ret = mdm_config_load(&app->cfg, dir, err, sizeof(err));
+    if (ret != 0) {
+        fprintf(stderr, "mdmd: %s\n", err);
+        return ret;
+    }
+    for (size_t i = 0; i < n_overrides; i++) {
+        char key[128];
+        const char *eq = strchr(overrides[i], '=');
+        if (!eq || (size_t)(eq - overrides[i]) >= sizeof(key)) {
+            fprintf(stderr, "mdmd: --set %s: expected section.key=value\n", overrides[i]);
+            return MDM_ECONFIG;
+        }
+        memcpy(key, overrides[i], (size_t)(eq - overrides[i]));
+        key[eq - overrides[i]] = '\0';
+        if (mdm_config_override(&app->cfg, key, eq + 1, err, sizeof(err)) != 0) {
+            fprintf(stderr, "mdmd: --set %s: %s\n", overrides[i], err);
+            return MDM_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+static unsigned shard_count(const mdm_config_t *c)
+{
+    if (c->shards > 0)
+        return (unsigned)c->shards;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static int open_storage(struct app *app)
+{
+    char path[PATH_MAX];
+    mdm_config_path(&app->cfg, app->cfg.db_path, path, sizeof(path));
+    static const enum mdm_durability map[] = {
+        [MDM_CFG_DURABILITY_FSYNC] = MDM_DURABILITY_FSYNC,
+        [MDM_CFG_DURABILITY_WAL] = MDM_DURABILITY_WAL,
+        [MDM_CFG_DURABILITY_NONE] = MDM_DURABILITY_NONE,
+    };
+    struct mdm_store_options so = {
+        .path = path,
+        .durability = map[app->cfg.durability],
+        .threads = (unsigned)app->cfg.storage_threads,
+        .cache_mb = (size_t)app->cfg.cache_mb,
+    };
+    int ret = mdm_store_open(&app->store, &so);
+    if (ret != 0)
+        mdm_error("serve", "cannot open the database in %s: %s", path, mdm_strerror(ret));
+    return ret;
+}
+
+/* The secrets key must be there and private before the server takes any traffic. */
+static int check_secrets_key(const mdm_config_t *c)
+{
+    char path[PATH_MAX];
+    uint8_t key[32];
+    mdm_config_path(c, c->secrets_key, path, sizeof(path));
+    int ret = mdm_seal_key_load(path, key);
+    memset(key, 0, sizeof(key));
+    if (ret != 0)
+        mdm_error("serve", "secrets key %s: %s", path, mdm_strerror(ret));
+    return ret;
+}
+
+static int make_tls(struct app *app)
+{
+    char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+    mdm_config_path(&app->cfg, app->cfg.tls_cert, cert, sizeof(cert));
+    mdm_config_path(&app->cfg, app->cfg.tls_key, key, sizeof(key));
+    mdm_config_path(&app->cfg, app->cfg.client_ca, ca, sizeof(ca));
+    static const enum mdm_tls_client_auth map[] = {
+        [MDM_CLIENT_CERT_NONE] = MDM_TLS_CLIENT_NONE,
+        [MDM_CLIENT_CERT_OPTIONAL] = MDM_TLS_CLIENT_OPTIONAL,
+        [MDM_CLIENT_CERT_REQUIRED] = MDM_TLS_CLIENT_REQUIRED,
+    };
+    struct mdm_tls_server_opts dev = {
+        .cert_path = cert,
+        .key_path = key,
+        .client_ca_path = app->cfg.client_cert == MDM_CLIENT_CERT_NONE ? NULL : ca,
+        .client_auth = map[app->cfg.client_cert],
+        .session_tickets = app->cfg.session_tickets,
+    };
+    int ret = mdm_tls_ctx_new_server(&app->device_tls, &dev);
+    if (ret != 0)
+        return ret;
+    struct mdm_tls_server_opts adm = {
+        .cert_path = cert,
+        .key_path = key,
+        .client_auth = MDM_TLS_CLIENT_NONE,
+        .session_tickets = app->cfg.session_tickets,
+    };
+    return mdm_tls_ctx_new_server(&app->admin_tls, &adm);
+}
+
+static int make_servers(struct app *app, unsigned n)
+{
+    const mdm_config_t *c = &app->cfg;
+    struct mdm_http_limits lim = {
+        .max_header_bytes = (size_t)c->max_header_bytes,
+        .max_url_bytes = MDM_HTTP_DEFAULT_MAX_URL_BYTES,
+        .max_body_bytes = (size_t)c->max_body_bytes,
+        .max_headers = MDM_HTTP_DEFAULT_MAX_HEADERS,
+    };
+    mdm_http_router_init(&app->device_router);
+    mdm_http_router_init(&app->admin_router);
+    int ret = mdm_probe_add_routes(&app->device_router, app->actors);
+    if (ret == 0)
+        ret = mdm_probe_add_routes(&app->admin_router, app->actors);
+    if (ret != 0)
+        return ret;
+    struct mdm_server_opts dev = {
+        .name = "device",
+        .listen = c->device_listen,
+        .tls = app->device_tls,
+        .router = &app->device_router,
+        .limits = lim,
+        .header_timeout_ms = (uint64_t)c->header_timeout_ms,
+        .idle_timeout_ms = (uint64_t)c->idle_timeout_ms,
+        .max_connections = (unsigned)c->max_connections,
+    };
+    struct mdm_server_opts adm = dev;
+    adm.name = "admin";
+    adm.listen = c->admin_listen;
+    adm.tls = app->admin_tls;
+    adm.router = &app->admin_router;
+    if ((ret = mdm_server_new(&app->device, &dev, n)) != 0)
+        return ret;
+    if ((ret = mdm_server_new(&app->admin, &adm, n)) != 0)
+        return ret;
+    if ((ret = mdm_server_attach(app->device, &app->shards, MDM_SLOT_SERVER_DEVICE)) != 0)
+        return ret;
+    return mdm_server_attach(app->admin, &app->shards, MDM_SLOT_SERVER_ADMIN);
+}
+
+/* First host name of the config, bracketed when it is an IPv6 address. */
+static void url_host(const mdm_config_t *c, char *out, size_t outlen)
+{
+    size_t len = strcspn(c->hostnames, ",");
+    char host[256];
+    snprintf(host, sizeof(host), "%.*s", (int)len, c->hostnames);
+    if (strchr(host, ':'))
+        snprintf(out, outlen, "[%s]", host);
+    else
+        snprintf(out, outlen, "%s", host);
+}
+
+static void print_ready(const struct app *app, unsigned n, FILE *out)
+{
+    char host[300];
+    url_host(&app->cfg, host, sizeof(host));
+    fprintf(out, "mdmd is running with %u shard%s (Ctrl-C stops it)\n", n, n == 1 ? "" : "s");
+    fprintf(out, "  device URL:    https://%s:%d/%s/\n", host, mdm_server_port(app->device),
+            app->cfg.instance);
+    fprintf(out, "  admin URL:     https://%s:%d/\n", host, mdm_server_port(app->admin));
+    fprintf(out, "  admin API key: printed once by `mdmd init`; its hash is in %s/admin-api-key.sha256\n",
+            app->cfg.dir);
+    fprintf(out, "listening device=%d admin=%d\n", mdm_server_port(app->device),
+            mdm_server_port(app->admin));
+    fflush(out);
+}
+
+static void app_free(struct app *app)
+{
+    if (app->shards_ready)
+        mdm_shards_join(&app->shards);
+    mdm_store_close(app->store); /* waits for commits still in flight */
+    if (app->shards.shards)
+        mdm_shards_dispose(&app->shards);
+    mdm_server_free(app->device);
+    mdm_server_free(app->admin);
+    mdm_actors_free(app->actors);
+    mdm_tls_ctx_free(app->device_tls);
+    mdm_tls_ctx_free(app->admin_tls);
+}
+
+int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides, FILE *out)
+{
+    struct app *app = calloc(1, sizeof(*app));
+    if (!app)
+        return 1;
+    int code = 1;
+    if (load_config(app, dir, overrides, n_overrides) != 0)
+        goto out;
+    mdm_log_setup((enum mdm_log_level)app->cfg.log_level, app->cfg.log_format == MDM_CFG_LOG_JSON);
+
+    /* Signals go to sigwait() below, never to a shard thread. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    unsigned n = shard_count(&app->cfg);
+    if (check_secrets_key(&app->cfg) != 0 || mdm_tls_global_init() != 0 || make_tls(app) != 0 ||
+        open_storage(app) != 0)
+        goto out;
+    if (mdm_shards_init(&app->shards, n) != 0)
+        goto out;
+    struct mdm_actors_options ao = {
+        .store = app->store,
+        .max_in_memory = (unsigned)app->cfg.actors_in_memory,
+        .mailbox_size = (unsigned)app->cfg.mailbox_size,
+    };
+    if (mdm_actors_new(&app->actors, &app->shards, &ao) != 0 || make_servers(app, n) != 0)
+        goto out;
+    int ret = mdm_shards_start(&app->shards);
+    app->shards_ready = true;
+    if (ret != 0) {
+        mdm_error("serve", "cannot start the shards (is io_uring allowed here?): %s",
+                  mdm_strerror(ret));
+        mdm_shards_stop(&app->shards, 0);
+        goto out;
+    }
+    print_ready(app, n, out);
+    mdm_info("serve", "ready: %u shards, device port %d, admin port %d", n,
+             mdm_server_port(app->device), mdm_server_port(app->admin));
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    mdm_info("serve", "%s: stopping (finishing in-flight requests, committing pending writes)",
+             sig == SIGINT ? "SIGINT" : "SIGTERM");
+    mdm_shards_stop(&app->shards, (uint64_t)app->cfg.shutdown_timeout_ms);
+    code = 0;
+out:
+    app_free(app);
+    if (code == 0)
+        mdm_info("serve", "stopped cleanly");
+    free(app);
+    return code;
+}

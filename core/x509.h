@@ -1,0 +1,228 @@
+/*
+ * mdm_x509: X.509 certificate generation and inspection on wolfCrypt, and rule checks.
+ *
+ * Generation works on PEM files: keys are written with mode 0600 and certificates with 0644,
+ * each through a temporary file renamed over the target, so a crash never leaves a torn file
+ * and the mode never depends on the umask. Certificates are v3, signed with SHA-256 (unless
+ * the spec says otherwise), carry a random positive 16-byte serial, a subjectKeyIdentifier
+ * and, when issued by a CA, an authorityKeyIdentifier.
+ *
+ * Inspection parses DER or PEM (a PEM file may hold a chain) into mdm_x509_info_t, and
+ * mdm_x509_check() grades one certificate against a rule profile, for example Apple's
+ * requirements for trusted TLS server certificates. This module knows nothing about MDM.
+ *
+ * Threads: every function is reentrant; nothing is shared between calls.
+ */
+#ifndef MDM_CORE_X509_H
+#define MDM_CORE_X509_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/common.h"
+
+/* ---- keys ---------------------------------------------------------------------------- */
+
+enum mdm_x509_key_type {
+    MDM_X509_KEY_EC_P256, /* ECDSA on secp256r1, the default everywhere */
+    MDM_X509_KEY_EC_P384,
+    MDM_X509_KEY_RSA_2048,
+    MDM_X509_KEY_RSA_3072,
+};
+
+/**
+ * Generates a private key of the given type and writes it as PEM ("EC PRIVATE KEY" or
+ * "RSA PRIVATE KEY") to path with mode 0600, replacing any existing file atomically.
+ * Returns 0, MDM_ECRYPTO (key generation failed), -ENOMEM or another -errno from the file.
+ */
+MDM_MUST_CHECK int mdm_x509_key_generate(const char *path, enum mdm_x509_key_type type);
+
+/* ---- certificate generation ------------------------------------------------------------ */
+
+/** Signature hash. SHA-1 exists only so tests can produce certificates that must fail. */
+enum mdm_x509_hash {
+    MDM_X509_HASH_SHA256 = 0, /* default */
+    MDM_X509_HASH_SHA384,
+    MDM_X509_HASH_SHA512,
+    MDM_X509_HASH_SHA1, /* weak: never for real certificates */
+    MDM_X509_HASH_SHA224, /* inspection only */
+    MDM_X509_HASH_MD5,    /* inspection only */
+    MDM_X509_HASH_UNKNOWN, /* inspection only */
+};
+
+/* keyUsage bits (the extension is marked critical when any bit is set). */
+#define MDM_X509_KU_DIGITAL_SIGNATURE 0x01u
+#define MDM_X509_KU_KEY_ENCIPHERMENT 0x02u
+#define MDM_X509_KU_KEY_AGREEMENT 0x04u
+#define MDM_X509_KU_KEY_CERT_SIGN 0x08u
+#define MDM_X509_KU_CRL_SIGN 0x10u
+
+/* extendedKeyUsage bits. */
+#define MDM_X509_EKU_SERVER_AUTH 0x01u
+#define MDM_X509_EKU_CLIENT_AUTH 0x02u
+#define MDM_X509_EKU_CODE_SIGNING 0x04u
+#define MDM_X509_EKU_EMAIL_PROTECTION 0x08u
+#define MDM_X509_EKU_TIME_STAMPING 0x10u /* inspection only */
+#define MDM_X509_EKU_OCSP_SIGNING 0x20u  /* inspection only */
+#define MDM_X509_EKU_ANY 0x40u           /* inspection only */
+
+/** What to put into a new certificate. Borrowed by the call only. */
+typedef struct mdm_x509_spec {
+    const char *common_name;  /* required; 1..63 bytes */
+    const char *organization; /* NULL = no O attribute; at most 63 bytes */
+    uint32_t validity_days;   /* notAfter = notBefore + validity_days * 86400; >= 1 */
+    int64_t not_before;       /* Unix seconds; 0 = now minus 5 minutes (clock skew margin) */
+    const char *const *san;   /* subjectAltNames: IPv4/IPv6 literals become iPAddress, anything
+                               * else dNSName (letters, digits, '-', '.', leading "*.") */
+    size_t n_san;             /* 0 = no subjectAltName extension */
+    unsigned key_usage;       /* MDM_X509_KU_* bits; 0 = no keyUsage extension */
+    unsigned ext_key_usage;   /* MDM_X509_EKU_SERVER_AUTH..EMAIL_PROTECTION; 0 = no EKU */
+    bool is_ca;               /* basicConstraints CA:TRUE (critical) */
+    enum mdm_x509_hash hash;  /* SHA256 (0), SHA384, SHA512 or SHA1 */
+} mdm_x509_spec_t;
+
+/**
+ * True when name can be a subjectAltName entry of mdm_x509_spec_t: an IPv4 or IPv6 literal,
+ * or a DNS name (labels of 1..63 letters, digits, '-' or '_', at most 253 bytes, optionally
+ * starting with the wildcard label "*.").
+ */
+bool mdm_x509_san_entry_valid(const char *name);
+
+/**
+ * Makes a self-signed certificate for the key in key_path (PEM, EC or RSA; see
+ * mdm_x509_key_generate) and writes it as PEM to cert_path (mode 0644, atomic replace).
+ * For a CA set spec->is_ca and key_usage MDM_X509_KU_KEY_CERT_SIGN | MDM_X509_KU_CRL_SIGN.
+ * Returns 0; -EINVAL for a bad spec (empty or too long names, bad SAN entry, unsupported hash);
+ * MDM_ECRYPTO when the key cannot be read or signing fails; MDM_ECERT when wolfCrypt rejects
+ * the certificate; -ENOMEM or another -errno from the files.
+ */
+MDM_MUST_CHECK int mdm_x509_make_self_signed(const char *key_path, const char *cert_path,
+                                             const mdm_x509_spec_t *spec);
+
+/**
+ * Issues a certificate for the public half of the key in key_path, signed by the CA key in
+ * ca_key_path, with issuer and authorityKeyIdentifier taken from the CA certificate in
+ * ca_cert_path (PEM or DER; the first certificate of a PEM chain). Writes it as PEM to
+ * cert_path (mode 0644, atomic replace). Only the leaf is written; callers that need a chain
+ * file concatenate the PEMs. Returns the codes of mdm_x509_make_self_signed().
+ */
+MDM_MUST_CHECK int mdm_x509_issue(const char *ca_key_path, const char *ca_cert_path,
+                                  const char *key_path, const char *cert_path,
+                                  const mdm_x509_spec_t *spec);
+
+/* ---- inspection ------------------------------------------------------------------------ */
+
+enum mdm_x509_key_alg {
+    MDM_X509_KEYALG_OTHER = 0,
+    MDM_X509_KEYALG_RSA,
+    MDM_X509_KEYALG_EC,
+    MDM_X509_KEYALG_ED25519,
+    MDM_X509_KEYALG_ED448,
+};
+
+enum mdm_x509_san_type {
+    MDM_X509_SAN_DNS,
+    MDM_X509_SAN_IP,
+    MDM_X509_SAN_EMAIL,
+    MDM_X509_SAN_URI,
+    MDM_X509_SAN_OTHER,
+};
+
+#define MDM_X509_SAN_MAX 32   /* entries kept per certificate; more set san_truncated */
+#define MDM_X509_TEXT_MAX 256 /* bytes of a name or SAN value, including the NUL */
+
+typedef struct mdm_x509_san {
+    enum mdm_x509_san_type type;
+    char value[MDM_X509_TEXT_MAX]; /* DNS name, IP literal (inet_ntop form), email, URI */
+} mdm_x509_san_t;
+
+/** Everything mdmd reports about one certificate. Plain data, no pointers. */
+typedef struct mdm_x509_info {
+    char subject[MDM_X509_TEXT_MAX]; /* e.g. "CN=mdm.example.com, O=Example" */
+    char issuer[MDM_X509_TEXT_MAX];
+    char serial_hex[2 * 32 + 1];     /* uppercase hex, as in the DER INTEGER */
+    int64_t not_before;              /* Unix seconds */
+    int64_t not_after;               /* Unix seconds */
+    enum mdm_x509_key_alg key_alg;
+    unsigned key_bits;               /* RSA modulus bits or EC field bits */
+    char key_desc[32];               /* "ECDSA P-256", "RSA 2048", "Ed25519", ... */
+    char sig_alg[40];                /* "ecdsa-with-SHA256", "sha1WithRSAEncryption", ... */
+    enum mdm_x509_hash sig_hash;     /* hash of the signature algorithm */
+    bool has_san;                    /* the subjectAltName extension is present */
+    bool san_truncated;              /* more than MDM_X509_SAN_MAX entries */
+    size_t n_san;
+    mdm_x509_san_t san[MDM_X509_SAN_MAX];
+    bool has_eku;                    /* the extendedKeyUsage extension is present */
+    unsigned eku;                    /* MDM_X509_EKU_* bits */
+    bool has_key_usage;              /* the keyUsage extension is present */
+    unsigned key_usage;              /* MDM_X509_KU_* bits */
+    bool is_ca;                      /* basicConstraints CA:TRUE */
+    bool self_issued;                /* subject == issuer */
+    uint8_t sha256[32];              /* SHA-256 over the DER */
+    char fingerprint[32 * 3];        /* "AB:CD:..." of sha256 */
+} mdm_x509_info_t;
+
+/**
+ * Parses one DER certificate into info. No signature or date is verified.
+ * Returns 0 or MDM_ECERT (not a certificate, or one wolfCrypt cannot parse).
+ */
+MDM_MUST_CHECK int mdm_x509_inspect_der(const uint8_t *der, size_t len, mdm_x509_info_t *info);
+
+/**
+ * Reads a certificate file: PEM with one or more CERTIFICATE blocks (a chain, leaf first),
+ * or a single DER certificate. On success *infos is a malloc'ed array of *n (>= 1) entries
+ * in file order that the caller frees with free(). Returns 0; MDM_ECERT when the file holds
+ * no parsable certificate; -ENOMEM; MDM_ETOOBIG for files over 1 MiB; -errno from open/read.
+ */
+MDM_MUST_CHECK int mdm_x509_inspect_file(const char *path, mdm_x509_info_t **infos, size_t *n);
+
+/** Formats "DNS:a, IP:127.0.0.1, ..." into out (always NUL-terminated, "..." on overflow). */
+void mdm_x509_format_san(const mdm_x509_info_t *info, char *out, size_t size);
+
+/* ---- rule checks ----------------------------------------------------------------------- */
+
+enum mdm_x509_profile {
+    MDM_X509_PROFILE_TLS_SERVER, /* Apple's requirements for trusted TLS server certificates */
+    MDM_X509_PROFILE_CA,         /* an issuing or root CA */
+    MDM_X509_PROFILE_SIGNING,    /* a profile (CMS) signing certificate */
+};
+
+enum mdm_x509_verdict { MDM_X509_PASS = 0, MDM_X509_WARN, MDM_X509_FAIL };
+
+/* Rule names (stable: tests and scripts match on them). */
+#define MDM_X509_RULE_SAN "subjectAltName"           /* server: present, holds expected names */
+#define MDM_X509_RULE_EKU "extendedKeyUsage"         /* server: EKU has serverAuth */
+#define MDM_X509_RULE_SIG "signatureAlgorithm"       /* all: SHA-256 or stronger */
+#define MDM_X509_RULE_KEY "keyStrength"              /* all: ECDSA P-256/384/521, RSA >= 2048 */
+#define MDM_X509_RULE_PERIOD "validityPeriod"        /* server: notAfter - notBefore <= 398 d */
+#define MDM_X509_RULE_NOW "validNow"                 /* all: within dates; WARN < 30 days left */
+#define MDM_X509_RULE_BASIC "basicConstraints"       /* CA: CA:TRUE, keyCertSign if KU present */
+#define MDM_X509_RULE_KU "keyUsage"                  /* signing: digitalSignature if KU present */
+
+#define MDM_X509_MAX_VALIDITY_DAYS 398 /* Apple, TLS server certificates issued since 2020-09 */
+#define MDM_X509_EXPIRY_WARN_DAYS 30
+#define MDM_X509_RESULTS_MAX 8
+
+typedef struct mdm_x509_result {
+    const char *rule;              /* one of MDM_X509_RULE_*, static */
+    enum mdm_x509_verdict verdict;
+    char reason[512];              /* e.g. "validity 825 days > 398 days" */
+} mdm_x509_result_t;
+
+/**
+ * Grades info against profile at Unix time now and writes one result per rule of the
+ * profile into out, in a fixed order. For MDM_X509_PROFILE_TLS_SERVER, each of the
+ * n_expected expected_names (DNS names or IP literals; wildcard SANs match one label) must
+ * be in the subjectAltName; with n_expected == 0 a non-empty subjectAltName is enough.
+ * Other profiles ignore expected_names. Returns the number of results written (<= out_max,
+ * never more than MDM_X509_RESULTS_MAX).
+ */
+size_t mdm_x509_check(const mdm_x509_info_t *info, enum mdm_x509_profile profile,
+                      const char *const *expected_names, size_t n_expected, int64_t now,
+                      mdm_x509_result_t *out, size_t out_max);
+
+/** "PASS", "WARN" or "FAIL". */
+const char *mdm_x509_verdict_name(enum mdm_x509_verdict v);
+
+#endif
