@@ -23,6 +23,8 @@ struct commit_group {
     mdm_batch_t *open, *inflight;
     mdm_commit_waiter_t *open_waiters, *open_waiters_tail;
     mdm_commit_waiter_t *inflight_waiters;
+    uint64_t open_epoch;    /* epoch of the open batch; starts at 1 */
+    uint64_t durable_epoch; /* last epoch whose commit finished */
     bool in_flight;
     int inflight_status;
     mdm_shard_msg_t done_msg; /* posted by the storage worker when the commit is durable */
@@ -151,7 +153,8 @@ static void actor_free(struct actor_shard *as, mdm_actor_t *a)
 
 static bool actor_idle(const mdm_actor_t *a)
 {
-    return !a->_loading && !a->_busy && a->_mbox_len == 0;
+    return !a->_loading && !a->_busy && a->_mbox_len == 0 &&
+           a->_written_epoch <= a->_home->cg.durable_epoch;
 }
 
 /* Evicts least recently used idle actors while the shard holds more than its limit. */
@@ -300,7 +303,11 @@ void mdm_actor_reply(mdm_actor_msg_t *m, mdm_shard_msg_fn fn)
 
 /* ---- group commit ---- */
 
-mdm_batch_t *mdm_actors_batch(mdm_shard_t *sh) { return shard_state(sh)->cg.open; }
+mdm_batch_t *mdm_actor_batch(mdm_actor_t *a)
+{
+    a->_written_epoch = a->_home->cg.open_epoch;
+    return a->_home->cg.open;
+}
 
 void mdm_actors_after_commit(mdm_shard_t *sh, mdm_commit_waiter_t *w)
 {
@@ -336,10 +343,12 @@ static void on_commit_done_msg(mdm_shard_t *sh, mdm_shard_msg_t *msg)
         as->stats.committed_records += mdm_batch_count(cg->inflight);
     }
     mdm_batch_clear(cg->inflight);
+    cg->durable_epoch = cg->open_epoch - 1;
     mdm_commit_waiter_t *w = cg->inflight_waiters;
     cg->inflight_waiters = NULL;
     cg->in_flight = false;
     run_waiters(w, status);
+    evict_excess(as); /* actors that waited for this commit may go now */
     flush_commit(as); /* what piled up meanwhile goes at once */
 }
 
@@ -370,6 +379,7 @@ static void flush_commit(struct actor_shard *as)
     cg->inflight_waiters = cg->open_waiters;
     cg->open_waiters = cg->open_waiters_tail = NULL;
     cg->in_flight = true;
+    cg->open_epoch++;
     int ret = mdm_store_commit_async(as->rt->opts.store, b, on_commit_done, as);
     if (ret != 0) {
         cg->inflight_status = ret;
@@ -396,6 +406,7 @@ static void on_shard_start(mdm_shard_t *sh, void *arg)
     struct actor_shard *as = &rt->per_shard[sh->index];
     as->rt = rt;
     as->shard = sh;
+    as->cg.open_epoch = 1;
     as->cg.open = mdm_batch_new();
     as->cg.inflight = mdm_batch_new();
     if (!as->cg.open || !as->cg.inflight || table_grow(as) != 0 ||

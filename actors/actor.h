@@ -7,7 +7,7 @@
  * on first use, handles one message at a time (a handler may finish later, e.g. after its
  * writes are durable) and is evicted when idle and the shard holds more than its limit.
  *
- * Group commit: handlers append writes to the shard's open batch (mdm_actors_batch) and ask
+ * Group commit: handlers append writes to the shard's open batch (mdm_actor_batch) and ask
  * to be called back once it is durable (mdm_actors_after_commit). At the end of each loop
  * tick the open batch goes to a storage worker as one commit; while it is in flight the next
  * batch fills, so batch size follows load with no timer delay.
@@ -64,6 +64,7 @@ struct mdm_actor {
     unsigned _mbox_len;
     bool _loading;
     bool _busy; /* a message is being handled */
+    uint64_t _written_epoch; /* commit epoch of its last write; not evictable before durable */
     mdm_actor_t *_chain;             /* hash table chain */
     mdm_actor_t *_lru_prev, *_lru_next;
 };
@@ -105,8 +106,12 @@ mdm_actors_t *mdm_actors_of(const mdm_actor_t *a);
 mdm_store_t *mdm_actors_store(const mdm_actors_t *rt);
 mdm_shard_t *mdm_actor_shard(const mdm_actor_t *a);
 
-/** The calling shard's open batch: writes appended here are committed at the end of the tick. */
-mdm_batch_t *mdm_actors_batch(mdm_shard_t *sh);
+/**
+ * The open batch of the actor's shard, for the actor's writes: they are committed at the end
+ * of the tick. The actor stays in memory until they are durable (so a reload never reads
+ * state older than what it already acknowledged).
+ */
+mdm_batch_t *mdm_actor_batch(mdm_actor_t *a);
 
 /** Calls w->fn on this shard once everything appended so far to the shard's batch is durable. */
 void mdm_actors_after_commit(mdm_shard_t *sh, mdm_commit_waiter_t *w);

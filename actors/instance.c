@@ -13,6 +13,7 @@
 
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/random.h>
+#include <wolfssl/wolfcrypt/hash.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
 #include <assert.h>
@@ -113,8 +114,21 @@ static int write_file(const char *path, mode_t mode, const void *data, size_t le
     }
     if (ret == 0 && rename(tmp, path) != 0)
         ret = -errno;
-    if (ret != 0)
+    if (ret != 0) {
         unlink(tmp);
+        return ret;
+    }
+    /* Make the rename durable too. */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash)
+        slash[slash == parent ? 1 : 0] = 0; /* "/x" -> "/" */
+    int dfd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    ret = fsync(dfd) != 0 ? -errno : 0;
+    close(dfd);
     return ret;
 }
 

@@ -150,7 +150,7 @@ static void probe_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
     char key[MDM_ACTOR_ID_MAX + 16];
     size_t klen;
     probe_key(a->id, key, sizeof(key), &klen);
-    mdm_batch_put(mdm_actors_batch(sh), MDM_CF_PROBE, key, klen, rec, sizeof(rec));
+    mdm_batch_put(mdm_actor_batch(a), MDM_CF_PROBE, key, klen, rec, sizeof(rec));
     req->actor_shard = sh->index;
     req->writes = pa->writes;
     req->waiter.fn = on_durable;

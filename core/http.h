@@ -113,8 +113,10 @@ const char *mdm_http_request_header(const mdm_http_request_t *r, const char *nam
  * Return 0 to continue, or an HTTP status in 400..599 (404, 405, 401, ...) to stop parsing
  * with that status: mdm_http_parser_feed() then fails with MDM_EHTTP and
  * mdm_http_parser_error_status() returns it.
- * If req->expect_continue and a body is announced, a server that accepts the request should
- * append mdm_http_write_continue() to its output here, since the client may wait for it.
+ * If req->expect_continue, a server that accepts the request should append
+ * mdm_http_write_continue() to its output here (the client may wait for it before sending
+ * the body), but only when a body is announced that it will take: req->chunked, or
+ * 0 < req->content_length <= *max_body (a larger one fails with 413 right after return).
  */
 typedef int (*mdm_http_headers_cb)(void *ctx, mdm_http_request_t *req, size_t *max_body);
 

@@ -93,9 +93,10 @@ bool mdm_x509_san_entry_valid(const char *name);
  * Makes a self-signed certificate for the key in key_path (PEM, EC or RSA; see
  * mdm_x509_key_generate) and writes it as PEM to cert_path (mode 0644, atomic replace).
  * For a CA set spec->is_ca and key_usage MDM_X509_KU_KEY_CERT_SIGN | MDM_X509_KU_CRL_SIGN.
- * Returns 0; -EINVAL for a bad spec (empty or too long names, bad SAN entry, unsupported hash);
- * MDM_ECRYPTO when the key cannot be read or signing fails; MDM_ECERT when wolfCrypt rejects
- * the certificate; -ENOMEM or another -errno from the files.
+ * Returns 0; -EINVAL for a bad spec (empty or too long names, bad SAN entry, unsupported hash,
+ * validity_days 0); MDM_ECRYPTO when a key file holds no EC or RSA private key (PEM: SEC1,
+ * PKCS#1 or unencrypted PKCS#8; or DER) or signing fails; MDM_ECERT when wolfCrypt rejects the
+ * certificate; -ENOMEM, MDM_ETOOBIG or -errno (e.g. -ENOENT) from the files.
  */
 MDM_MUST_CHECK int mdm_x509_make_self_signed(const char *key_path, const char *cert_path,
                                              const mdm_x509_spec_t *spec);
@@ -105,7 +106,8 @@ MDM_MUST_CHECK int mdm_x509_make_self_signed(const char *key_path, const char *c
  * ca_key_path, with issuer and authorityKeyIdentifier taken from the CA certificate in
  * ca_cert_path (PEM or DER; the first certificate of a PEM chain). Writes it as PEM to
  * cert_path (mode 0644, atomic replace). Only the leaf is written; callers that need a chain
- * file concatenate the PEMs. Returns the codes of mdm_x509_make_self_signed().
+ * file concatenate the PEMs. Returns the codes of mdm_x509_make_self_signed(), and
+ * MDM_ECERT when the CA certificate cannot be parsed or ca_key_path is not its key.
  */
 MDM_MUST_CHECK int mdm_x509_issue(const char *ca_key_path, const char *ca_cert_path,
                                   const char *key_path, const char *cert_path,
