@@ -59,6 +59,7 @@ struct conn {
     bool overloaded;       /* accepted past max_connections: answer 503 */
     bool request_started;  /* bytes of the current request have arrived */
     bool dispatching;      /* inside a handler call from conn_process */
+    char allow[96];        /* Allow header value for a 405 answer */
     mdm_buf_t sending;     /* bytes of the send in flight */
     mdm_timer_t timer;       /* handshake/header or idle deadline */
     mdm_timer_t retry_timer; /* re-arms recv after the shard ran out of receive buffers */
@@ -417,14 +418,23 @@ static int on_headers(void *ctx, mdm_http_request_t *req, size_t *max_body)
 {
     struct conn *c = ctx;
     int status = 0;
-    const mdm_http_route_t *route =
-        mdm_http_router_match(c->ss->server->opts.router, req->method, req->path, &status);
-    if (!route)
+    const mdm_http_router_t *router = c->ss->server->opts.router;
+    const mdm_http_route_t *route = mdm_http_router_match(router, req->method, req->path, &status);
+    if (!route) {
+        if (status == 405 &&
+            mdm_http_router_allow(router, req->path, c->allow, sizeof(c->allow)) != 0)
+            c->allow[0] = '\0';
         return status;
+    }
     c->route = route;
     if (route->max_body_bytes)
         *max_body = route->max_body_bytes;
-    if (req->expect_continue) { /* the client waits for this before sending its body */
+    /* The client waits for 100 Continue before sending its body; promise it only for a body
+     * that the route's limit admits (an oversized one gets 413 instead). */
+    bool body_fits = req->chunked ||
+                     (req->has_content_length && req->content_length > 0 &&
+                      req->content_length <= *max_body);
+    if (req->expect_continue && body_fits) {
         mdm_buf_t out;
         mdm_buf_init(&out, 0);
         if (mdm_http_write_continue(&out) == 0)
@@ -438,7 +448,13 @@ static void send_error_and_close(struct conn *c, int status, const char *msg)
 {
     mdm_buf_t out;
     mdm_buf_init(&out, 0);
-    if (mdm_http_write_error(&out, status, msg, false) == 0)
+    char line[192];
+    int n = snprintf(line, sizeof(line), "%s\n", msg);
+    mdm_http_header_t allow = {"Allow", 5, c->allow, strlen(c->allow)};
+    bool with_allow = status == 405 && c->allow[0];
+    if (mdm_http_write_response(&out, status, with_allow ? &allow : NULL, with_allow ? 1 : 0,
+                                "text/plain; charset=utf-8", line,
+                                n > 0 && (size_t)n < sizeof(line) ? (size_t)n : 0, false) == 0)
         write_plain(c, &out);
     mdm_buf_dispose(&out);
     c->state = CONN_READING;

@@ -119,6 +119,26 @@ int main(void)
     CHECK(mdm_config_load(&c, path, err, sizeof(err)) < 0);
     CHECK(strstr(err, "No such file") != NULL);
 
+    /* docs/configuration.md documents every key. */
+    f = fopen(MDM_SOURCE_ROOT "/docs/configuration.md", "r");
+    CHECK(f != NULL);
+    if (f) {
+        static char doc[65536];
+        size_t dn = fread(doc, 1, sizeof(doc) - 1, f);
+        doc[dn] = '\0';
+        fclose(f);
+        for (size_t i = 0; i < mdm_config_keys_len; i++) {
+            char section[64], row[128];
+            snprintf(section, sizeof(section), "## [%s]", mdm_config_keys[i].section);
+            snprintf(row, sizeof(row), "| `%s` | `%s` |", mdm_config_keys[i].name,
+                     mdm_config_keys[i].def);
+            const char *sec = strstr(doc, section);
+            CHECK(sec != NULL && strstr(sec, row) != NULL);
+            if (!sec || !strstr(sec, row))
+                fprintf(stderr, "docs/configuration.md lacks %s %s\n", section, row);
+        }
+    }
+
     /* Overrides from the command line. */
     mdm_config_defaults(&c);
     CHECK_EQ_INT(mdm_config_override(&c, "server.device_listen", "127.0.0.1:0", err, sizeof(err)), 0);
