@@ -422,7 +422,7 @@ static int on_headers(void *ctx, mdm_http_request_t *req, size_t *max_body)
     const mdm_http_route_t *route = mdm_http_router_match(router, req->method, req->path, &status);
     if (!route) {
         if (status == 405 &&
-            mdm_http_router_allow(router, req->path, c->allow, sizeof(c->allow)) != 0)
+            mdm_http_router_allow(router, req->path, c->allow, sizeof(c->allow)) < 0)
             c->allow[0] = '\0';
         return status;
     }

@@ -34,6 +34,8 @@
 #include <wolfssl/options.h>
 
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/openssl/evp.h>
+#include <wolfssl/openssl/pem.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
@@ -268,19 +270,87 @@ static int ctx_common(mdm_tls_ctx_t *ctx)
     return 0;
 }
 
+/* Fails early, with the OS reason, on a file that is missing or unreadable. */
+static int check_readable(const char *what, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        mdm_error(LOG_MOD, "cannot open %s %s: %s", what, path, strerror(errno));
+        return MDM_ETLS;
+    }
+    fclose(f);
+    return 0;
+}
+
 static void log_load_error(const char *what, const char *path, int ret)
 {
     char reason[96];
     unsigned long e = wolfSSL_ERR_peek_last_error();
     reason_text(e ? (int)(long)e : ret, reason, sizeof(reason));
-    mdm_error(LOG_MOD, "cannot load %s from %s: %s", what, path, reason);
+    mdm_error(LOG_MOD, "cannot load %s from %s: not valid PEM or unsupported (%s, %d)", what,
+              path, reason, ret);
     wolfSSL_ERR_clear_error();
+}
+
+/*
+ * Signs a test message with the key and verifies it with the certificate's public key.
+ * wolfSSL_CTX_check_private_key (5.5) accepts a mismatched ECDSA key, which would only show
+ * up as every handshake failing. RSA and EC keys are checked; other types are left to
+ * wolfSSL. Returns 0 or MDM_ETLS (logged).
+ */
+static int check_key_pair(const char *cert_path, const char *key_path)
+{
+    static const char msg[] = "mdmd key pair check";
+    uint8_t sig[1024]; /* RSA-8192 or any ECDSA signature fits */
+    size_t sig_len = sizeof(sig);
+    int ok = 0;
+    WOLFSSL_EVP_MD_CTX *md = NULL;
+    WOLFSSL_EVP_PKEY *pub = NULL, *priv = NULL;
+    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_file(cert_path, WOLFSSL_FILETYPE_PEM);
+    FILE *f = fopen(key_path, "rb");
+    if (f) {
+        priv = wolfSSL_PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    pub = x ? wolfSSL_X509_get_pubkey(x) : NULL;
+    if (!pub || !priv)
+        goto out;
+    int type = wolfSSL_EVP_PKEY_base_id(pub);
+    if (type != EVP_PKEY_RSA && type != EVP_PKEY_EC) {
+        ok = 1;
+        goto out;
+    }
+    if (wolfSSL_EVP_PKEY_base_id(priv) != type || !(md = wolfSSL_EVP_MD_CTX_new()))
+        goto out;
+    ok = wolfSSL_EVP_DigestSignInit(md, NULL, wolfSSL_EVP_sha256(), NULL, priv) == 1 &&
+         wolfSSL_EVP_DigestSignUpdate(md, msg, sizeof(msg)) == 1 &&
+         wolfSSL_EVP_DigestSignFinal(md, sig, &sig_len) == 1;
+    wolfSSL_EVP_MD_CTX_free(md);
+    md = ok ? wolfSSL_EVP_MD_CTX_new() : NULL;
+    ok = md && wolfSSL_EVP_DigestVerifyInit(md, NULL, wolfSSL_EVP_sha256(), NULL, pub) == 1 &&
+         wolfSSL_EVP_DigestVerifyUpdate(md, msg, sizeof(msg)) == 1 &&
+         wolfSSL_EVP_DigestVerifyFinal(md, sig, sig_len) == 1;
+out:
+    wolfSSL_EVP_MD_CTX_free(md);
+    wolfSSL_EVP_PKEY_free(pub);
+    wolfSSL_EVP_PKEY_free(priv);
+    wolfSSL_X509_free(x);
+    wolfSSL_ERR_clear_error();
+    if (!ok) {
+        mdm_error(LOG_MOD, "private key %s does not match certificate %s", key_path, cert_path);
+        return MDM_ETLS;
+    }
+    return 0;
 }
 
 /* Loads a certificate chain and its key into the context, checking that they match. */
 static int load_identity(WOLFSSL_CTX *w, const char *cert_path, const char *key_path)
 {
-    int r = wolfSSL_CTX_use_certificate_chain_file(w, cert_path);
+    int r;
+    if ((r = check_readable("certificate chain", cert_path)) != 0 ||
+        (r = check_readable("private key", key_path)) != 0)
+        return r;
+    r = wolfSSL_CTX_use_certificate_chain_file(w, cert_path);
     if (r != WOLFSSL_SUCCESS) {
         log_load_error("certificate chain", cert_path, r);
         return MDM_ETLS;
@@ -290,18 +360,20 @@ static int load_identity(WOLFSSL_CTX *w, const char *cert_path, const char *key_
         log_load_error("private key", key_path, r);
         return MDM_ETLS;
     }
-    r = wolfSSL_CTX_check_private_key(w);
-    if (r != WOLFSSL_SUCCESS) {
-        mdm_error(LOG_MOD, "private key %s does not match certificate %s", key_path, cert_path);
+    if (wolfSSL_CTX_check_private_key(w) != WOLFSSL_SUCCESS) {
         wolfSSL_ERR_clear_error();
+        mdm_error(LOG_MOD, "private key %s does not match certificate %s", key_path, cert_path);
         return MDM_ETLS;
     }
-    return 0;
+    return check_key_pair(cert_path, key_path);
 }
 
 static int load_trust(WOLFSSL_CTX *w, const char *ca_path)
 {
-    int r = wolfSSL_CTX_load_verify_locations(w, ca_path, NULL);
+    int r = check_readable("CA certificates", ca_path);
+    if (r != 0)
+        return r;
+    r = wolfSSL_CTX_load_verify_locations(w, ca_path, NULL);
     if (r != WOLFSSL_SUCCESS) {
         log_load_error("CA certificates", ca_path, r);
         return MDM_ETLS;
@@ -358,7 +430,7 @@ int mdm_tls_ctx_new_server(mdm_tls_ctx_t **out, const struct mdm_tls_server_opts
     if (!o->session_tickets) {
         /* The default ticket-key callback stays installed but is never asked for a ticket. */
         if (wolfSSL_CTX_NoTicketTLSv12(w) != WOLFSSL_SUCCESS ||
-            wolfSSL_CTX_no_ticket_TLSv13(w) != WOLFSSL_SUCCESS) {
+            wolfSSL_CTX_no_ticket_TLSv13(w) != 0 /* this one returns 0 on success */) {
             mdm_error(LOG_MOD, "cannot disable session tickets");
             ret = MDM_ETLS;
             goto out;

@@ -94,6 +94,7 @@ static void test_http_errors(const server_proc_t *p)
     CHECK_EQ_INT(https_get(p->device_port, instance_ca(dir), "/nope", &out), 404);
     const char post[] = "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
     CHECK_EQ_INT(raw_request(p->device_port, post, sizeof(post) - 1, &out), 405);
+    CHECK(strstr((const char *)mdm_buf_head(&out), "\r\nAllow: GET") != NULL);
     const char garbage[] = "HELLO\r\n\r\n";
     CHECK_EQ_INT(raw_request(p->device_port, garbage, sizeof(garbage) - 1, &out), 400);
     /* A 20 KiB header: over max_header_bytes (16 KiB). */
@@ -208,6 +209,38 @@ static void test_client_certs(void)
     mdm_buf_dispose(&out);
 }
 
+/* Past max_connections a shard answers 503 and closes; capacity comes back when others go. */
+static void test_overload(void)
+{
+    const char *extra[] = {"--shards", "1", "--set", "server.max_connections=2", NULL};
+    server_proc_t p;
+    CHECK_EQ_INT(harness_start(&p, dir, extra), 0);
+    hclient_t a, b, c;
+    mdm_buf_t out;
+    mdm_buf_init(&out, 0);
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK_EQ_INT(hclient_connect(&a, p.device_port, instance_ca(dir), NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(hclient_connect(&b, p.device_port, instance_ca(dir), NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(hclient_connect(&c, p.device_port, instance_ca(dir), NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(hclient_send(&c, req, sizeof(req) - 1), 0);
+    CHECK_EQ_INT(hclient_read_response(&c, &out, 5000), 503);
+    CHECK(strstr(body_of(&out), "too many connections") != NULL);
+    CHECK_EQ_INT(hclient_wait_close(&c, 5000), 0);
+    hclient_close(&c);
+    CHECK_EQ_INT(hclient_send(&a, req, sizeof(req) - 1), 0);
+    CHECK_EQ_INT(hclient_read_response(&a, &out, 5000), 200);
+    hclient_close(&a);
+    hclient_close(&b);
+    int st = -1;
+    for (int i = 0; i < 50 && st != 200; i++) { /* the server notices the closes shortly */
+        usleep(20000);
+        st = https_get(p.device_port, instance_ca(dir), "/healthz", &out);
+    }
+    CHECK_EQ_INT(st, 200);
+    CHECK_EQ_INT(harness_stop(&p, SIGTERM, 20000), 0);
+    mdm_buf_dispose(&out);
+}
+
 /* Acknowledged writes survive kill -9; SIGTERM exits 0 after finishing. */
 static void test_durability(void)
 {
@@ -289,6 +322,7 @@ int main(void)
     test_slow_client(&p);
     CHECK_EQ_INT(harness_stop(&p, SIGTERM, 20000), 0);
     test_client_certs();
+    test_overload();
     test_durability();
     test_bad_config();
     return check_finish("integ-serve");
