@@ -1,9 +1,9 @@
 /*
  * `mdmd init` and `mdmd check-certs`: the instance folder's keys, certificates and secrets.
  *
- * Design: every file is written to a temporary sibling with its final mode set by fchmod
- * (never left to the umask), fsync'ed and renamed into place, so a crash leaves either the
- * old or the new file. mdmd.conf is written last, so a folder with mdmd.conf is complete,
+ * Design: every file goes through core/file: written to a temporary sibling with its final
+ * mode (never left to the umask), fsync'ed and renamed into place, so a crash leaves either
+ * the old or the new file. mdmd.conf is written last, so a folder with mdmd.conf is complete,
  * and an interrupted init can simply be run again. The admin API key is printed once and
  * stored only as its SHA-256.
  *
@@ -11,15 +11,9 @@
  */
 #include "actors/instance.h"
 
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/random.h>
-#include <wolfssl/wolfcrypt/hash.h>
-#include <wolfssl/wolfcrypt/sha256.h>
-
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +23,8 @@
 #include <unistd.h>
 
 #include "actors/config.h"
+#include "core/crypto.h"
+#include "core/file.h"
 #include "core/seal.h"
 #include "core/x509.h"
 
@@ -59,128 +55,29 @@ static int ensure_dir(const char *path)
     return chmod(path, 0700) != 0 ? -errno : 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/*
- * Writes path atomically with exactly mode: either the bytes in data, or (when data is NULL)
- * whatever fill() writes to the FILE.
- */
-static int write_file(const char *path, mode_t mode, const void *data, size_t len,
-                      int (*fill)(FILE *f, void *ctx), void *ctx)
-{
-    char tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int ret = fchmod(fd, mode) != 0 ? -errno : 0;
-    if (ret == 0 && data) {
-        ret = write_all(fd, data, len);
-    } else if (ret == 0) {
-        FILE *f = fdopen(fd, "w");
-        if (!f) {
-            ret = -errno;
-        } else {
-            fd = -1; /* the FILE owns it now */
-            ret = fill(f, ctx);
-            if (fflush(f) != 0 && ret == 0)
-                ret = -errno;
-            if (ret == 0 && fsync(fileno(f)) != 0)
-                ret = -errno;
-            if (fclose(f) != 0 && ret == 0)
-                ret = -errno;
-        }
-    }
-    if (fd >= 0) {
-        if (ret == 0 && fsync(fd) != 0)
-            ret = -errno;
-        if (close(fd) != 0 && ret == 0)
-            ret = -errno;
-    }
-    if (ret == 0 && rename(tmp, path) != 0)
-        ret = -errno;
-    if (ret != 0) {
-        unlink(tmp);
-        return ret;
-    }
-    /* Make the rename durable too. */
-    char parent[PATH_MAX];
-    snprintf(parent, sizeof(parent), "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (slash)
-        slash[slash == parent ? 1 : 0] = 0; /* "/x" -> "/" */
-    int dfd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -errno;
-    ret = fsync(dfd) != 0 ? -errno : 0;
-    close(dfd);
-    return ret;
-}
-
-static int read_small(const char *path, char *buf, size_t size, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return -errno;
-    size_t got = 0;
-    int ret = 0;
-    while (got < size) {
-        ssize_t n = read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            ret = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    *len = got;
-    return ret;
-}
-
 /* Concatenates the PEM files a and b into out (mode 0644). */
 static int write_chain(const char *out, const char *a, const char *b)
 {
     enum { PART_MAX = 64 * 1024 }; /* a certificate PEM is a few KiB */
-    char *joined = malloc(2 * PART_MAX + 1);
+    uint8_t *pa = NULL, *pb = NULL, *joined = NULL;
     size_t la = 0, lb = 0;
     int ret;
-    if (!joined)
-        return -ENOMEM;
-    if ((ret = read_small(a, joined, PART_MAX, &la)) != 0)
+    if ((ret = mdm_file_read(a, PART_MAX, &pa, &la)) != 0 ||
+        (ret = mdm_file_read(b, PART_MAX, &pb, &lb)) != 0)
         goto out;
-    if (la == PART_MAX) {
-        ret = MDM_ETOOBIG;
+    joined = malloc(la + 1 + lb);
+    if (!joined) {
+        ret = -ENOMEM;
         goto out;
     }
-    if (la > 0 && joined[la - 1] != '\n')
+    memcpy(joined, pa, la);
+    if (la > 0 && pa[la - 1] != '\n')
         joined[la++] = '\n';
-    if ((ret = read_small(b, joined + la, PART_MAX, &lb)) != 0)
-        goto out;
-    if (lb == PART_MAX) {
-        ret = MDM_ETOOBIG;
-        goto out;
-    }
-    ret = write_file(out, 0644, joined, la + lb, NULL, NULL);
+    memcpy(joined + la, pb, lb);
+    ret = mdm_file_write_atomic(out, joined, la + lb, 0644);
 out:
+    free(pa);
+    free(pb);
     free(joined);
     return ret;
 }
@@ -244,16 +141,6 @@ static int split_hostnames(const char *csv, char *buf, size_t size, const char *
     return 0;
 }
 
-static void to_hex(const uint8_t *p, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 /* Unpadded base64url (RFC 4648 section 5); out needs 4 * ceil(n / 3) + 1 bytes. */
 static void base64url(const uint8_t *p, size_t n, char *out)
 {
@@ -279,32 +166,33 @@ static void base64url(const uint8_t *p, size_t n, char *out)
 int mdm_instance_hash_api_key(const char *key, char hex_out[65])
 {
     assert(key && hex_out);
-    uint8_t digest[WC_SHA256_DIGEST_SIZE];
-    if (wc_Sha256Hash((const uint8_t *)key, (word32)strlen(key), digest) != 0)
-        return MDM_ECRYPTO;
-    to_hex(digest, sizeof(digest), hex_out);
-    return 0;
+    return mdm_sha256_hex(key, strlen(key), hex_out);
 }
 
 int mdm_instance_read_admin_key_hash(const char *dir, char hex_out[65])
 {
     assert(dir && hex_out);
-    char path[PATH_MAX], buf[130];
+    enum { FILE_MAX = 128 }; /* 64 hex digits, a line end, some slack for white space */
+    char path[PATH_MAX];
+    uint8_t *buf = NULL;
     size_t len = 0;
     int ret;
-    if ((ret = join(path, dir, API_KEY_HASH_FILE)) != 0 ||
-        (ret = read_small(path, buf, sizeof(buf), &len)) != 0)
+    if ((ret = join(path, dir, API_KEY_HASH_FILE)) != 0)
         return ret;
+    if ((ret = mdm_file_read(path, FILE_MAX, &buf, &len)) != 0)
+        return ret == MDM_ETOOBIG ? MDM_ECONFIG : ret;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
         len--;
-    if (len != 64)
-        return MDM_ECONFIG;
-    for (size_t i = 0; i < 64; i++)
+    ret = len == 64 ? 0 : MDM_ECONFIG;
+    for (size_t i = 0; i < len && ret == 0; i++)
         if (!((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')))
-            return MDM_ECONFIG;
-    memcpy(hex_out, buf, 64);
-    hex_out[64] = 0;
-    return 0;
+            ret = MDM_ECONFIG;
+    if (ret == 0) {
+        memcpy(hex_out, buf, 64);
+        hex_out[64] = 0;
+    }
+    free(buf);
+    return ret;
 }
 
 /* ---- init ------------------------------------------------------------------------------ */
@@ -320,10 +208,21 @@ struct init_ctx {
     char api_key[sizeof(MDM_INSTANCE_API_KEY_PREFIX) + 44];
 };
 
-static int fill_config(FILE *f, void *ctx)
+/* Writes the configuration template to path (mode 0600). */
+static int write_config(const char *path, const char *hostnames_csv)
 {
-    const struct init_ctx *c = ctx;
-    return mdm_config_write_template(f, c->hostnames_csv);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return -errno;
+    int ret = mdm_config_write_template(f, hostnames_csv);
+    if (fclose(f) != 0 && ret == 0)
+        ret = -ENOMEM; /* open_memstream can only fail to grow its buffer */
+    if (ret == 0)
+        ret = mdm_file_write_atomic(path, text, len, 0600);
+    free(text);
+    return ret;
 }
 
 static int make_ca(struct init_ctx *c)
@@ -422,25 +321,17 @@ static int make_secrets_key(struct init_ctx *c)
         if (unlink(path) != 0)
             return -errno;
     }
-    if ((ret = mdm_seal_key_create(path, NULL)) != 0)
-        return ret;
-    return chmod(path, 0600) != 0 ? -errno : 0; /* created under the umask */
+    return mdm_seal_key_create(path, NULL); /* mode exactly 0600 */
 }
 
 static int make_api_key(struct init_ctx *c)
 {
     uint8_t raw[API_KEY_BYTES];
     char b64[4 * ((API_KEY_BYTES + 2) / 3) + 1], hex[65], path[PATH_MAX];
-    WC_RNG rng;
     int ret;
     c->step = API_KEY_HASH_FILE;
-    if ((ret = join(path, c->dir, API_KEY_HASH_FILE)) != 0)
-        return ret;
-    if (wc_InitRng(&rng) != 0)
-        return MDM_ECRYPTO;
-    ret = wc_RNG_GenerateBlock(&rng, raw, sizeof(raw)) == 0 ? 0 : MDM_ECRYPTO;
-    wc_FreeRng(&rng);
-    if (ret != 0)
+    if ((ret = join(path, c->dir, API_KEY_HASH_FILE)) != 0 ||
+        (ret = mdm_random_bytes(raw, sizeof(raw))) != 0)
         return ret;
     base64url(raw, sizeof(raw), b64);
     explicit_bzero(raw, sizeof(raw));
@@ -449,7 +340,7 @@ static int make_api_key(struct init_ctx *c)
     if ((ret = mdm_instance_hash_api_key(c->api_key, hex)) != 0)
         return ret;
     hex[64] = '\n';
-    return write_file(path, 0600, hex, 65, NULL, NULL);
+    return mdm_file_write_atomic(path, hex, 65, 0600);
 }
 
 static void print_summary(const struct init_ctx *c)
@@ -515,7 +406,7 @@ int mdm_instance_init(const char *dir, const char *hostnames_csv, bool force, FI
         (ret = make_secrets_key(&c)) != 0 || (ret = make_api_key(&c)) != 0)
         goto fail;
     c.step = "mdmd.conf"; /* last: its presence marks a complete instance */
-    if ((ret = write_file(path, 0600, NULL, 0, fill_config, &c)) != 0)
+    if ((ret = write_config(path, c.hostnames_csv)) != 0)
         goto fail;
     print_summary(&c);
     explicit_bzero(c.api_key, sizeof(c.api_key));

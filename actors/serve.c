@@ -212,6 +212,8 @@ static void app_free(struct app *app)
     mdm_actors_free(app->actors);
     mdm_tls_ctx_free(app->device_tls);
     mdm_tls_ctx_free(app->admin_tls);
+    mdm_tls_thread_cleanup();
+    mdm_tls_global_cleanup();
 }
 
 int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides, FILE *out)

@@ -20,8 +20,9 @@
  * Invariants: at most one connect-or-recv and one send in flight per slot; a send reads from
  * slot->sending, swapped with the TLS cipher_out buffer, so its bytes stay put while the kernel
  * holds them; a slot's fd and TLS state are released only in CLOSING with no op in flight, and
- * only from an op's own completion or from the end-of-tick hook (never in the middle of a call
- * chain that still uses them, such as drive).
+ * only from the end-of-tick hook: core/loop marks every op of a tick complete before running
+ * any callback, so finishing a close from a callback could reuse the slot for a new connection
+ * while a completion of the old one is still queued behind it.
  *
  * Timing: CLOCK_MONOTONIC in ns. Latency runs from writing the request (keep-alive) or from
  * starting the TCP connect (new connection per request) to the response's last byte. The run
@@ -193,7 +194,7 @@ static void on_send(mdm_op_t *op)
     if (op->res > 0)
         mdm_buf_consume(&s->sending, (size_t)op->res);
     if (s->state == S_CLOSING) {
-        maybe_finalize(s);
+        defer(s);
         return;
     }
     if (op->res <= 0) {
@@ -389,7 +390,7 @@ static void on_recv(mdm_op_t *op)
         mdm_tls_feed_eof(s->tls);
     }
     if (s->state == S_CLOSING) {
-        maybe_finalize(s);
+        defer(s);
         return;
     }
     if (op->res == -ENOBUFS) { /* every provided buffer is taken: try again after this tick */
@@ -463,7 +464,7 @@ static void on_connect(mdm_op_t *op)
 {
     struct slot *s = MDM_CONTAINER_OF(op, struct slot, connect_op);
     if (s->state == S_CLOSING) {
-        maybe_finalize(s);
+        defer(s);
         return;
     }
     if (op->res < 0) {
@@ -524,7 +525,8 @@ static void slot_close(struct slot *s, bool restart, uint64_t delay_ms)
     defer(s); /* the caller may still be using fd and TLS */
 }
 
-/* Releases fd and TLS once nothing is in flight, then maybe reconnects. */
+/* Releases fd and TLS once nothing is in flight, then maybe reconnects. Only from
+ * run_deferred (see the invariants at the top). */
 static void maybe_finalize(struct slot *s)
 {
     struct run *r = s->run;
@@ -549,7 +551,7 @@ static void maybe_finalize(struct slot *s)
 
 static void on_cancel(mdm_op_t *op)
 {
-    maybe_finalize(MDM_CONTAINER_OF(op, struct slot, cancel_op));
+    defer(MDM_CONTAINER_OF(op, struct slot, cancel_op));
 }
 
 static void on_timer(mdm_timer_t *t)
@@ -675,15 +677,17 @@ int bench_run(const struct bench_options *o, struct bench_stats *st)
     for (unsigned i = 0; i < o->connections; i++)
         slot_start(&r->slots[i]);
 
-    /* Bounded in time: stop_at, then grace_ms, then ABORT_MS at most. */
-    while (r->active > 0) {
+    /* Bounded in time: stop_at, then grace_ms, then ABORT_MS at most. Slots waiting to
+     * reconnect are not active, so the run only ends early once it is stopping. */
+    while (!r->stopping || r->active > 0) {
         int n = mdm_loop_run_once(&r->loop, TICK_MS);
         if (n < 0) {
             ret = n;
             break;
         }
         uint64_t t = now_ns();
-        if (!r->stopping && (t >= stop_at || (o->interrupted && *o->interrupted))) {
+        if (!r->stopping &&
+            (t >= stop_at || limit_reached(r) || (o->interrupted && *o->interrupted))) {
             r->stopping = true;
             cut_at = t + grace_ms * 1000000u;
         }

@@ -1,1 +1,470 @@
-int main(void) { return 1; }
+/*
+ * mdm-bench: the load generator that ships with mdmd.
+ *
+ *   mdm-bench http --url https://127.0.0.1:8443/healthz [--connections N] [--duration S]
+ *                  [--requests N] [--timeout MS] [--new-conn [--resume]] [--ca FILE]
+ *                  [--cert FILE --key FILE] [--json]
+ *
+ * Design: a verb names a scenario (scenario.h: what to ask, what a good answer is); the driver
+ * (driver.h: connections, TLS, HTTP framing, timing) runs it over N concurrent connections from
+ * one thread on one io_uring ring; this file parses the command line, measures the client's own
+ * CPU time around the run (getrusage) and prints the report, as text or as one JSON object for
+ * scripts. Latencies come from a log-linear histogram (hist.h), so memory stays fixed however
+ * long the run.
+ *
+ * Exit codes: 0 at least one request succeeded; 1 none did, or the run could not be set up;
+ * 2 usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "bench/driver.h"
+#include "bench/hist.h"
+#include "bench/scenario.h"
+#include "core/log.h"
+#include "core/tls.h"
+
+#define CONNECTIONS_MAX 100000
+
+struct cli {
+    const char *verb;
+    const char *url;
+    const char *ca, *cert, *key;
+    unsigned connections;
+    uint64_t duration_ms, requests, timeout_ms;
+    bool new_conn, resume, json;
+    /* from the URL */
+    char host[256];        /* without brackets: for SNI and resolution */
+    char host_header[300]; /* Host header value */
+    char port[8];
+    char path[1024];
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = interrupted < 2 ? interrupted + 1 : 2; /* second Ctrl-C cuts off at once */
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mdm-bench http --url https://HOST[:PORT]/PATH [options]\n"
+            "\n"
+            "Scenario http: GET the URL over and over; any 2xx answer is a success.\n"
+            "\n"
+            "options:\n"
+            "  --connections N   concurrent connections (default 50)\n"
+            "  --duration S      run time: seconds, or with a unit (500ms, 10s, 2m); default 10\n"
+            "  --requests N      stop after N requests (whichever of duration/requests is first)\n"
+            "  --timeout MS      per-request timeout in milliseconds (default 5000)\n"
+            "  --new-conn        a new TCP+TLS connection per request (Connection: close)\n"
+            "  --resume          with --new-conn: resume the first connection's TLS session\n"
+            "  --ca FILE         verify the server certificate against FILE (default: no check)\n"
+            "  --cert FILE --key FILE   present a client certificate\n"
+            "  --json            print one JSON object instead of the text report\n");
+}
+
+/* ---- command line ---- */
+
+static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s[0] || s[0] == '-')
+        return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "10", "10s", "1.5s", "500ms", "2m" -> milliseconds, 1 ms to 24 h. */
+static bool parse_duration(const char *s, uint64_t *ms)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v <= 0)
+        return false;
+    double scale = 1000;
+    if (strcmp(end, "ms") == 0)
+        scale = 1;
+    else if (strcmp(end, "m") == 0)
+        scale = 60000;
+    else if (*end && strcmp(end, "s") != 0)
+        return false;
+    double t = v * scale;
+    if (t < 1 || t > 86400000)
+        return false;
+    *ms = (uint64_t)t;
+    return true;
+}
+
+/* https://host[:port][/path]; host may be [v6]. */
+static bool parse_url(struct cli *c)
+{
+    const char *p = c->url;
+    if (strncmp(p, "https://", 8) != 0)
+        return false;
+    p += 8;
+    const char *host = p, *host_end;
+    if (*p == '[') {
+        host = p + 1;
+        host_end = strchr(host, ']');
+        if (!host_end)
+            return false;
+        p = host_end + 1;
+    } else {
+        host_end = p + strcspn(p, ":/?#");
+        p = host_end;
+    }
+    size_t hl = (size_t)(host_end - host);
+    if (hl == 0 || hl >= sizeof(c->host))
+        return false;
+    memcpy(c->host, host, hl);
+    c->host[hl] = '\0';
+    const char *port = "443";
+    size_t pl = 3;
+    if (*p == ':') {
+        port = ++p;
+        pl = strspn(p, "0123456789");
+        p += pl;
+    }
+    uint64_t pn;
+    char portbuf[8];
+    if (pl == 0 || pl >= sizeof(portbuf))
+        return false;
+    memcpy(portbuf, port, pl);
+    portbuf[pl] = '\0';
+    if (!parse_u64(portbuf, 1, 65535, &pn))
+        return false;
+    snprintf(c->port, sizeof(c->port), "%u", (unsigned)pn);
+    if (*p && *p != '/')
+        return false;
+    snprintf(c->path, sizeof(c->path), "%s", *p ? p : "/");
+    bool v6 = strchr(c->host, ':') != NULL;
+    if (pn == 443)
+        snprintf(c->host_header, sizeof(c->host_header), v6 ? "[%s]" : "%s", c->host);
+    else
+        snprintf(c->host_header, sizeof(c->host_header), v6 ? "[%s]:%s" : "%s:%s", c->host,
+                 c->port);
+    return true;
+}
+
+/* Returns 0, or 2 after printing what is wrong. */
+static int parse_cli(struct cli *c, int argc, char **argv)
+{
+    enum { O_URL = 1, O_CONN, O_DUR, O_REQ, O_TIMEOUT, O_NEW, O_RESUME, O_CA, O_CERT, O_KEY,
+           O_JSON, O_HELP };
+    static const struct option opts[] = {
+        {"url", required_argument, NULL, O_URL},
+        {"connections", required_argument, NULL, O_CONN},
+        {"duration", required_argument, NULL, O_DUR},
+        {"requests", required_argument, NULL, O_REQ},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"new-conn", no_argument, NULL, O_NEW},
+        {"resume", no_argument, NULL, O_RESUME},
+        {"ca", required_argument, NULL, O_CA},
+        {"cert", required_argument, NULL, O_CERT},
+        {"key", required_argument, NULL, O_KEY},
+        {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    memset(c, 0, sizeof(*c));
+    c->connections = 50;
+    c->duration_ms = 10000;
+    c->timeout_ms = 5000;
+    if (argc < 2 || strcmp(argv[1], "http") != 0) {
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
+            usage(stdout), exit(0);
+        fprintf(stderr, "mdm-bench: %s\n", argc < 2 ? "missing scenario" : "unknown scenario");
+        goto bad;
+    }
+    c->verb = argv[1];
+    optind = 2;
+    opterr = 0;
+    int opt, idx = 0;
+    uint64_t v;
+    while ((opt = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+        switch (opt) {
+        case O_URL: c->url = optarg; break;
+        case O_CONN:
+            if (!parse_u64(optarg, 1, CONNECTIONS_MAX, &v))
+                goto bad_value;
+            c->connections = (unsigned)v;
+            break;
+        case O_DUR:
+            if (!parse_duration(optarg, &c->duration_ms))
+                goto bad_value;
+            break;
+        case O_REQ:
+            if (!parse_u64(optarg, 1, UINT64_MAX / 2, &c->requests))
+                goto bad_value;
+            break;
+        case O_TIMEOUT:
+            if (!parse_u64(optarg, 1, 3600000, &c->timeout_ms))
+                goto bad_value;
+            break;
+        case O_NEW: c->new_conn = true; break;
+        case O_RESUME: c->resume = true; break;
+        case O_CA: c->ca = optarg; break;
+        case O_CERT: c->cert = optarg; break;
+        case O_KEY: c->key = optarg; break;
+        case O_JSON: c->json = true; break;
+        case O_HELP: usage(stdout); exit(0);
+        default:
+            fprintf(stderr, "mdm-bench: unknown option or missing value: %s\n", argv[optind - 1]);
+            goto bad;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "mdm-bench: unexpected argument: %s\n", argv[optind]);
+        goto bad;
+    }
+    if (!c->url || !parse_url(c)) {
+        fprintf(stderr, "mdm-bench: --url https://HOST[:PORT]/PATH is required\n");
+        goto bad;
+    }
+    if (!c->cert != !c->key) {
+        fprintf(stderr, "mdm-bench: --cert and --key go together\n");
+        goto bad;
+    }
+    if (c->resume && !c->new_conn) {
+        fprintf(stderr, "mdm-bench: --resume needs --new-conn\n");
+        goto bad;
+    }
+    return 0;
+bad_value:
+    fprintf(stderr, "mdm-bench: bad value for --%s: %s\n", opts[idx].name, optarg);
+bad:
+    usage(stderr);
+    return 2;
+}
+
+/* ---- setup ---- */
+
+static int resolve(const struct cli *c, struct bench_options *o)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(c->host, c->port, &hints, &res);
+    if (rc != 0 || !res) {
+        fprintf(stderr, "mdm-bench: cannot resolve %s: %s\n", c->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
+    o->addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static double cpu_seconds(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+/* ---- report ---- */
+
+struct report {
+    const struct cli *cli;
+    const struct bench_stats *st;
+    double elapsed_s, user_s, sys_s;
+};
+
+static const char *mode_name(const struct cli *c)
+{
+    return !c->new_conn ? "keep-alive" : c->resume ? "new-conn-resume" : "new-conn";
+}
+
+static double ms(uint64_t ns)
+{
+    return (double)ns / 1e6;
+}
+
+static uint64_t requests_done(const struct bench_stats *st)
+{
+    return st->completed[BENCH_OK] + bench_stats_errors(st);
+}
+
+static void print_text(const struct report *r)
+{
+    const struct bench_stats *st = r->st;
+    const bench_hist_t *l = &st->latency, *h = &st->handshake;
+    uint64_t ok = st->completed[BENCH_OK];
+    printf("mdm-bench %s %s: %u connections, %s, %.2f s\n", r->cli->verb, r->cli->url,
+           r->cli->connections, mode_name(r->cli), r->elapsed_s);
+    printf("  requests     %llu ok, %llu errors", (unsigned long long)ok,
+           (unsigned long long)bench_stats_errors(st));
+    const char *sep = " (";
+    for (int k = BENCH_OK + 1; k < BENCH_OUTCOMES; k++) {
+        printf("%s%s %llu", sep, bench_outcome_name(k), (unsigned long long)st->completed[k]);
+        sep = ", ";
+    }
+    printf("), %llu unfinished\n", (unsigned long long)st->unfinished);
+    printf("  throughput   %.1f req/s\n", r->elapsed_s > 0 ? (double)ok / r->elapsed_s : 0);
+    printf("  latency ms   p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  mean %.3f\n",
+           ms(bench_hist_quantile(l, 0.5)), ms(bench_hist_quantile(l, 0.9)),
+           ms(bench_hist_quantile(l, 0.99)), ms(l->max), bench_hist_mean(l) / 1e6);
+    printf("  connections  %llu opened, %llu handshakes (%llu resumed), %llu closed by server\n",
+           (unsigned long long)st->connects, (unsigned long long)st->handshakes,
+           (unsigned long long)st->resumed, (unsigned long long)st->server_closes);
+    if (h->count)
+        printf("  handshake ms p50 %.3f  p99 %.3f  max %.3f (connect start to TLS done)\n",
+               ms(bench_hist_quantile(h, 0.5)), ms(bench_hist_quantile(h, 0.99)), ms(h->max));
+    uint64_t n = requests_done(st);
+    printf("  client CPU   %.1f us/request (user %.2f s, sys %.2f s)\n",
+           n ? (r->user_s + r->sys_s) * 1e6 / (double)n : 0, r->user_s, r->sys_s);
+    for (int k = BENCH_OK + 1; k < BENCH_OUTCOMES; k++)
+        if (st->first_error[k][0])
+            printf("  first %s error: %s\n", bench_outcome_name(k), st->first_error[k]);
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void json_hist(const char *name, const bench_hist_t *h)
+{
+    printf("\"%s\":{\"count\":%llu,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"max\":%.1f,"
+           "\"mean\":%.1f}",
+           name, (unsigned long long)h->count, bench_hist_quantile(h, 0.5) / 1e3,
+           bench_hist_quantile(h, 0.9) / 1e3, bench_hist_quantile(h, 0.99) / 1e3,
+           h->count ? h->max / 1e3 : 0.0, bench_hist_mean(h) / 1e3);
+}
+
+static void print_json(const struct report *r)
+{
+    const struct bench_stats *st = r->st;
+    uint64_t ok = st->completed[BENCH_OK], n = requests_done(st);
+    printf("{\"scenario\":");
+    json_string(r->cli->verb);
+    printf(",\"url\":");
+    json_string(r->cli->url);
+    printf(",\"mode\":\"%s\",\"connections\":%u,\"elapsed_s\":%.3f,", mode_name(r->cli),
+           r->cli->connections, r->elapsed_s);
+    printf("\"requests\":%llu,\"ok\":%llu,\"errors\":%llu,\"unfinished\":%llu,",
+           (unsigned long long)n, (unsigned long long)ok,
+           (unsigned long long)bench_stats_errors(st), (unsigned long long)st->unfinished);
+    printf("\"errors_by_kind\":{");
+    for (int k = BENCH_OK + 1; k < BENCH_OUTCOMES; k++)
+        printf("%s\"%s\":%llu", k == BENCH_OK + 1 ? "" : ",", bench_outcome_name(k),
+               (unsigned long long)st->completed[k]);
+    printf("},\"rps\":%.1f,", r->elapsed_s > 0 ? (double)ok / r->elapsed_s : 0);
+    json_hist("latency_us", &st->latency);
+    printf(",");
+    json_hist("handshake_us", &st->handshake);
+    printf(",\"connects\":%llu,\"handshakes\":%llu,\"resumed\":%llu,\"server_closes\":%llu,",
+           (unsigned long long)st->connects, (unsigned long long)st->handshakes,
+           (unsigned long long)st->resumed, (unsigned long long)st->server_closes);
+    printf("\"client_cpu_us_per_request\":%.2f,\"client_user_s\":%.3f,\"client_sys_s\":%.3f,",
+           n ? (r->user_s + r->sys_s) * 1e6 / (double)n : 0, r->user_s, r->sys_s);
+    printf("\"first_errors\":{");
+    const char *sep = "";
+    for (int k = BENCH_OK + 1; k < BENCH_OUTCOMES; k++) {
+        if (!st->first_error[k][0])
+            continue;
+        printf("%s\"%s\":", sep, bench_outcome_name(k));
+        json_string(st->first_error[k]);
+        sep = ",";
+    }
+    printf("}}\n");
+}
+
+/* ---- main ---- */
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal; /* no SA_RESTART: the ring wait returns and the run stops */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli;
+    int code = parse_cli(&cli, argc, argv);
+    if (code != 0)
+        return code;
+    mdm_log_setup(MDM_LOG_WARN, false);
+
+    struct bench_options o = {
+        .sni = cli.host,
+        .connections = cli.connections,
+        .duration_ms = cli.duration_ms,
+        .requests = cli.requests,
+        .timeout_ms = cli.timeout_ms,
+        .new_conn = cli.new_conn,
+        .resume = cli.resume,
+        .interrupted = &interrupted,
+    };
+    struct bench_scenario sc;
+    mdm_tls_ctx_t *tls = NULL;
+    struct bench_stats *st = calloc(1, sizeof(*st));
+    code = 1;
+    if (!st || resolve(&cli, &o) != 0)
+        goto out;
+    struct mdm_tls_client_opts to = {.ca_path = cli.ca, .cert_path = cli.cert, .key_path = cli.key};
+    int ret = mdm_tls_ctx_new_client(&tls, &to);
+    if (ret != 0) {
+        fprintf(stderr, "mdm-bench: TLS client setup failed: %s\n", mdm_strerror(ret));
+        goto out;
+    }
+    if ((ret = bench_scenario_http_get(&sc, cli.host_header, cli.path)) != 0) {
+        fprintf(stderr, "mdm-bench: %s\n", mdm_strerror(ret));
+        goto out;
+    }
+    o.tls = tls;
+    o.scenario = &sc;
+    install_signals();
+
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
+    ret = bench_run(&o, st);
+    getrusage(RUSAGE_SELF, &ru1);
+    sc.free(sc.arg);
+    if (ret != 0) {
+        fprintf(stderr, "mdm-bench: cannot run: %s\n", mdm_strerror(ret));
+        goto out;
+    }
+    struct report rep = {
+        .cli = &cli,
+        .st = st,
+        .elapsed_s = (double)st->elapsed_ns / 1e9,
+        .user_s = cpu_seconds(&ru1.ru_utime) - cpu_seconds(&ru0.ru_utime),
+        .sys_s = cpu_seconds(&ru1.ru_stime) - cpu_seconds(&ru0.ru_stime),
+    };
+    if (cli.json)
+        print_json(&rep);
+    else
+        print_text(&rep);
+    code = st->completed[BENCH_OK] > 0 ? 0 : 1;
+out:
+    mdm_tls_ctx_free(tls);
+    free(st);
+    return code;
+}

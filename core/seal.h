@@ -10,8 +10,9 @@
  * authenticated too. Callers bind a secret to its record through aad (for example
  * "bootstrap:<udid>"), so a sealed value copied onto another record does not unseal.
  *
- * All functions are thread-safe; nonces come from one wolfCrypt DRBG behind a mutex that is
- * re-seeded after fork(), so a parent and its child never share a nonce stream.
+ * All functions are thread-safe; nonces come from mdm_random_bytes() (core/crypto.h), one
+ * wolfCrypt DRBG behind a mutex that is re-seeded after fork(), so a parent and its child
+ * never share a nonce stream.
  */
 #ifndef MDM_CORE_SEAL_H
 #define MDM_CORE_SEAL_H
@@ -37,8 +38,9 @@
 MDM_MUST_CHECK int mdm_seal_key_load(const char *path, uint8_t key[MDM_SEAL_KEY_LEN]);
 
 /**
- * Creates a new secrets key file at path (mode 0600, O_EXCL: never overwrites an existing
- * key) with 32 random bytes, fsyncs it, and copies the key into key when key is not NULL.
+ * Creates a new secrets key file at path with 32 random bytes and mode exactly 0600 (umask
+ * ignored), and copies the key into key when key is not NULL. Never overwrites an existing
+ * key: the file is written and fsync'ed under a temporary name, then linked into place.
  * Returns 0, -EEXIST, MDM_ECRYPTO (RNG failure) or another -errno.
  */
 MDM_MUST_CHECK int mdm_seal_key_create(const char *path, uint8_t key[MDM_SEAL_KEY_LEN]);

@@ -714,6 +714,7 @@ static void on_shard_finish(mdm_shard_t *sh, void *arg)
     }
     ss->conns = NULL;
     ss->n_conns = 0;
+    mdm_tls_thread_cleanup(); /* this thread's wolfSSL caches (idempotent across listeners) */
     mdm_info("server", "%s shard %u: %llu connections, %llu requests, %llu refused", s->name,
              sh->index, (unsigned long long)ss->accepted, (unsigned long long)ss->requests,
              (unsigned long long)ss->refused);

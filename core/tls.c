@@ -24,19 +24,19 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <wolfssl/options.h>
 
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/pem.h>
+#include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
 #include "core/log.h"
@@ -60,6 +60,7 @@ static const char CIPHER_LIST[] = "TLS13-AES128-GCM-SHA256:"
 struct mdm_tls_ctx {
     WOLFSSL_CTX *wctx;
     bool is_server;
+    bool verify_peer;      /* client: a CA file was given, so certificates are checked */
     size_t cipher_in_max;  /* bytes, per connection */
     size_t cipher_out_max; /* bytes, per connection */
     size_t plain_in_max;   /* bytes, per connection */
@@ -72,20 +73,22 @@ struct mdm_tls_ctx {
 
 struct mdm_tls_conn {
     WOLFSSL *ssl;
-    mdm_tls_ctx_t *ctx;     /* borrowed; outlives the connection */
-    mdm_buf_t cin;          /* ciphertext from the network, drained by recv_cb */
-    mdm_buf_t cout;         /* ciphertext for the network, filled by send_cb */
-    mdm_buf_t plain_in;     /* decrypted bytes for the upper layer */
-    int failed;             /* 0, or the sticky MDM_ETLS / MDM_ECLOSED / -ENOMEM */
-    bool eof;               /* the peer closed its side of the transport */
+    mdm_tls_ctx_t *ctx; /* borrowed; outlives the connection */
+    mdm_buf_t cin;      /* ciphertext from the network, drained by recv_cb */
+    mdm_buf_t cout;     /* ciphertext for the network, filled by send_cb */
+    mdm_buf_t plain_in; /* decrypted bytes for the upper layer */
+    int failed;         /* 0, or the sticky MDM_ETLS / MDM_ECLOSED / -ENOMEM */
+    bool eof;           /* the peer closed its side of the transport */
     bool handshake_done;
     bool resumed;
-    bool shutdown_queued;   /* close_notify is in cout (or was refused before the handshake) */
-    size_t rec_plain_max;   /* plaintext bytes per record (set at handshake end) */
-    size_t rec_overhead;    /* ciphertext bytes added per record (header, tag, ...) */
+    bool shutdown_queued; /* close_notify is in cout (or was refused before the handshake) */
+    size_t rec_plain_max; /* plaintext bytes per record (set at handshake end) */
+    size_t rec_overhead;  /* ciphertext bytes added per record (header, tag, ...) */
     struct mdm_tls_peer peer;
-    uint8_t *peer_der;      /* owned copy behind peer.der */
+    uint8_t *peer_der;            /* owned copy behind peer.der */
     char alpn[ALPN_NAME_MAX + 1]; /* negotiated protocol, "" = none */
+    uint8_t verify_ip[16];        /* client: address an IP SAN of the leaf must carry */
+    size_t verify_ip_len;         /* 4 or 16 when the server name is an IP literal, else 0 */
     char last_error[160];
 };
 
@@ -94,10 +97,7 @@ struct mdm_tls_conn {
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_result = MDM_ETLS;
 
-static void do_global_init(void)
-{
-    init_result = wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : MDM_ETLS;
-}
+static void do_global_init(void) { init_result = wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : MDM_ETLS; }
 
 int mdm_tls_global_init(void)
 {
@@ -105,6 +105,14 @@ int mdm_tls_global_init(void)
     if (init_result != 0)
         mdm_error(LOG_MOD, "wolfSSL_Init failed");
     return init_result;
+}
+
+void mdm_tls_thread_cleanup(void) { wc_ecc_fp_free(); }
+
+void mdm_tls_global_cleanup(void)
+{
+    wc_ecc_fp_free();
+    wolfSSL_Cleanup();
 }
 
 /* ---- error mapping (the only place wolfSSL codes become MDM codes) ---- */
@@ -134,6 +142,16 @@ static int fail(struct mdm_tls_conn *c, int err, const char *stage)
     long vr = wolfSSL_get_verify_result(c->ssl);
     mdm_debug(LOG_MOD, "%s: %s (verify result %ld)", side_name(c), c->last_error, vr);
     /* wolfSSL's compat layer queues errors per thread; nobody reads that queue. */
+    wolfSSL_ERR_clear_error();
+    c->failed = MDM_ETLS;
+    return c->failed;
+}
+
+/* Records a fatal error found by this layer rather than reported by wolfSSL. */
+static int fail_text(struct mdm_tls_conn *c, const char *stage, const char *text)
+{
+    snprintf(c->last_error, sizeof(c->last_error), "%s: %s", stage, text);
+    mdm_debug(LOG_MOD, "%s: %s", side_name(c), c->last_error);
     wolfSSL_ERR_clear_error();
     c->failed = MDM_ETLS;
     return c->failed;
@@ -284,11 +302,8 @@ static int check_readable(const char *what, const char *path)
 
 static void log_load_error(const char *what, const char *path, int ret)
 {
-    char reason[96];
-    unsigned long e = wolfSSL_ERR_peek_last_error();
-    reason_text(e ? (int)(long)e : ret, reason, sizeof(reason));
-    mdm_error(LOG_MOD, "cannot load %s from %s: not valid PEM or unsupported (%s, %d)", what,
-              path, reason, ret);
+    mdm_error(LOG_MOD, "cannot load %s from %s: not valid PEM or unsupported (wolfSSL %d)", what,
+              path, ret);
     wolfSSL_ERR_clear_error();
 }
 
@@ -415,19 +430,22 @@ int mdm_tls_ctx_new_server(mdm_tls_ctx_t **out, const struct mdm_tls_server_opts
     wolfSSL_CTX_set_verify(w, mode, NULL);
 
     /*
-     * Sessions resume only on the context that made them: a random session-id context keeps
-     * a session verified under one client-auth policy from being resumed under another
-     * (the session cache is process-wide; ticket keys are per context anyway).
+     * Resumption and client certificates do not mix in wolfSSL 5.5: a TLS 1.2 ticket does not
+     * carry the client certificate, a TLS 1.3 one finds it only while the session is still in
+     * the fixed-size, process-wide session cache, and that cache is shared by every server
+     * context in the process (the session id context is not checked on lookup), so a session
+     * could move between contexts with different client-auth policies. A context that asks
+     * for client certificates therefore never resumes: every handshake verifies the
+     * certificate it reports.
      */
-    uint8_t sid_ctx[16];
-    if (getrandom(sid_ctx, sizeof(sid_ctx), 0) != (ssize_t)sizeof(sid_ctx) ||
-        wolfSSL_CTX_set_session_id_context(w, sid_ctx, sizeof(sid_ctx)) != WOLFSSL_SUCCESS) {
-        mdm_error(LOG_MOD, "cannot set the session id context");
+    bool tickets = o->session_tickets && o->client_auth == MDM_TLS_CLIENT_NONE;
+    if (o->client_auth != MDM_TLS_CLIENT_NONE &&
+        wolfSSL_CTX_set_session_cache_mode(w, WOLFSSL_SESS_CACHE_OFF) != WOLFSSL_SUCCESS) {
+        mdm_error(LOG_MOD, "cannot turn the session cache off");
         ret = MDM_ETLS;
         goto out;
     }
-
-    if (!o->session_tickets) {
+    if (!tickets) {
         /* The default ticket-key callback stays installed but is never asked for a ticket. */
         if (wolfSSL_CTX_NoTicketTLSv12(w) != WOLFSSL_SUCCESS ||
             wolfSSL_CTX_no_ticket_TLSv13(w) != 0 /* this one returns 0 on success */) {
@@ -487,16 +505,17 @@ int mdm_tls_ctx_new_client(mdm_tls_ctx_t **out, const struct mdm_tls_client_opts
     if (o->ca_path) {
         if ((ret = load_trust(w, o->ca_path)) != 0)
             goto out;
+        ctx->verify_peer = true;
         wolfSSL_CTX_set_verify(w, WOLFSSL_VERIFY_PEER, NULL);
     } else {
         wolfSSL_CTX_set_verify(w, WOLFSSL_VERIFY_NONE, NULL);
     }
-    /* Offer TLS 1.2 tickets too (1.3 tickets need nothing). */
-    if (wolfSSL_CTX_UseSessionTicket(w) != WOLFSSL_SUCCESS) {
-        mdm_error(LOG_MOD, "cannot enable session tickets");
-        ret = MDM_ETLS;
-        goto out;
-    }
+    /*
+     * TLS 1.2 tickets are not offered: a wolfSSL 5.5 client that offers a ticket the server
+     * cannot decrypt (new ticket key after a restart) takes the server's fresh session id for
+     * an abbreviated handshake and fails with "out of order message". TLS 1.2 resumes by
+     * session id instead; TLS 1.3 tickets are unaffected.
+     */
     if (o->alpn)
         snprintf(ctx->alpn_offer, sizeof(ctx->alpn_offer), "%s", o->alpn);
     *out = ctx;
@@ -516,10 +535,53 @@ void mdm_tls_ctx_free(mdm_tls_ctx_t *ctx)
 
 /* ---- connections ---- */
 
-static bool is_ip_literal(const char *s)
+/* Parses an IPv4 or IPv6 literal into out (network order); returns its length or 0. */
+static size_t parse_ip(const char *s, uint8_t out[16])
 {
-    uint8_t addr[16];
-    return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+    if (inet_pton(AF_INET, s, out) == 1)
+        return 4;
+    if (inet_pton(AF_INET6, s, out) == 1)
+        return 16;
+    return 0;
+}
+
+/* True when one of the certificate's IP SANs equals ip (compared as bytes, so "::1" matches
+ * whatever text form wolfSSL would print). */
+static bool cert_has_ip(WOLFSSL_X509 *x, const uint8_t *ip, size_t ip_len)
+{
+    WOLFSSL_GENERAL_NAMES *names = wolfSSL_X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    bool found = false;
+    for (int i = 0; names && !found && i < wolfSSL_sk_GENERAL_NAME_num(names); i++) {
+        WOLFSSL_GENERAL_NAME *gn = wolfSSL_sk_GENERAL_NAME_value(names, i);
+        if (!gn || gn->type != GEN_IPADD || !gn->d.iPAddress)
+            continue;
+        const uint8_t *d = wolfSSL_ASN1_STRING_get0_data(gn->d.iPAddress);
+        int len = wolfSSL_ASN1_STRING_length(gn->d.iPAddress);
+        found = d && len >= 0 && (size_t)len == ip_len && memcmp(d, ip, ip_len) == 0;
+    }
+    wolfSSL_GENERAL_NAMES_free(names);
+    return found;
+}
+
+/*
+ * Client verify callback, installed only when the server name is an IP literal (wolfSSL's
+ * name check looks at DNS names only). wolfSSL calls it for every certificate of the chain
+ * (WOLFSSL_ALWAYS_VERIFY_CB) after its own checks; at the leaf it adds the IP SAN match.
+ */
+static int on_verify(int preverify, WOLFSSL_X509_STORE_CTX *store)
+{
+    if (!preverify)
+        return 0;
+    if (wolfSSL_X509_STORE_CTX_get_error_depth(store) != 0)
+        return 1;
+    WOLFSSL *ssl =
+        wolfSSL_X509_STORE_CTX_get_ex_data(store, wolfSSL_get_ex_data_X509_STORE_CTX_idx());
+    const struct mdm_tls_conn *c = ssl ? wolfSSL_GetIOReadCtx(ssl) : NULL;
+    WOLFSSL_X509 *leaf = wolfSSL_X509_STORE_CTX_get_current_cert(store);
+    if (c && leaf && cert_has_ip(leaf, c->verify_ip, c->verify_ip_len))
+        return 1;
+    wolfSSL_X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
+    return 0;
 }
 
 int mdm_tls_conn_new(mdm_tls_conn_t **out, mdm_tls_ctx_t *ctx, const char *sni)
@@ -542,16 +604,17 @@ int mdm_tls_conn_new(mdm_tls_conn_t **out, mdm_tls_ctx_t *ctx, const char *sni)
     wolfSSL_SetIOReadCtx(c->ssl, c);
     wolfSSL_SetIOWriteCtx(c->ssl, c);
     if (!ctx->is_server) {
-        if (sni && *sni) {
-            /* RFC 6066: SNI carries host names only, never address literals. */
-            if (!is_ip_literal(sni) &&
-                wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, sni, (unsigned short)strlen(sni)) !=
-                    WOLFSSL_SUCCESS) {
-                ret = MDM_ETLS;
-                goto out;
-            }
-            /* Checked during verification against the SAN DNS names (or IP SANs), then CN. */
-            if (wolfSSL_check_domain_name(c->ssl, sni) != WOLFSSL_SUCCESS) {
+        if (sni && *sni && (c->verify_ip_len = parse_ip(sni, c->verify_ip)) != 0) {
+            /* RFC 6066: no SNI for address literals; on_verify matches the IP SANs. */
+            if (ctx->verify_peer)
+                wolfSSL_set_verify(c->ssl, WOLFSSL_VERIFY_PEER, on_verify);
+        } else if (sni && *sni) {
+            size_t n = strlen(sni);
+            if (n > UINT16_MAX ||
+                wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, sni, (unsigned short)n) !=
+                    WOLFSSL_SUCCESS ||
+                /* checked during verification against the SAN DNS names, then the CN */
+                wolfSSL_check_domain_name(c->ssl, sni) != WOLFSSL_SUCCESS) {
                 ret = MDM_ETLS;
                 goto out;
             }
@@ -664,7 +727,7 @@ static int on_handshake_done(struct mdm_tls_conn *c)
     int max_plain = wolfSSL_GetMaxOutputSize(c->ssl);
     int max_record = max_plain > 0 ? wolfSSL_GetOutputSize(c->ssl, max_plain) : -1;
     if (max_plain <= 0 || max_record < max_plain)
-        return fail(c, max_record < 0 ? max_record : max_plain, "record size");
+        return fail_text(c, "handshake", "cannot size records");
     c->rec_plain_max = (size_t)max_plain;
     c->rec_overhead = (size_t)(max_record - max_plain);
 
@@ -674,10 +737,11 @@ static int on_handshake_done(struct mdm_tls_conn *c)
         return ret;
     }
     if (ret != 0)
-        return fail(c, ret, "peer certificate");
-    mdm_debug(LOG_MOD, "%s: handshake done, %s%s, alpn '%s', peer '%s'", side_name(c),
-              wolfSSL_get_version(c->ssl), c->resumed ? " (resumed)" : "", c->alpn,
-              c->peer.present ? c->peer.subject : "");
+        return fail_text(c, "handshake", "cannot parse the peer certificate");
+    const char *group = wolfSSL_get_curve_name(c->ssl);
+    mdm_debug(LOG_MOD, "%s: handshake done, %s %s %s%s, alpn '%s', peer '%s'", side_name(c),
+              wolfSSL_get_version(c->ssl), wolfSSL_get_cipher_name(c->ssl), group ? group : "-",
+              c->resumed ? " (resumed)" : "", c->alpn, c->peer.present ? c->peer.subject : "");
     return 0;
 }
 
@@ -709,26 +773,18 @@ int mdm_tls_advance(mdm_tls_conn_t *c)
     }
 }
 
-bool mdm_tls_handshake_done(const mdm_tls_conn_t *c)
-{
-    return c->handshake_done;
-}
+bool mdm_tls_handshake_done(const mdm_tls_conn_t *c) { return c->handshake_done; }
 
-mdm_buf_t *mdm_tls_plain_in(mdm_tls_conn_t *c)
-{
-    return &c->plain_in;
-}
+mdm_buf_t *mdm_tls_plain_in(mdm_tls_conn_t *c) { return &c->plain_in; }
 
-mdm_buf_t *mdm_tls_cipher_out(mdm_tls_conn_t *c)
-{
-    return &c->cout;
-}
+mdm_buf_t *mdm_tls_cipher_out(mdm_tls_conn_t *c) { return &c->cout; }
 
 size_t mdm_tls_write_room(mdm_tls_conn_t *c)
 {
     if (!c->handshake_done || c->failed || c->shutdown_queued)
         return 0;
-    size_t room = c->cout.max - c->cout.len;
+    /* max is the same for a swapped-in buffer; 0 (unlimited) is not expected but harmless */
+    size_t room = c->cout.max ? c->cout.max - c->cout.len : SIZE_MAX / 2;
     size_t rec_full = c->rec_plain_max + c->rec_overhead;
     size_t plain = room / rec_full * c->rec_plain_max;
     size_t rest = room % rec_full;
@@ -756,8 +812,9 @@ int mdm_tls_write(mdm_tls_conn_t *c, const void *plain, size_t len)
             int err = wolfSSL_get_error(c->ssl, n);
             /* The room check makes WANT_WRITE impossible; if it happens, the record is half
              * out and cannot be taken back, so the connection is done. */
-            return fail(c, err, err == WOLFSSL_ERROR_WANT_WRITE ? "write (cipher_out overflow)"
-                                                                 : "write");
+            if (err == WOLFSSL_ERROR_WANT_WRITE)
+                return fail_text(c, "write", "cipher_out overflow");
+            return fail(c, err, "write");
         }
         assert(n == chunk);
         p += n;
@@ -778,7 +835,7 @@ int mdm_tls_shutdown(mdm_tls_conn_t *c)
         c->shutdown_queued = true;
         return 0;
     }
-    if (c->cout.max && c->cout.max - c->cout.len < c->rec_overhead + 2)
+    if (c->cout.max && c->cout.max - c->cout.len < c->rec_overhead + 2 /* alert body */)
         return MDM_ETOOBIG; /* an alert record must fit whole */
     int r = wolfSSL_shutdown(c->ssl);
     if (r != WOLFSSL_SUCCESS && r != WOLFSSL_SHUTDOWN_NOT_DONE) {
@@ -790,40 +847,32 @@ int mdm_tls_shutdown(mdm_tls_conn_t *c)
     return 0;
 }
 
-const struct mdm_tls_peer *mdm_tls_peer(mdm_tls_conn_t *c)
-{
-    return &c->peer;
-}
+const struct mdm_tls_peer *mdm_tls_peer(mdm_tls_conn_t *c) { return &c->peer; }
 
-bool mdm_tls_session_resumed(const mdm_tls_conn_t *c)
-{
-    return c->resumed;
-}
+bool mdm_tls_session_resumed(const mdm_tls_conn_t *c) { return c->resumed; }
 
 const char *mdm_tls_version(const mdm_tls_conn_t *c)
 {
     return c->handshake_done ? wolfSSL_get_version(c->ssl) : "unknown";
 }
 
-const char *mdm_tls_alpn(const mdm_tls_conn_t *c)
-{
-    return c->alpn[0] ? c->alpn : NULL;
-}
+const char *mdm_tls_alpn(const mdm_tls_conn_t *c) { return c->alpn[0] ? c->alpn : NULL; }
 
-const char *mdm_tls_last_error(const mdm_tls_conn_t *c)
-{
-    return c->last_error;
-}
+const char *mdm_tls_last_error(const mdm_tls_conn_t *c) { return c->last_error; }
 
 int mdm_tls_conn_get_session(mdm_tls_conn_t *c, void **session)
 {
     assert(c && session);
     *session = NULL;
-    if (!c->handshake_done)
+    if (!c->handshake_done || c->ctx->is_server)
         return MDM_ENOTFOUND;
     WOLFSSL_SESSION *s = wolfSSL_get1_session(c->ssl);
     if (!s)
         return MDM_ENOTFOUND;
+    if (wolfSSL_SESSION_is_resumable(s) != 1) { /* e.g. TLS 1.3 without a ticket */
+        wolfSSL_SESSION_free(s);
+        return MDM_ENOTFOUND;
+    }
     *session = s;
     return 0;
 }
@@ -834,7 +883,7 @@ int mdm_tls_conn_set_session(mdm_tls_conn_t *c, void *session)
     assert(!c->ctx->is_server && !c->handshake_done);
     if (wolfSSL_set_session(c->ssl, session) != WOLFSSL_SUCCESS) {
         wolfSSL_ERR_clear_error();
-        return MDM_ETLS;
+        return MDM_ENOTFOUND; /* expired or unusable: the handshake will be a full one */
     }
     return 0;
 }

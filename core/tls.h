@@ -47,15 +47,16 @@ enum mdm_tls_client_auth {
 };
 
 struct mdm_tls_server_opts {
-    const char *cert_path;      /* PEM, may be a chain (leaf first) */
-    const char *key_path;       /* PEM private key matching the leaf */
-    const char *client_ca_path; /* PEM CA(s) for client certificates, NULL = none */
+    const char *cert_path;                /* PEM, may be a chain (leaf first) */
+    const char *key_path;                 /* PEM private key matching the leaf */
+    const char *client_ca_path;           /* PEM CA(s) for client certificates, NULL = none */
     enum mdm_tls_client_auth client_auth; /* != NONE requires client_ca_path */
-    bool session_tickets;       /* stateless resumption (TLS 1.2 and 1.3); the usual value is true */
-    const char *const *alpn;    /* NULL or NULL-terminated list, in server preference order */
-    size_t cipher_in_max;       /* bytes; 0 = MDM_TLS_CIPHER_IN_MAX_DEFAULT */
-    size_t cipher_out_max;      /* bytes; 0 = MDM_TLS_CIPHER_OUT_MAX_DEFAULT */
-    size_t plain_in_max;        /* bytes; 0 = MDM_TLS_PLAIN_IN_MAX_DEFAULT */
+    /* resumption by ticket (TLS 1.2 and 1.3), usually true; off when client_auth != NONE */
+    bool session_tickets;
+    const char *const *alpn; /* NULL or NULL-terminated list, in server preference order */
+    size_t cipher_in_max;    /* bytes; 0 = MDM_TLS_CIPHER_IN_MAX_DEFAULT */
+    size_t cipher_out_max;   /* bytes; 0 = MDM_TLS_CIPHER_OUT_MAX_DEFAULT */
+    size_t plain_in_max;     /* bytes; 0 = MDM_TLS_PLAIN_IN_MAX_DEFAULT */
 };
 
 struct mdm_tls_client_opts {
@@ -76,10 +77,31 @@ struct mdm_tls_client_opts {
 MDM_MUST_CHECK int mdm_tls_global_init(void);
 
 /**
+ * Frees the calling thread's wolfSSL caches: wolfSSL keeps a thread-local fixed-point ECC
+ * cache (FP_ECC, several MB once warm, bounded). Call on every thread that ran handshakes,
+ * just before it exits (shard threads, test threads); harmless on a thread that did not.
+ */
+void mdm_tls_thread_cleanup(void);
+
+/**
+ * Releases wolfSSL's process-wide state (session cache, the calling thread's caches). Call at
+ * most once, at exit, after every ctx and conn was freed; TLS cannot be used afterwards.
+ */
+void mdm_tls_global_cleanup(void);
+
+/**
  * Creates a server context: TLS 1.2 and 1.3 only, ECDHE over X25519 then P-256, AEAD cipher
- * suites only, session tickets as configured, the client-auth mode of o->client_auth with
- * certificates verified against o->client_ca_path only. The options are copied; o may be
- * freed afterwards. On success *out is owned by the caller (mdm_tls_ctx_free).
+ * suites only (ECDSA or RSA certificates), session tickets as configured, the client-auth mode
+ * of o->client_auth with certificates verified against o->client_ca_path only. The key must
+ * match the leaf certificate (checked by signing). The options are copied; o may be freed
+ * afterwards. On success *out is owned by the caller (mdm_tls_ctx_free).
+ *
+ * Resumption: with client_auth == NONE, TLS 1.3 and 1.2 clients resume by ticket (ticket keys
+ * are per context, made at random and rotated by wolfSSL) and TLS 1.2 clients without ticket
+ * support by session id (wolfSSL's small, fixed-size, process-wide session cache). With
+ * client_auth != NONE the context never resumes: wolfSSL 5.5 tickets do not carry the client
+ * certificate and its session cache is shared by all contexts, so every handshake verifies
+ * the certificate that mdm_tls_peer reports.
  *
  * Returns 0, MDM_ECONFIG (inconsistent options), MDM_ETLS (a file failed to load: an error
  * is logged naming it) or -ENOMEM.
@@ -87,8 +109,10 @@ MDM_MUST_CHECK int mdm_tls_global_init(void);
 MDM_MUST_CHECK int mdm_tls_ctx_new_server(mdm_tls_ctx_t **out, const struct mdm_tls_server_opts *o);
 
 /**
- * Creates a client context (TLS 1.2 and 1.3, same groups and suites as the server, session
- * tickets offered). Without o->ca_path the server certificate is not verified at all.
+ * Creates a client context (TLS 1.2 and 1.3, same groups and suites as the server). TLS 1.3
+ * resumes by ticket, TLS 1.2 by session id (no 1.2 tickets: a wolfSSL 5.5 client fails the
+ * handshake when the server cannot decrypt its ticket). Without o->ca_path the server
+ * certificate is not verified at all.
  *
  * Returns 0, MDM_ECONFIG, MDM_ETLS (file named in the error log) or -ENOMEM.
  */
@@ -125,18 +149,20 @@ void mdm_tls_feed_eof(mdm_tls_conn_t *c);
 /**
  * Drives the handshake (accept or connect), then decrypts everything available into plain_in
  * until it is full or cipher-in runs dry. Check mdm_tls_handshake_done, mdm_tls_plain_in and
- * mdm_tls_cipher_out afterwards: handshake messages and alerts land in cipher_out.
+ * mdm_tls_cipher_out afterwards: handshake messages and alerts land in cipher_out. A client
+ * calls it once before any input to produce its ClientHello.
  *
  * Returns
- *  - 0: progress was made or more bytes are needed (also when plain_in is full: consume it and
- *    call again);
+ *  - 0: progress was made or more bytes are needed. Call again after more ciphertext was fed,
+ *    after consuming a full plain_in, or after draining a cipher_out that had reached its
+ *    max (the handshake may have been waiting to write);
  *  - MDM_ECLOSED: the peer sent close_notify or the transport hit EOF. Plaintext decrypted
  *    before that is still in plain_in;
  *  - MDM_ETLS: fatal (bad certificate, protocol error, garbage). Logged at debug level with
  *    wolfSSL's reason; mdm_tls_last_error() gives a short text. cipher_out may hold an alert
  *    worth flushing before closing;
  *  - -ENOMEM.
- * Once an error is returned, every later call returns the same code.
+ * Once MDM_ETLS or MDM_ECLOSED is returned, every later call returns the same code.
  */
 MDM_MUST_CHECK int mdm_tls_advance(mdm_tls_conn_t *c);
 
@@ -179,22 +205,22 @@ mdm_buf_t *mdm_tls_cipher_out(mdm_tls_conn_t *c);
 MDM_MUST_CHECK int mdm_tls_shutdown(mdm_tls_conn_t *c);
 
 struct mdm_tls_peer {
-    bool present;         /* false: no certificate (or none verified / available) */
-    char subject[256];    /* one-line form, e.g. "/O=mdmd tests/CN=test-device"; truncated */
-    char issuer[256];     /* same form */
-    char sha256_hex[65];  /* lowercase SHA-256 of der */
-    const uint8_t *der;   /* leaf certificate; valid while the connection lives */
+    bool present; /* false: no certificate (or none verified / available) */
+    /* one-line form, e.g. "/O=mdmd tests/CN=test-device", truncated to fit: for logs and
+     * display; identity decisions should use der or sha256_hex */
+    char subject[256];
+    char issuer[256];    /* same form */
+    char sha256_hex[65]; /* lowercase SHA-256 of der */
+    const uint8_t *der;  /* leaf certificate; valid while the connection lives */
     size_t der_len;
 };
 
 /**
- * The peer's leaf certificate: on a server the verified client certificate, on a client the
- * server's (verified only when the ctx has a ca_path). Filled once the handshake is done;
- * present=false before that or when none. Owned by the connection, valid until conn_free.
- *
- * A resumed session carries no certificate message. This layer restores the certificate from
- * the resumed session when wolfSSL kept it (the server's session cache); otherwise present is
- * false and the upper layer must treat the connection as unauthenticated.
+ * The peer's leaf certificate: on a server the client certificate verified in this handshake
+ * (servers that request one never resume), on a client the server's (verified only when the
+ * ctx has a ca_path; after resumption, the one kept in the session). Filled once the
+ * handshake is done; present=false before that or when none. Owned by the connection, valid
+ * until mdm_tls_conn_free.
  */
 const struct mdm_tls_peer *mdm_tls_peer(mdm_tls_conn_t *c);
 
@@ -214,13 +240,14 @@ const char *mdm_tls_last_error(const mdm_tls_conn_t *c);
  * Client side: a reference to the current session for later resumption (call after the
  * handshake; for TLS 1.3 after advance has processed the server's NewSessionTicket). *session
  * is a WOLFSSL_SESSION * owned by the caller: release with mdm_tls_session_free.
- * Returns 0, MDM_ENOTFOUND (no resumable session) or MDM_ETLS.
+ * Returns 0 or MDM_ENOTFOUND (no resumable session, e.g. TLS 1.3 without a ticket).
  */
 MDM_MUST_CHECK int mdm_tls_conn_get_session(mdm_tls_conn_t *c, void **session);
 
 /**
  * Client side, before the first advance: offer session (from mdm_tls_conn_get_session) for
- * resumption. The session is copied; the caller still owns it. Returns 0 or MDM_ETLS.
+ * resumption. The session is copied; the caller still owns it. Returns 0, or MDM_ENOTFOUND
+ * when wolfSSL refuses it (expired): the connection stays usable for a full handshake.
  */
 MDM_MUST_CHECK int mdm_tls_conn_set_session(mdm_tls_conn_t *c, void *session);
 

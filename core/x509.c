@@ -11,10 +11,12 @@
  * - Inspection uses wc_ParseCert without verification (expired certificates must still be
  *   reported), and a tiny DER reader for what DecodedCert does not give in the shape we want
  *   (names as "CN=x, O=y", times as Unix seconds, the RSASSA-PSS hash).
- * - Every file is written to a temporary sibling with fchmod'ed mode, fsync'ed and renamed.
+ * - Files are read and written through core/file: every file is written to a temporary
+ *   sibling with its exact mode, fsync'ed and renamed over the target.
  *
  * Invariants: private key material is wiped from our buffers before they are freed.
- * Threads: reentrant; each call owns its own RNG and keys.
+ * Threads: reentrant; each call owns the wolfCrypt RNG its key generation and signing need,
+ * and its keys. Serials come from mdm_random_bytes() and hashes from mdm_sha256() (core/crypto).
  */
 #include "core/x509.h"
 
@@ -26,22 +28,20 @@
 #include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfcrypt/random.h>
 #include <wolfssl/wolfcrypt/rsa.h>
-#include <wolfssl/wolfcrypt/hash.h>
-#include <wolfssl/wolfcrypt/sha256.h>
 
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
+
+#include "core/crypto.h"
+#include "core/file.h"
 
 #define FILE_MAX (1024 * 1024)     /* largest certificate or key file we read */
 #define KEY_DER_MAX 4096           /* RSA-3072 private key DER is ~1.8 KB */
@@ -52,55 +52,6 @@
 
 /* ---- files ----------------------------------------------------------------------------- */
 
-static int read_file(const char *path, uint8_t **out, size_t *len)
-{
-    int ret = 0;
-    uint8_t *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        ret = -errno;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ret = -EINVAL;
-        goto out;
-    }
-    if (st.st_size > FILE_MAX) {
-        ret = MDM_ETOOBIG;
-        goto out;
-    }
-    size_t cap = (size_t)st.st_size;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    size_t got = 0;
-    while (got < cap) {
-        ssize_t n = read(fd, buf + got, cap - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            ret = -errno;
-            goto out;
-        }
-        if (n == 0)
-            break; /* file shrank meanwhile: take what is there */
-        got += (size_t)n;
-    }
-    buf[got] = 0;
-    *out = buf;
-    *len = got;
-    buf = NULL;
-out:
-    free(buf);
-    close(fd);
-    return ret;
-}
-
 /* Frees a buffer that held key material. */
 static void free_wiped(uint8_t *p, size_t len)
 {
@@ -108,72 +59,6 @@ static void free_wiped(uint8_t *p, size_t len)
         explicit_bzero(p, len);
         free(p);
     }
-}
-
-static int fsync_parent(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof(dir))
-            return -ENAMETOOLONG;
-        memcpy(dir, path, n);
-        dir[n] = 0;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int ret = fsync(fd) != 0 ? -errno : 0;
-    close(fd);
-    return ret;
-}
-
-/* Writes data to path with exactly mode (not umask-dependent), replacing it atomically. */
-static int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
-{
-    char tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    int ret = 0;
-    int fd = mkostemp(tmp, O_CLOEXEC); /* created 0600 */
-    if (fd < 0)
-        return -errno;
-    if (fchmod(fd, mode) != 0) {
-        ret = -errno;
-        goto out;
-    }
-    const uint8_t *p = data;
-    size_t put = 0;
-    while (put < len) {
-        ssize_t w = write(fd, p + put, len - put);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            ret = -errno;
-            goto out;
-        }
-        put += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        ret = -errno;
-        goto out;
-    }
-out:
-    if (close(fd) != 0 && ret == 0)
-        ret = -errno;
-    if (ret == 0 && rename(tmp, path) != 0)
-        ret = -errno;
-    if (ret != 0) {
-        unlink(tmp);
-        return ret;
-    }
-    return fsync_parent(path);
 }
 
 /* ---- keys ------------------------------------------------------------------------------ */
@@ -204,7 +89,7 @@ static int key_load(const char *path, struct key **out)
     uint8_t *file = NULL, *der = NULL;
     size_t file_len = 0, der_len = 0;
     struct key *k = NULL;
-    int ret = read_file(path, &file, &file_len);
+    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
     if (ret != 0)
         return ret;
     if (file_len > INT_MAX) {
@@ -324,7 +209,7 @@ int mdm_x509_key_generate(const char *path, enum mdm_x509_key_type type)
         ret = MDM_ECRYPTO;
         goto out;
     }
-    ret = write_file_atomic(path, pem, (size_t)pem_len, 0600);
+    ret = mdm_file_write_atomic(path, pem, (size_t)pem_len, 0600);
 out:
     key_free(k);
     free_wiped(der, KEY_DER_MAX);
@@ -541,34 +426,43 @@ static int sig_type(int key_type, enum mdm_x509_hash h)
     }
 }
 
-static word16 wolf_key_usage(unsigned ku)
-{
-    word16 w = 0;
-    if (ku & MDM_X509_KU_DIGITAL_SIGNATURE)
-        w |= KEYUSE_DIGITAL_SIG;
-    if (ku & MDM_X509_KU_KEY_ENCIPHERMENT)
-        w |= KEYUSE_KEY_ENCIPHER;
-    if (ku & MDM_X509_KU_KEY_AGREEMENT)
-        w |= KEYUSE_KEY_AGREE;
-    if (ku & MDM_X509_KU_KEY_CERT_SIGN)
-        w |= KEYUSE_KEY_CERT_SIGN;
-    if (ku & MDM_X509_KU_CRL_SIGN)
-        w |= KEYUSE_CRL_SIGN;
-    return w;
-}
+/* One keyUsage or extendedKeyUsage bit: ours and wolfCrypt's. */
+struct usage_bit {
+    unsigned mdm;  /* MDM_X509_KU_* or MDM_X509_EKU_* */
+    unsigned wolf; /* KEYUSE_* or EXTKEYUSE_* */
+};
 
-static byte wolf_eku(unsigned eku)
+static const struct usage_bit ku_bits[] = {
+    {MDM_X509_KU_DIGITAL_SIGNATURE, KEYUSE_DIGITAL_SIG},
+    {MDM_X509_KU_KEY_ENCIPHERMENT, KEYUSE_KEY_ENCIPHER},
+    {MDM_X509_KU_KEY_AGREEMENT, KEYUSE_KEY_AGREE},
+    {MDM_X509_KU_KEY_CERT_SIGN, KEYUSE_KEY_CERT_SIGN},
+    {MDM_X509_KU_CRL_SIGN, KEYUSE_CRL_SIGN},
+};
+
+static const struct usage_bit eku_bits[] = {
+    {MDM_X509_EKU_SERVER_AUTH, EXTKEYUSE_SERVER_AUTH},
+    {MDM_X509_EKU_CLIENT_AUTH, EXTKEYUSE_CLIENT_AUTH},
+    {MDM_X509_EKU_CODE_SIGNING, EXTKEYUSE_CODESIGN},
+    {MDM_X509_EKU_EMAIL_PROTECTION, EXTKEYUSE_EMAILPROT},
+    {MDM_X509_EKU_TIME_STAMPING, EXTKEYUSE_TIMESTAMP},
+    {MDM_X509_EKU_OCSP_SIGNING, EXTKEYUSE_OCSP_SIGN},
+    {MDM_X509_EKU_ANY, EXTKEYUSE_ANY},
+};
+
+/* EKU bits a generated certificate may carry (the others are for inspection only). */
+#define EKU_GENERATE                                                                         \
+    (MDM_X509_EKU_SERVER_AUTH | MDM_X509_EKU_CLIENT_AUTH | MDM_X509_EKU_CODE_SIGNING |         \
+     MDM_X509_EKU_EMAIL_PROTECTION)
+
+/* Translates usage bits through map: ours to wolfCrypt's (to_wolf), or back. */
+static unsigned usage_map(const struct usage_bit *map, size_t n, unsigned bits, bool to_wolf)
 {
-    byte w = 0;
-    if (eku & MDM_X509_EKU_SERVER_AUTH)
-        w |= EXTKEYUSE_SERVER_AUTH;
-    if (eku & MDM_X509_EKU_CLIENT_AUTH)
-        w |= EXTKEYUSE_CLIENT_AUTH;
-    if (eku & MDM_X509_EKU_CODE_SIGNING)
-        w |= EXTKEYUSE_CODESIGN;
-    if (eku & MDM_X509_EKU_EMAIL_PROTECTION)
-        w |= EXTKEYUSE_EMAILPROT;
-    return w;
+    unsigned out = 0;
+    for (size_t i = 0; i < n; i++)
+        if (bits & (to_wolf ? map[i].mdm : map[i].wolf))
+            out |= to_wolf ? map[i].wolf : map[i].mdm;
+    return out;
 }
 
 static int set_name(char *dst, char *enc, const char *src)
@@ -617,7 +511,7 @@ static int load_cert_der(const char *path, uint8_t **der, size_t *len)
 {
     uint8_t *file = NULL;
     size_t file_len = 0;
-    int ret = read_file(path, &file, &file_len);
+    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
     if (ret != 0)
         return ret;
     if (file_len > INT_MAX) {
@@ -778,10 +672,8 @@ static int make_cert(const mdm_x509_spec_t *spec, struct key *subj, struct key *
     }
 
     /* Random positive serial of exactly SERIAL_LEN bytes (top bit clear, first byte != 0). */
-    if (wc_RNG_GenerateBlock(&rng, cert->serial, SERIAL_LEN) != 0) {
-        ret = MDM_ECRYPTO;
+    if ((ret = mdm_random_bytes(cert->serial, SERIAL_LEN)) != 0)
         goto out;
-    }
     cert->serial[0] = (uint8_t)((cert->serial[0] & 0x7f) | 0x40);
     cert->serialSz = SERIAL_LEN;
 
@@ -799,8 +691,10 @@ static int make_cert(const mdm_x509_spec_t *spec, struct key *subj, struct key *
             goto out;
     }
     cert->isCA = spec->is_ca ? 1 : 0;
-    cert->keyUsage = wolf_key_usage(spec->key_usage);
-    cert->extKeyUsage = wolf_eku(spec->ext_key_usage);
+    cert->keyUsage =
+        (word16)usage_map(ku_bits, MDM_ARRAY_LEN(ku_bits), spec->key_usage, true);
+    cert->extKeyUsage = (byte)usage_map(eku_bits, MDM_ARRAY_LEN(eku_bits),
+                                        spec->ext_key_usage & EKU_GENERATE, true);
 
     if (wc_SetSubjectKeyIdFromPublicKey_ex(cert, subj->type, &subj->u) != 0) {
         ret = MDM_ECERT;
@@ -841,7 +735,7 @@ static int make_cert(const mdm_x509_spec_t *spec, struct key *subj, struct key *
         ret = MDM_ECERT;
         goto out;
     }
-    ret = write_file_atomic(cert_path, pem, (size_t)pem_len, 0644);
+    ret = mdm_file_write_atomic(cert_path, pem, (size_t)pem_len, 0644);
 out:
     free(cert);
     free(der);
@@ -1199,34 +1093,12 @@ int mdm_x509_inspect_der(const uint8_t *der, size_t len, mdm_x509_info_t *info)
     info->has_san = dc->extSubjAltNameSet;
     san_collect(dc, info);
     info->has_eku = dc->extExtKeyUsageSet;
-    if (dc->extExtKeyUsage & EXTKEYUSE_SERVER_AUTH)
-        info->eku |= MDM_X509_EKU_SERVER_AUTH;
-    if (dc->extExtKeyUsage & EXTKEYUSE_CLIENT_AUTH)
-        info->eku |= MDM_X509_EKU_CLIENT_AUTH;
-    if (dc->extExtKeyUsage & EXTKEYUSE_CODESIGN)
-        info->eku |= MDM_X509_EKU_CODE_SIGNING;
-    if (dc->extExtKeyUsage & EXTKEYUSE_EMAILPROT)
-        info->eku |= MDM_X509_EKU_EMAIL_PROTECTION;
-    if (dc->extExtKeyUsage & EXTKEYUSE_TIMESTAMP)
-        info->eku |= MDM_X509_EKU_TIME_STAMPING;
-    if (dc->extExtKeyUsage & EXTKEYUSE_OCSP_SIGN)
-        info->eku |= MDM_X509_EKU_OCSP_SIGNING;
-    if (dc->extExtKeyUsage & EXTKEYUSE_ANY)
-        info->eku |= MDM_X509_EKU_ANY;
+    info->eku = usage_map(eku_bits, MDM_ARRAY_LEN(eku_bits), dc->extExtKeyUsage, false);
     info->has_key_usage = dc->extKeyUsageSet;
-    if (dc->extKeyUsage & KEYUSE_DIGITAL_SIG)
-        info->key_usage |= MDM_X509_KU_DIGITAL_SIGNATURE;
-    if (dc->extKeyUsage & KEYUSE_KEY_ENCIPHER)
-        info->key_usage |= MDM_X509_KU_KEY_ENCIPHERMENT;
-    if (dc->extKeyUsage & KEYUSE_KEY_AGREE)
-        info->key_usage |= MDM_X509_KU_KEY_AGREEMENT;
-    if (dc->extKeyUsage & KEYUSE_KEY_CERT_SIGN)
-        info->key_usage |= MDM_X509_KU_KEY_CERT_SIGN;
-    if (dc->extKeyUsage & KEYUSE_CRL_SIGN)
-        info->key_usage |= MDM_X509_KU_CRL_SIGN;
+    info->key_usage = usage_map(ku_bits, MDM_ARRAY_LEN(ku_bits), dc->extKeyUsage, false);
     info->is_ca = dc->isCA;
 
-    if (wc_Sha256Hash(der, (word32)len, info->sha256) != 0)
+    if (mdm_sha256(der, len, info->sha256) != 0)
         goto out;
     for (size_t i = 0; i < sizeof(info->sha256); i++)
         snprintf(info->fingerprint + 3 * i, 4, i + 1 < sizeof(info->sha256) ? "%02X:" : "%02X",
@@ -1248,7 +1120,7 @@ int mdm_x509_inspect_file(const char *path, mdm_x509_info_t **infos, size_t *n)
     mdm_x509_info_t *arr = NULL;
     *infos = NULL;
     *n = 0;
-    int ret = read_file(path, &file, &file_len);
+    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
     if (ret != 0)
         return ret;
     static const char begin[] = "-----BEGIN CERTIFICATE-----";

@@ -269,23 +269,39 @@ static void test_durability(void)
     mdm_buf_dispose(&out);
 }
 
-static void test_session_resumption(const server_proc_t *p)
+/* Resumption with the session from an earlier connection; returns whether it resumed. */
+static bool resumes(int port)
 {
     hclient_t c;
     void *session = NULL;
-    CHECK_EQ_INT(hclient_connect(&c, p->device_port, instance_ca(dir), NULL, NULL, NULL), 0);
+    bool resumed = false;
     mdm_buf_t out;
     mdm_buf_init(&out, 0);
     const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK_EQ_INT(hclient_connect(&c, port, instance_ca(dir), NULL, NULL, NULL), 0);
     CHECK_EQ_INT(hclient_send(&c, req, sizeof(req) - 1), 0);
-    CHECK_EQ_INT(hclient_read_response(&c, &out, 5000), 200); /* the ticket has arrived */
-    CHECK_EQ_INT(mdm_tls_conn_get_session(c.tls, &session), 0);
+    CHECK_EQ_INT(hclient_read_response(&c, &out, 5000), 200); /* any ticket has arrived */
+    int got = mdm_tls_conn_get_session(c.tls, &session);
     hclient_close(&c);
-    CHECK_EQ_INT(hclient_connect(&c, p->device_port, instance_ca(dir), NULL, NULL, session), 0);
-    CHECK(mdm_tls_session_resumed(c.tls));
-    hclient_close(&c);
-    mdm_tls_session_free(session);
+    if (got == 0) {
+        CHECK_EQ_INT(hclient_connect(&c, port, instance_ca(dir), NULL, NULL, session), 0);
+        resumed = mdm_tls_session_resumed(c.tls);
+        CHECK_EQ_INT(hclient_send(&c, req, sizeof(req) - 1), 0);
+        CHECK_EQ_INT(hclient_read_response(&c, &out, 5000), 200);
+        hclient_close(&c);
+        mdm_tls_session_free(session);
+    }
     mdm_buf_dispose(&out);
+    return resumed;
+}
+
+/* The admin listener resumes sessions (tickets). The device listener asks for client
+ * certificates, so it never resumes: wolfSSL does not reliably bring the client identity
+ * back with a resumed session, and a device must never lose its identity that way. */
+static void test_session_resumption(const server_proc_t *p)
+{
+    CHECK(resumes(p->admin_port));
+    CHECK(!resumes(p->device_port));
 }
 
 static void test_bad_config(void)
@@ -325,5 +341,7 @@ int main(void)
     test_overload();
     test_durability();
     test_bad_config();
+    mdm_tls_thread_cleanup();
+    mdm_tls_global_cleanup();
     return check_finish("integ-serve");
 }
