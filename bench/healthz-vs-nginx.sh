@@ -6,8 +6,11 @@
 # Two set-ups, each run with every client mode:
 #   shared  mdmd --shards 2 and nginx with 2 workers, server and client unpinned (all cores)
 #   pinned  server on core 1 (1 shard / 1 worker), client on core 0: the fair CPU comparison
-# Client modes: wrk keep-alive; wrk with Connection: close (a full TLS handshake per request);
-# mdm-bench keep-alive, --new-conn, and --new-conn --resume.
+# Client modes: wrk keep-alive; wrk with Connection: close (a new TLS connection per request;
+# wrk resumes sessions); mdm-bench keep-alive, --new-conn (full handshakes) and --new-conn
+# --resume. mdmd is measured on its admin listener, whose TLS set-up matches nginx's (no
+# certificate request, session tickets); the pinned set-up adds the new-connection modes on the
+# device listener, which asks for an optional client certificate (and then does not resume).
 # The figure that holds on a noisy machine is server CPU time per request (utime+stime of the
 # server processes from /proc/PID/stat, before and after each run, over requests served).
 #
@@ -126,21 +129,24 @@ mkdir -p "$TMP/nginx/www" "$TMP/nginx/tmp"
 printf ok >"$TMP/nginx/www/healthz" # the 2-byte file
 
 
-# start_mdmd SHARDS PIN...: starts mdmd (under taskset when PIN is given), sets MDMD_PID, MDMD_URL.
+# start_mdmd SHARDS PIN...: starts mdmd (under taskset when PIN is given); sets MDMD_PID,
+# MDMD_URL (admin listener) and MDMD_DEVICE_URL.
 start_mdmd() {
-    local shards=$1 i port=""
+    local shards=$1 i port="" admin=""
     shift
     "$@" "$MDMD" serve "$INSTANCE" --shards "$shards" --device-listen 127.0.0.1:0 \
         --admin-listen 127.0.0.1:0 >"$TMP/mdmd.log" 2>&1 &
     MDMD_PID=$!
     for ((i = 0; i < 100; i++)); do
-        port=$(sed -n 's/^listening device=\([0-9]*\) .*/\1/p' "$TMP/mdmd.log")
-        [ -n "$port" ] && break
+        port=$(sed -n 's/^listening device=\([0-9]*\) admin=\([0-9]*\)$/\1/p' "$TMP/mdmd.log")
+        admin=$(sed -n 's/^listening device=\([0-9]*\) admin=\([0-9]*\)$/\2/p' "$TMP/mdmd.log")
+        [ -n "$port" ] && [ -n "$admin" ] && break
         kill -0 "$MDMD_PID" 2>/dev/null || break
         sleep 0.1
     done
-    [ -n "$port" ] || { cat "$TMP/mdmd.log" >&2; echo "$0: mdmd did not start" >&2; exit 1; }
-    MDMD_URL=https://127.0.0.1:$port/healthz
+    [ -n "$admin" ] || { cat "$TMP/mdmd.log" >&2; echo "$0: mdmd did not start" >&2; exit 1; }
+    MDMD_URL=https://127.0.0.1:$admin/healthz
+    MDMD_DEVICE_URL=https://127.0.0.1:$port/healthz
     wait_ready "$MDMD_URL" "$MDMD_PID" || { cat "$TMP/mdmd.log" >&2; exit 1; }
 }
 
@@ -176,7 +182,7 @@ http {
     ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
     root $TMP/nginx/www;
     server {
-        listen 127.0.0.1:$port ssl;
+        listen 127.0.0.1:$port ssl reuseport backlog=4096; # one socket per worker, as mdmd shards
         location = /healthz { }
     }
     # Same site with an access log of session reuse, to see whether a client resumes.
@@ -205,6 +211,9 @@ run_case() {
     local -a pids cmd
     if [ "$server" = mdmd ]; then
         url=$MDMD_URL
+        pids=("$MDMD_PID")
+    elif [ "$server" = mdmd-device ]; then
+        url=$MDMD_DEVICE_URL
         pids=("$MDMD_PID")
     else
         url=$NGINX_URL
@@ -262,6 +271,7 @@ run_case() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 
 ROWS=()
+declare -A NGINX_RESULT # "client/mode" -> "rps p99 cpu err note" of the current set-up
 
 # compare SETUP CLIENT MODE LABEL: both servers, one row.
 compare() {
@@ -271,9 +281,21 @@ compare() {
     m_rps=$R_RPS m_p99=$R_P99 m_cpu=$R_CPU m_err=$R_ERR m_note=$R_NOTE
     run_case nginx "$client" "$mode"
     n_rps=$R_RPS n_p99=$R_P99 n_cpu=$R_CPU n_err=$R_ERR n_note=$R_NOTE
+    NGINX_RESULT[$client/$mode]="$n_rps $n_p99 $n_cpu $n_err $n_note"
     note=""
     [ -n "$m_note" ] && note="mdmd $m_note, nginx $n_note"
     ROWS+=("| $setup | $client | $label | $(printf %.0f "$m_rps") | $(printf %.0f "$n_rps") | $(ratio "$m_rps" "$n_rps") | $m_p99 | $n_p99 | $m_cpu | $n_cpu | $(ratio "$m_cpu" "$n_cpu") | $m_err / $n_err | $note |")
+}
+
+# compare_device SETUP CLIENT MODE LABEL: mdmd's device listener against the nginx figures of
+# the same set-up (measured by compare just before).
+compare_device() {
+    local setup=$1 client=$2 mode=$3 label=$4 n_rps n_p99 n_cpu n_err n_note note
+    run_case mdmd-device "$client" "$mode"
+    read -r n_rps n_p99 n_cpu n_err n_note <<<"${NGINX_RESULT[$client/$mode]}"
+    note="mdmd device listener (client certificate optional)"
+    [ -n "$R_NOTE" ] && note="$note; mdmd $R_NOTE, nginx $n_note"
+    ROWS+=("| $setup | $client | $label | $(printf %.0f "$R_RPS") | $(printf %.0f "$n_rps") | $(ratio "$R_RPS" "$n_rps") | $R_P99 | $n_p99 | $R_CPU | $n_cpu | $(ratio "$R_CPU" "$n_cpu") | $R_ERR / $n_err | $note |")
 }
 
 run_setup() {
@@ -310,7 +332,11 @@ stop_servers
 CLIENT_PIN=(taskset -c 0)
 start_mdmd 1 taskset -c 1
 start_nginx 1 taskset -c 1
-run_setup "pinned (1 shard / 1 worker on core 1, client on core 0)"
+SETUP="pinned (1 shard / 1 worker on core 1, client on core 0)"
+run_setup "$SETUP"
+compare_device "$SETUP" wrk close "new TLS conn per request (Connection: close)"
+compare_device "$SETUP" mdm-bench new-conn "new TLS conn per request, full handshake"
+compare_device "$SETUP" mdm-bench resume "new TLS conn per request, resumed session"
 stop_servers
 
 # ---- report ----
@@ -322,7 +348,8 @@ report() {
         "$(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')."
     echo "Each cell: one ${DURATION}s run, $CONNS connections, one client thread; TLS 1.3, TLS_AES_128_GCM_SHA256," \
         "X25519, ECDSA P-256 certificate (the mdmd instance's, for both servers)."
-    echo "mdmd answers GET /healthz (28-byte JSON); nginx serves a 2-byte static file."
+    echo "mdmd answers GET /healthz (28-byte JSON) on its admin listener unless the notes say device listener;" \
+        "nginx serves a 2-byte static file (open_file_cache on, reuseport, access_log off)."
     echo "Server CPU = utime+stime of the server processes (all threads, nginx master + workers) over requests."
     echo "$WRK_RESUME."
     echo
