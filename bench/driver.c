@@ -156,6 +156,7 @@ static void defer(struct slot *s)
     s->next_deferred = s->run->deferred;
     s->run->deferred = s;
 }
+
 static void slot_close(struct slot *s, bool restart, uint64_t delay_ms);
 static void drive(struct slot *s);
 

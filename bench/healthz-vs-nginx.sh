@@ -112,7 +112,7 @@ proc_ticks() {
     echo "$total"
 }
 
-# The nginx master and its workers.
+# The nginx master and its workers, separated by blanks.
 nginx_pids() {
     echo "$NGINX_PID"
     cat "/proc/$NGINX_PID/task/$NGINX_PID/children" 2>/dev/null || true
@@ -217,7 +217,7 @@ run_case() {
         pids=("$MDMD_PID")
     else
         url=$NGINX_URL
-        mapfile -t pids < <(nginx_pids)
+        read -r -a pids <<<"$(nginx_pids | tr '\n' ' ')"
     fi
     case "$client/$mode" in
         wrk/keep-alive) cmd=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url") ;;
@@ -249,11 +249,13 @@ run_case() {
         R_P99=$(grep -o '"latency_us":{[^}]*}' "$out" | grep -o '"p99":[0-9.]*' | cut -d: -f2)
         R_ERR=$(grep -o '"errors":[0-9]*' "$out" | head -1 | cut -d: -f2)
         R_P99=$(awk -v u="${R_P99:-0}" 'BEGIN { printf "%.3f", u / 1000 }')
+        local cc hs rs
+        cc=$(grep -o '"client_cpu_us_per_request":[0-9.]*' "$out" | cut -d: -f2)
+        R_NOTE="client CPU $(printf %.0f "${cc:-0}") µs/req"
         if [ "$mode" = resume ]; then
-            local hs rs
             hs=$(grep -o '"handshakes":[0-9]*' "$out" | cut -d: -f2)
             rs=$(grep -o '"resumed":[0-9]*' "$out" | cut -d: -f2)
-            R_NOTE="resumed ${rs:-0}/${hs:-0}"
+            R_NOTE="$R_NOTE, resumed ${rs:-0}/${hs:-0}"
         fi
     fi
     R_REQ=${R_REQ:-0}
@@ -283,7 +285,7 @@ compare() {
     n_rps=$R_RPS n_p99=$R_P99 n_cpu=$R_CPU n_err=$R_ERR n_note=$R_NOTE
     NGINX_RESULT[$client/$mode]="$n_rps $n_p99 $n_cpu $n_err $n_note"
     note=""
-    [ -n "$m_note" ] && note="mdmd $m_note, nginx $n_note"
+    [ -n "$m_note" ] && note="mdmd: $m_note; nginx: $n_note"
     ROWS+=("| $setup | $client | $label | $(printf %.0f "$m_rps") | $(printf %.0f "$n_rps") | $(ratio "$m_rps" "$n_rps") | $m_p99 | $n_p99 | $m_cpu | $n_cpu | $(ratio "$m_cpu" "$n_cpu") | $m_err / $n_err | $note |")
 }
 
@@ -294,7 +296,7 @@ compare_device() {
     run_case mdmd-device "$client" "$mode"
     read -r n_rps n_p99 n_cpu n_err n_note <<<"${NGINX_RESULT[$client/$mode]}"
     note="mdmd device listener (client certificate optional)"
-    [ -n "$R_NOTE" ] && note="$note; mdmd $R_NOTE, nginx $n_note"
+    [ -n "$R_NOTE" ] && note="$note; mdmd: $R_NOTE; nginx: $n_note"
     ROWS+=("| $setup | $client | $label | $(printf %.0f "$R_RPS") | $(printf %.0f "$n_rps") | $(ratio "$R_RPS" "$n_rps") | $R_P99 | $n_p99 | $R_CPU | $n_cpu | $(ratio "$R_CPU" "$n_cpu") | $R_ERR / $n_err | $note |")
 }
 

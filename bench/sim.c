@@ -1,0 +1,1043 @@
+/*
+ * sim: the simulated Mac. See sim.h.
+ *
+ * Bodies are built as libplist trees and written as XML, as macOS sends them; replies are
+ * read with libplist too. The blocking client underneath is a plain socket driven through
+ * core/tls (sans-I/O): poll, recv, mdm_tls_feed, mdm_tls_advance, send cipher_out. Every wait
+ * is bounded by env->timeout_ms.
+ */
+#include "bench/sim.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <plist/plist.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/crypto.h"
+#include "core/x509.h"
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int sim_env_init(sim_env_t *env, const char *instance_dir, const char *work_dir, int port)
+{
+    memset(env, 0, sizeof(*env));
+    snprintf(env->ca_cert, sizeof(env->ca_cert), "%s/ca/ca.crt", instance_dir);
+    snprintf(env->ca_key, sizeof(env->ca_key), "%s/ca/ca.key", instance_dir);
+    snprintf(env->work_dir, sizeof(env->work_dir), "%s", work_dir);
+    snprintf(env->instance, sizeof(env->instance), "zdm");
+    snprintf(env->topic, sizeof(env->topic), "com.apple.mgmt.External.mdmd-sim");
+    snprintf(env->host, sizeof(env->host), "127.0.0.1");
+    env->port = port;
+    env->timeout_ms = 10000;
+    if (mkdir(work_dir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* ---- identity ---- */
+
+static void random_hex(char *out, size_t nbytes)
+{
+    uint8_t b[32];
+    if (nbytes > sizeof(b))
+        nbytes = sizeof(b);
+    if (mdm_random_bytes(b, nbytes) != 0)
+        for (size_t i = 0; i < nbytes; i++)
+            b[i] = (uint8_t)rand();
+    for (size_t i = 0; i < nbytes; i++)
+        sprintf(out + 2 * i, "%02X", b[i]);
+}
+
+/* An uppercase UUID string (36 characters and a NUL). */
+static void random_uuid(char out[37])
+{
+    char h[33];
+    random_hex(h, 16);
+    snprintf(out, 37, "%.8s-%.4s-4%.3s-A%.3s-%.12s", h, h + 8, h + 13, h + 17, h + 20);
+}
+
+static void key_path(const sim_mac_t *m, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s.key", m->env->work_dir, m->name);
+}
+
+static void cert_path(const sim_mac_t *m, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s.crt", m->env->work_dir, m->name);
+}
+
+static int issue_identity(sim_mac_t *m)
+{
+    char key[640], crt[640];
+    key_path(m, key, sizeof(key));
+    cert_path(m, crt, sizeof(crt));
+    int ret = mdm_x509_key_generate(key, MDM_X509_KEY_EC_P256);
+    if (ret != 0)
+        return ret;
+    mdm_x509_spec_t spec = {
+        .common_name = m->name,
+        .organization = "mdmd simulated Macs",
+        .validity_days = 365,
+        .key_usage = MDM_X509_KU_DIGITAL_SIGNATURE,
+        .ext_key_usage = MDM_X509_EKU_CLIENT_AUTH,
+    };
+    return mdm_x509_issue(m->env->ca_key, m->env->ca_cert, key, crt, &spec);
+}
+
+int sim_mac_init(sim_mac_t *m, const sim_env_t *env, const char *udid, unsigned seq)
+{
+    static const struct {
+        const char *model, *name;
+        bool silicon;
+    } models[] = {
+        {"Mac14,2", "MacBook Air", true},
+        {"MacBookPro16,1", "MacBook Pro", false},
+        {"Mac14,9", "MacBook Pro", true},
+        {"iMac20,1", "iMac", false},
+        {"Mac13,1", "Mac Studio", true},
+    };
+    static const struct {
+        const char *os, *build;
+    } oses[] = {{"14.4.1", "23E224"}, {"13.6.6", "22G630"}, {"14.5", "23F79"}};
+    memset(m, 0, sizeof(*m));
+    m->env = env;
+    m->fd = -1;
+    size_t mi = seq % (sizeof(models) / sizeof(models[0]));
+    size_t oi = seq % (sizeof(oses) / sizeof(oses[0]));
+    snprintf(m->model, sizeof(m->model), "%s", models[mi].model);
+    snprintf(m->model_name, sizeof(m->model_name), "%s", models[mi].name);
+    m->apple_silicon = models[mi].silicon;
+    snprintf(m->os_version, sizeof(m->os_version), "%s", oses[oi].os);
+    snprintf(m->build_version, sizeof(m->build_version), "%s", oses[oi].build);
+    if (udid) {
+        snprintf(m->udid, sizeof(m->udid), "%s", udid);
+    } else if (m->apple_silicon) {
+        char h[17];
+        random_hex(h, 8);
+        snprintf(m->udid, sizeof(m->udid), "0000FE00-%s", h);
+    } else {
+        random_uuid(m->udid);
+    }
+    /* Serial numbers: 10 (Apple Silicon) or 12 characters of A-Z 0-9 without O and I. */
+    static const char alnum[] = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+    uint8_t r[12];
+    if (mdm_random_bytes(r, sizeof(r)) != 0)
+        memset(r, (int)seq, sizeof(r));
+    size_t n = m->apple_silicon ? 10 : 12;
+    for (size_t i = 0; i < n; i++)
+        m->serial[i] = alnum[r[i] % (sizeof(alnum) - 1)];
+    m->serial[n] = '\0';
+    /* The certificate is named after the UDID plus a random suffix, so two Macs that claim
+     * the same UDID (spoofing tests) never share files. */
+    char suffix[9];
+    random_hex(suffix, 4);
+    snprintf(m->name, sizeof(m->name), "%.40s-%s", m->udid, suffix);
+    return issue_identity(m);
+}
+
+int sim_mac_new_identity(sim_mac_t *m)
+{
+    sim_mac_disconnect(m);
+    return issue_identity(m);
+}
+
+void sim_mac_disconnect(sim_mac_t *m)
+{
+    if (m->tls)
+        mdm_tls_conn_free(m->tls);
+    if (m->ctx)
+        mdm_tls_ctx_free(m->ctx);
+    if (m->fd >= 0)
+        close(m->fd);
+    m->tls = NULL;
+    m->ctx = NULL;
+    m->fd = -1;
+}
+
+void sim_mac_dispose(sim_mac_t *m) { sim_mac_disconnect(m); }
+
+/* ---- plist helpers ---- */
+
+static int emit(plist_t root, mdm_buf_t *out)
+{
+    char *xml = NULL;
+    uint32_t len = 0;
+    plist_to_xml(root, &xml, &len);
+    plist_free(root);
+    if (!xml)
+        return -ENOMEM;
+    int ret = mdm_buf_append(out, xml, len);
+    plist_to_xml_free(xml);
+    return ret;
+}
+
+static void set_str(plist_t d, const char *k, const char *v)
+{
+    plist_dict_set_item(d, k, plist_new_string(v));
+}
+
+static void set_bool(plist_t d, const char *k, bool v) { plist_dict_set_item(d, k, plist_new_bool(v)); }
+
+static void set_uint(plist_t d, const char *k, uint64_t v)
+{
+    plist_dict_set_item(d, k, plist_new_uint(v));
+}
+
+static plist_t message(const sim_mac_t *m, const char *type)
+{
+    plist_t d = plist_new_dict();
+    set_str(d, "MessageType", type);
+    set_str(d, "UDID", m->udid);
+    return d;
+}
+
+int sim_build_checkin(const sim_mac_t *m, const char *message_type, mdm_buf_t *out)
+{
+    plist_t d = message(m, message_type);
+    set_str(d, "Topic", m->env->topic);
+    return emit(d, out);
+}
+
+static const char *device_name(const sim_mac_t *m, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s %.6s", m->model_name, m->serial);
+    return buf;
+}
+
+int sim_build_authenticate(const sim_mac_t *m, mdm_buf_t *out)
+{
+    char name[64];
+    plist_t d = message(m, "Authenticate");
+    set_str(d, "Topic", m->env->topic);
+    set_str(d, "SerialNumber", m->serial);
+    set_str(d, "Model", m->model);
+    set_str(d, "ModelName", m->model_name);
+    set_str(d, "ProductName", m->model);
+    set_str(d, "OSVersion", m->os_version);
+    set_str(d, "BuildVersion", m->build_version);
+    set_str(d, "DeviceName", device_name(m, name, sizeof(name)));
+    return emit(d, out);
+}
+
+int sim_build_token_update(const sim_mac_t *m, const uint8_t *unlock, size_t unlock_len,
+                           mdm_buf_t *out)
+{
+    plist_t d = message(m, "TokenUpdate");
+    set_str(d, "Topic", m->env->topic);
+    plist_dict_set_item(d, "Token",
+                        plist_new_data((const char *)m->push_token, sizeof(m->push_token)));
+    set_str(d, "PushMagic", m->push_magic);
+    if (unlock && unlock_len)
+        plist_dict_set_item(d, "UnlockToken", plist_new_data((const char *)unlock, unlock_len));
+    set_bool(d, "AwaitingConfiguration", false);
+    return emit(d, out);
+}
+
+int sim_build_checkout(const sim_mac_t *m, mdm_buf_t *out)
+{
+    return sim_build_checkin(m, "CheckOut", out);
+}
+
+int sim_build_set_bootstrap(const sim_mac_t *m, const uint8_t *token, size_t len, mdm_buf_t *out)
+{
+    plist_t d = message(m, "SetBootstrapToken");
+    if (token && len)
+        plist_dict_set_item(d, "BootstrapToken", plist_new_data((const char *)token, len));
+    set_bool(d, "AwaitingConfiguration", false);
+    return emit(d, out);
+}
+
+int sim_build_get_bootstrap(const sim_mac_t *m, mdm_buf_t *out)
+{
+    plist_t d = message(m, "GetBootstrapToken");
+    set_bool(d, "AwaitingConfiguration", false);
+    return emit(d, out);
+}
+
+int sim_build_idle(const sim_mac_t *m, mdm_buf_t *out)
+{
+    plist_t d = plist_new_dict();
+    set_str(d, "Status", "Idle");
+    set_str(d, "UDID", m->udid);
+    return emit(d, out);
+}
+
+/* ---- command responses ---- */
+
+/* DeviceInformation queries the simulator answers; the index is the bit in query_mask. */
+static const char *const device_queries[] = {
+    "UDID",          "DeviceName",   "OSVersion",
+    "BuildVersion",  "ModelName",    "Model",
+    "ProductName",   "SerialNumber", "DeviceCapacity",
+    "AvailableDeviceCapacity",       "IsSupervised", "IsAppleSilicon",
+    "IsActivationLockEnabled",       "SystemIntegrityProtectionEnabled",
+    "LocalHostName", "HostName",     "WiFiMAC",
+    "BluetoothMAC",  "EthernetMAC",  "AwaitingConfiguration",
+    "IsMultiUser",   "SupportsLOMDevice", "HasBattery",
+    "TimeZone",      "MDMOptions",   "OSUpdateSettings",
+};
+#define N_DEVICE_QUERIES (sizeof(device_queries) / sizeof(device_queries[0]))
+
+/* A MAC address derived from the UDID, so it is stable per Mac. */
+static void mac_address(const sim_mac_t *m, unsigned salt, char out[18])
+{
+    uint8_t h[MDM_SHA256_LEN] = {0};
+    char in[80];
+    int n = snprintf(in, sizeof(in), "%s/%u", m->udid, salt);
+    (void)!mdm_sha256(in, (size_t)n, h);
+    snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", h[0] & 0xfc, h[1], h[2], h[3], h[4],
+             h[5]);
+}
+
+static void add_device_query(const sim_mac_t *m, plist_t q, size_t i)
+{
+    char buf[64];
+    const char *k = device_queries[i];
+    switch (i) {
+    case 0: set_str(q, k, m->udid); break;
+    case 1: set_str(q, k, device_name(m, buf, sizeof(buf))); break;
+    case 2: set_str(q, k, m->os_version); break;
+    case 3: set_str(q, k, m->build_version); break;
+    case 4: set_str(q, k, m->model_name); break;
+    case 5: set_str(q, k, m->model); break;
+    case 6: set_str(q, k, m->model); break;
+    case 7: set_str(q, k, m->serial); break;
+    case 8: plist_dict_set_item(q, k, plist_new_real(494.38)); break;
+    case 9: plist_dict_set_item(q, k, plist_new_real(301.12)); break;
+    case 10: set_bool(q, k, false); break;
+    case 11: set_bool(q, k, m->apple_silicon); break;
+    case 12: set_bool(q, k, false); break;
+    case 13: set_bool(q, k, true); break;
+    case 14:
+        snprintf(buf, sizeof(buf), "mac-%.10s", m->serial);
+        set_str(q, k, buf);
+        break;
+    case 15:
+        snprintf(buf, sizeof(buf), "mac-%.10s.local", m->serial);
+        set_str(q, k, buf);
+        break;
+    case 16:
+    case 17:
+    case 18:
+        mac_address(m, (unsigned)i, buf);
+        set_str(q, k, buf);
+        break;
+    case 19: set_bool(q, k, false); break;
+    case 20: set_bool(q, k, false); break;
+    case 21: set_bool(q, k, false); break;
+    case 22: set_bool(q, k, strstr(m->model_name, "Book") != NULL); break;
+    case 23: set_str(q, k, "Europe/Berlin"); break;
+    case 24: {
+        plist_t o = plist_new_dict();
+        set_bool(o, "BootstrapTokenAllowed", true);
+        set_bool(o, "ActivationLockAllowedWhileSupervised", false);
+        plist_dict_set_item(q, k, o);
+        break;
+    }
+    case 25: {
+        plist_t o = plist_new_dict();
+        set_str(o, "CatalogURL", "https://swscan.apple.com/content/catalogs/others/index.sucatalog");
+        set_bool(o, "IsDefaultCatalog", true);
+        set_uint(o, "PreviousScanResult", 0);
+        set_bool(o, "PerformPeriodicCheck", true);
+        set_bool(o, "AutoCheckEnabled", true);
+        set_bool(o, "BackgroundDownloadEnabled", true);
+        set_bool(o, "AutomaticAppInstallationEnabled", true);
+        set_bool(o, "AutomaticOSInstallationEnabled", false);
+        set_bool(o, "AutomaticSecurityUpdatesEnabled", true);
+        plist_dict_set_item(q, k, o);
+        break;
+    }
+    }
+}
+
+static plist_t security_info(const sim_mac_t *m)
+{
+    plist_t s = plist_new_dict();
+    set_uint(s, "HardwareEncryptionCaps", 3);
+    set_bool(s, "PasscodePresent", true);
+    set_bool(s, "PasscodeCompliant", true);
+    set_bool(s, "PasscodeCompliantWithProfiles", true);
+    set_bool(s, "FDE_Enabled", true);
+    set_bool(s, "FDE_HasPersonalRecoveryKey", true);
+    set_bool(s, "FDE_HasInstitutionalRecoveryKey", false);
+    set_bool(s, "SystemIntegrityProtectionEnabled", true);
+    plist_t fw = plist_new_dict();
+    set_bool(fw, "FirewallEnabled", true);
+    set_bool(fw, "BlockAllIncoming", false);
+    set_bool(fw, "StealthMode", false);
+    plist_t apps = plist_new_array();
+    plist_t app = plist_new_dict();
+    set_bool(app, "Allowed", true);
+    set_str(app, "BundleID", "com.apple.screensharing");
+    set_str(app, "Name", "Screen Sharing");
+    plist_array_append_item(apps, app);
+    plist_dict_set_item(fw, "Applications", apps);
+    set_bool(fw, "LoggingEnabled", true);
+    set_str(fw, "LoggingOption", "throttled");
+    plist_dict_set_item(s, "FirewallSettings", fw);
+    plist_t fp = plist_new_dict();
+    set_bool(fp, "PasswordExists", false);
+    set_bool(fp, "ChangePending", false);
+    set_bool(fp, "AllowOroms", true);
+    plist_dict_set_item(s, "FirmwarePasswordStatus", fp);
+    plist_t ms = plist_new_dict();
+    set_bool(ms, "EnrolledViaDEP", false);
+    set_bool(ms, "UserApprovedEnrollment", true);
+    set_bool(ms, "IsUserEnrollment", false);
+    set_bool(ms, "IsActivationLockManageable", false);
+    plist_dict_set_item(s, "ManagementStatus", ms);
+    if (m->apple_silicon) {
+        plist_t sb = plist_new_dict();
+        set_str(sb, "SecureBootLevel", "full");
+        set_str(sb, "ExternalBootLevel", "disallowed");
+        plist_dict_set_item(s, "SecureBoot", sb);
+    }
+    set_bool(s, "RemoteDesktopEnabled", false);
+    set_bool(s, "AuthenticatedRootVolumeEnabled", true);
+    set_bool(s, "BootstrapTokenAllowedForAuthentication", true);
+    set_bool(s, "BootstrapTokenRequiredForSoftwareUpdate", m->apple_silicon);
+    set_bool(s, "BootstrapTokenRequiredForKernelExtensionApproval", m->apple_silicon);
+    return s;
+}
+
+static plist_t installed_apps(void)
+{
+    static const struct {
+        const char *id, *name, *short_version, *version;
+        uint64_t size;
+    } apps[] = {
+        {"com.apple.Safari", "Safari", "17.4.1", "19618.1.15.11.14", 14286848},
+        {"com.apple.dt.Xcode", "Xcode", "15.3", "22618", 11912345600ull},
+        {"com.microsoft.Word", "Microsoft Word", "16.83", "16.83.24031120", 2412345344ull},
+        {"com.google.Chrome", "Google Chrome", "123.0.6312.106", "6312.106", 1198456832},
+        {"com.tinyspeck.slackmacgap", "Slack", "4.37.101", "437101", 498765824},
+        {"org.mozilla.firefox", "Firefox", "124.0.2", "12424.4.2", 412345678},
+        {"com.apple.Keynote", "Keynote", "14.0", "7038.0.87", 712345600},
+    };
+    plist_t a = plist_new_array();
+    for (size_t i = 0; i < sizeof(apps) / sizeof(apps[0]); i++) {
+        plist_t d = plist_new_dict();
+        set_str(d, "Identifier", apps[i].id);
+        set_str(d, "Name", apps[i].name);
+        set_str(d, "ShortVersion", apps[i].short_version);
+        set_str(d, "Version", apps[i].version);
+        set_uint(d, "BundleSize", apps[i].size);
+        set_uint(d, "DynamicSize", 0);
+        set_bool(d, "IsValidated", true);
+        set_bool(d, "Installing", false);
+        set_bool(d, "AppStoreVendable", false);
+        set_bool(d, "BetaApp", false);
+        set_bool(d, "AdHocCodeSigned", false);
+        set_bool(d, "HasUpdateAvailable", false);
+        set_bool(d, "IsAppClip", false);
+        plist_array_append_item(a, d);
+    }
+    return a;
+}
+
+static plist_t profile_list(const sim_mac_t *m)
+{
+    plist_t a = plist_new_array();
+    plist_t p = plist_new_dict();
+    char uuid[37];
+    random_uuid(uuid);
+    set_str(p, "PayloadUUID", uuid);
+    set_str(p, "PayloadIdentifier", "com.mdmd.enrollment");
+    set_uint(p, "PayloadVersion", 1);
+    set_str(p, "PayloadDisplayName", "MDM enrollment");
+    set_str(p, "PayloadOrganization", "mdmd");
+    set_str(p, "PayloadDescription", "Enrolls this Mac in mdmd");
+    set_bool(p, "PayloadRemovalDisallowed", false);
+    set_bool(p, "HasRemovalPasscode", false);
+    set_bool(p, "IsEncrypted", false);
+    set_bool(p, "IsManaged", true);
+    plist_t content = plist_new_array();
+    plist_t c = plist_new_dict();
+    set_str(c, "PayloadType", "com.apple.mdm");
+    set_uint(c, "PayloadVersion", 1);
+    set_str(c, "PayloadIdentifier", "com.mdmd.enrollment.mdm");
+    random_uuid(uuid);
+    set_str(c, "PayloadUUID", uuid);
+    set_str(c, "PayloadDisplayName", "MDM");
+    set_str(c, "PayloadOrganization", "mdmd");
+    plist_array_append_item(content, c);
+    plist_dict_set_item(p, "PayloadContent", content);
+    plist_array_append_item(a, p);
+    (void)m;
+    return a;
+}
+
+/* Decodes the first PEM block of path into DER (malloc'ed). Returns its length, 0 on failure. */
+static size_t pem_to_der(const char *path, uint8_t **der)
+{
+    *der = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char text[8192];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *p = strstr(text, "-----BEGIN");
+    char *end = p ? strstr(p + 10, "-----END") : NULL;
+    if (!p || !end || !(p = strchr(p + 10, '\n')))
+        return 0;
+    uint8_t *out = malloc(n);
+    if (!out)
+        return 0;
+    size_t len = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (; p < end; p++) {
+        const char *alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const char *pos = *p ? strchr(alpha, *p) : NULL;
+        if (!pos)
+            continue; /* newlines and '=' padding */
+        acc = (acc << 6) | (uint32_t)(pos - alpha);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[len++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *der = out;
+    return len;
+}
+
+static plist_t certificate_list(const sim_mac_t *m)
+{
+    plist_t a = plist_new_array();
+    char path[640];
+    cert_path(m, path, sizeof(path));
+    uint8_t *der;
+    size_t len = pem_to_der(path, &der);
+    if (len) {
+        plist_t c = plist_new_dict();
+        set_str(c, "CommonName", m->name);
+        set_bool(c, "IsIdentity", true);
+        plist_dict_set_item(c, "Data", plist_new_data((const char *)der, len));
+        plist_array_append_item(a, c);
+    }
+    free(der);
+    len = pem_to_der(m->env->ca_cert, &der);
+    if (len) {
+        plist_t c = plist_new_dict();
+        set_str(c, "CommonName", "mdmd instance CA");
+        set_bool(c, "IsIdentity", false);
+        plist_dict_set_item(c, "Data", plist_new_data((const char *)der, len));
+        plist_array_append_item(a, c);
+    }
+    free(der);
+    return a;
+}
+
+const char *sim_status_name(enum sim_status st)
+{
+    switch (st) {
+    case SIM_ACKNOWLEDGED: return "Acknowledged";
+    case SIM_ERROR: return "Error";
+    case SIM_NOTNOW: return "NotNow";
+    case SIM_COMMAND_FORMAT_ERROR: return "CommandFormatError";
+    }
+    return "Error";
+}
+
+int sim_build_response(const sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st,
+                       mdm_buf_t *out)
+{
+    plist_t d = plist_new_dict();
+    set_str(d, "UDID", m->udid);
+    set_str(d, "CommandUUID", cmd->uuid);
+    set_str(d, "Status", sim_status_name(st));
+    if (st == SIM_ERROR || st == SIM_COMMAND_FORMAT_ERROR) {
+        plist_t chain = plist_new_array();
+        plist_t e = plist_new_dict();
+        set_uint(e, "ErrorCode", st == SIM_ERROR ? 12021 : 12001);
+        set_str(e, "ErrorDomain", "MCMDMErrorDomain");
+        set_str(e, "LocalizedDescription", "The simulated Mac refused the command.");
+        set_str(e, "USEnglishDescription", "The simulated Mac refused the command.");
+        plist_array_append_item(chain, e);
+        plist_dict_set_item(d, "ErrorChain", chain);
+    } else if (st == SIM_ACKNOWLEDGED) {
+        switch (cmd->type) {
+        case SIM_REQ_DEVICE_INFORMATION: {
+            plist_t q = plist_new_dict();
+            for (size_t i = 0; i < N_DEVICE_QUERIES; i++)
+                if (cmd->query_mask == 0 || (cmd->query_mask & (1ull << i)))
+                    add_device_query(m, q, i);
+            plist_dict_set_item(d, "QueryResponses", q);
+            break;
+        }
+        case SIM_REQ_SECURITY_INFO:
+            plist_dict_set_item(d, "SecurityInfo", security_info(m));
+            break;
+        case SIM_REQ_INSTALLED_APPLICATION_LIST:
+            plist_dict_set_item(d, "InstalledApplicationList", installed_apps());
+            break;
+        case SIM_REQ_PROFILE_LIST:
+            plist_dict_set_item(d, "ProfileList", profile_list(m));
+            break;
+        case SIM_REQ_CERTIFICATE_LIST:
+            plist_dict_set_item(d, "CertificateList", certificate_list(m));
+            break;
+        case SIM_REQ_OTHER:
+            break;
+        }
+    }
+    return emit(d, out);
+}
+
+/* ---- HTTP ---- */
+
+int sim_build_http_put(const sim_env_t *env, const char *path, const char *content_type,
+                       const void *body, size_t len, mdm_buf_t *out)
+{
+    int ret = mdm_buf_printf(out,
+                             "PUT %s HTTP/1.1\r\nHost: localhost:%d\r\nUser-Agent: MDM/1.0\r\n"
+                             "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                             path, env->port, content_type, len);
+    if (ret == 0 && len)
+        ret = mdm_buf_append(out, body, len);
+    return ret;
+}
+
+long sim_parse_http_response(const uint8_t *p, size_t len, int *status, size_t *body_off,
+                             size_t *body_len, bool *close)
+{
+    const char *s = (const char *)p;
+    const char *end = memmem(s, len, "\r\n\r\n", 4);
+    if (!end)
+        return len > 65536 ? -EBADMSG : 0;
+    size_t head = (size_t)(end - s) + 4;
+    if (len < 12 || memcmp(s, "HTTP/1.", 7) != 0)
+        return -EBADMSG;
+    int st = 0;
+    for (size_t i = 9; i < 12; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EBADMSG;
+        st = st * 10 + (s[i] - '0');
+    }
+    size_t clen = 0;
+    bool cls = false;
+    /* Header lines after the status line. */
+    const char *line = memchr(s, '\n', head);
+    while (line && (size_t)(line + 1 - s) < head) {
+        line++;
+        const char *eol = memchr(line, '\n', head - (size_t)(line - s));
+        if (!eol)
+            break;
+        size_t ll = (size_t)(eol - line);
+        if (ll > 15 && strncasecmp(line, "Content-Length:", 15) == 0)
+            clen = strtoul(line + 15, NULL, 10);
+        else if (ll > 11 && strncasecmp(line, "Connection:", 11) == 0 &&
+                 memmem(line, ll, "close", 5))
+            cls = true;
+        line = eol;
+    }
+    if (head + clen > len)
+        return 0;
+    *status = st;
+    *body_off = head;
+    *body_len = clen;
+    *close = cls;
+    return (long)(head + clen);
+}
+
+/* ---- replies ---- */
+
+static enum sim_request_type request_type_of(const char *t)
+{
+    if (strcmp(t, "DeviceInformation") == 0)
+        return SIM_REQ_DEVICE_INFORMATION;
+    if (strcmp(t, "SecurityInfo") == 0)
+        return SIM_REQ_SECURITY_INFO;
+    if (strcmp(t, "InstalledApplicationList") == 0)
+        return SIM_REQ_INSTALLED_APPLICATION_LIST;
+    if (strcmp(t, "ProfileList") == 0)
+        return SIM_REQ_PROFILE_LIST;
+    if (strcmp(t, "CertificateList") == 0)
+        return SIM_REQ_CERTIFICATE_LIST;
+    return SIM_REQ_OTHER;
+}
+
+static bool get_string(plist_t d, const char *key, char *out, size_t len)
+{
+    plist_t n = d ? plist_dict_get_item(d, key) : NULL;
+    if (!n || plist_get_node_type(n) != PLIST_STRING)
+        return false;
+    char *s = NULL;
+    plist_get_string_val(n, &s);
+    if (!s)
+        return false;
+    snprintf(out, len, "%s", s);
+    free(s);
+    return true;
+}
+
+static plist_t parse_dict(const uint8_t *body, size_t len)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return NULL;
+    plist_t root = NULL;
+    plist_from_memory((const char *)body, (uint32_t)len, &root);
+    if (root && plist_get_node_type(root) != PLIST_DICT) {
+        plist_free(root);
+        root = NULL;
+    }
+    return root;
+}
+
+int sim_parse_command(const uint8_t *body, size_t len, sim_cmd_t *cmd)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    if (len == 0)
+        return 0;
+    plist_t root = parse_dict(body, len);
+    plist_t c = root ? plist_dict_get_item(root, "Command") : NULL;
+    if (!c || plist_get_node_type(c) != PLIST_DICT ||
+        !get_string(root, "CommandUUID", cmd->uuid, sizeof(cmd->uuid)) ||
+        !get_string(c, "RequestType", cmd->request_type, sizeof(cmd->request_type))) {
+        if (root)
+            plist_free(root);
+        memset(cmd, 0, sizeof(*cmd));
+        snprintf(cmd->request_type, sizeof(cmd->request_type), "?");
+        return -EBADMSG;
+    }
+    cmd->type = request_type_of(cmd->request_type);
+    plist_t q = plist_dict_get_item(c, "Queries");
+    if (cmd->type == SIM_REQ_DEVICE_INFORMATION && q && plist_get_node_type(q) == PLIST_ARRAY) {
+        uint32_t n = plist_array_get_size(q);
+        for (uint32_t i = 0; i < n; i++) {
+            char key[64];
+            plist_t item = plist_array_get_item(q, i);
+            if (plist_get_node_type(item) != PLIST_STRING)
+                continue;
+            char *s = NULL;
+            plist_get_string_val(item, &s);
+            snprintf(key, sizeof(key), "%s", s ? s : "");
+            free(s);
+            for (size_t k = 0; k < N_DEVICE_QUERIES; k++)
+                if (strcmp(key, device_queries[k]) == 0)
+                    cmd->query_mask |= 1ull << k;
+        }
+        if (cmd->query_mask == 0)
+            cmd->query_mask = 1ull << 0; /* asked only for things we do not know: UDID */
+    }
+    plist_free(root);
+    return 0;
+}
+
+int sim_parse_bootstrap(const uint8_t *body, size_t len, mdm_buf_t *token)
+{
+    mdm_buf_reset(token);
+    if (len == 0)
+        return 0;
+    plist_t root = parse_dict(body, len);
+    if (!root)
+        return -EBADMSG;
+    int ret = 0;
+    plist_t t = plist_dict_get_item(root, "BootstrapToken");
+    if (t && plist_get_node_type(t) == PLIST_DATA) {
+        char *data = NULL;
+        uint64_t n = 0;
+        plist_get_data_val(t, &data, &n);
+        ret = mdm_buf_append(token, data, (size_t)n);
+        free(data);
+    }
+    plist_free(root);
+    return ret;
+}
+
+/* ---- blocking client ---- */
+
+static int flush_out(sim_mac_t *m)
+{
+    mdm_buf_t *out = mdm_tls_cipher_out(m->tls);
+    while (out->len) {
+        ssize_t w = send(m->fd, mdm_buf_head(out), out->len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        mdm_buf_consume(out, (size_t)w);
+    }
+    return 0;
+}
+
+/* Waits up to timeout_ms for bytes and feeds them to TLS. 1 data, 0 timeout, -1 closed. */
+static int pump_in(sim_mac_t *m, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = m->fd, .events = POLLIN};
+    int pr = poll(&pfd, 1, timeout_ms < 0 ? 0 : timeout_ms);
+    if (pr == 0)
+        return 0;
+    if (pr < 0)
+        return errno == EINTR ? 0 : -1;
+    uint8_t buf[16384];
+    ssize_t r = recv(m->fd, buf, sizeof(buf), 0);
+    if (r < 0)
+        return errno == EINTR || errno == EAGAIN ? 0 : -1;
+    if (r == 0) {
+        mdm_tls_feed_eof(m->tls);
+        return -1;
+    }
+    return mdm_tls_feed(m->tls, buf, (size_t)r) == 0 ? 1 : -1;
+}
+
+static int open_connection(sim_mac_t *m)
+{
+    char key[640], crt[640];
+    key_path(m, key, sizeof(key));
+    cert_path(m, crt, sizeof(crt));
+    struct mdm_tls_client_opts o = {
+        .ca_path = m->env->ca_cert,
+        .cert_path = m->no_identity ? NULL : crt,
+        .key_path = m->no_identity ? NULL : key,
+    };
+    if (mdm_tls_ctx_new_client(&m->ctx, &o) != 0 ||
+        mdm_tls_conn_new(&m->tls, m->ctx, "localhost") != 0)
+        goto fail;
+    m->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (m->fd < 0)
+        goto fail;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)m->env->port)};
+    if (inet_pton(AF_INET, m->env->host, &a.sin_addr) != 1 ||
+        connect(m->fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+        goto fail;
+    int one = 1;
+    setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    m->connects++;
+    long long deadline = mono_ms() + m->env->timeout_ms;
+    while (mono_ms() < deadline) {
+        if (mdm_tls_advance(m->tls) != 0 || flush_out(m) != 0)
+            goto fail;
+        if (mdm_tls_handshake_done(m->tls))
+            return 0;
+        if (pump_in(m, (int)(deadline - mono_ms())) < 0)
+            goto fail;
+    }
+fail:
+    sim_mac_disconnect(m);
+    return -1;
+}
+
+/* True when an open keep-alive connection was closed by the server (EOF or close_notify
+ * waiting) or holds unexpected bytes: either way it cannot carry a request. */
+static bool connection_stale(sim_mac_t *m)
+{
+    int r;
+    while ((r = pump_in(m, 0)) > 0)
+        ;
+    if (r < 0)
+        return true;
+    if (mdm_tls_advance(m->tls) != 0)
+        return true;
+    return mdm_tls_plain_in(m->tls)->len != 0;
+}
+
+/* One attempt: 0 with *status, 1 when nothing at all came back (retryable), -1 otherwise. */
+static int exchange(sim_mac_t *m, const mdm_buf_t *req, int *status, mdm_buf_t *out)
+{
+    if (mdm_tls_write(m->tls, mdm_buf_head(req), req->len) != 0 || flush_out(m) != 0)
+        return 1;
+    long long deadline = mono_ms() + m->env->timeout_ms;
+    bool got_any = false;
+    for (;;) {
+        int ret = mdm_tls_advance(m->tls);
+        mdm_buf_t *plain = mdm_tls_plain_in(m->tls);
+        got_any = got_any || plain->len != 0;
+        int st;
+        size_t off, blen;
+        bool cls;
+        long n = sim_parse_http_response(mdm_buf_head(plain), plain->len, &st, &off, &blen, &cls);
+        if (n < 0)
+            return -1;
+        if (n > 0) {
+            if (out) {
+                mdm_buf_reset(out);
+                if (mdm_buf_append(out, mdm_buf_head(plain) + off, blen) != 0)
+                    return -1;
+            }
+            mdm_buf_consume(plain, (size_t)n);
+            *status = st;
+            if (cls)
+                sim_mac_disconnect(m);
+            return 0;
+        }
+        if (ret != 0 || flush_out(m) != 0)
+            return got_any ? -1 : 1;
+        long long left = deadline - mono_ms();
+        if (left <= 0)
+            return -1;
+        if (pump_in(m, (int)left) < 0) {
+            (void)!mdm_tls_advance(m->tls); /* decrypt what came before the close */
+            plain = mdm_tls_plain_in(m->tls);
+            n = sim_parse_http_response(mdm_buf_head(plain), plain->len, &st, &off, &blen, &cls);
+            if (n > 0)
+                continue;
+            return plain->len ? -1 : 1;
+        }
+    }
+}
+
+int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
+            mdm_buf_t *out)
+{
+    const char *type = strstr(path, "/connect") ? "application/x-apple-aspen-mdm"
+                                                : "application/x-apple-aspen-mdm-checkin";
+    mdm_buf_t req;
+    mdm_buf_init(&req, 0);
+    int ret = -1;
+    if (sim_build_http_put(m->env, path, type, body, len, &req) != 0)
+        goto out;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool reused = m->tls != NULL;
+        if (reused && connection_stale(m)) {
+            sim_mac_disconnect(m);
+            reused = false;
+        }
+        if (!m->tls && open_connection(m) != 0)
+            goto out;
+        int r = exchange(m, &req, status, out);
+        if (r == 0) {
+            ret = 0;
+            goto out;
+        }
+        sim_mac_disconnect(m);
+        if (r < 0 || !reused)
+            goto out; /* only a reused connection closed under us is worth a retry */
+    }
+out:
+    mdm_buf_dispose(&req);
+    return ret;
+}
+
+static int put_status(sim_mac_t *m, const char *endpoint, const mdm_buf_t *body, mdm_buf_t *out)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/%s/mdm/%s", m->env->instance, endpoint);
+    int status;
+    if (sim_put(m, path, mdm_buf_head(body), body->len, &status, out) != 0)
+        return -1;
+    return status;
+}
+
+int sim_checkin(sim_mac_t *m, const mdm_buf_t *body, mdm_buf_t *out)
+{
+    return put_status(m, "checkin", body, out);
+}
+
+int sim_connect(sim_mac_t *m, const mdm_buf_t *body, mdm_buf_t *out)
+{
+    return put_status(m, "connect", body, out);
+}
+
+typedef int (*builder_fn)(const sim_mac_t *m, mdm_buf_t *out);
+
+static int send_built(sim_mac_t *m, builder_fn build, mdm_buf_t *out)
+{
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int status = build(m, &body) == 0 ? sim_checkin(m, &body, out) : -1;
+    mdm_buf_dispose(&body);
+    return status;
+}
+
+int sim_authenticate(sim_mac_t *m, mdm_buf_t *out)
+{
+    return send_built(m, sim_build_authenticate, out);
+}
+
+int sim_token_update(sim_mac_t *m, const uint8_t *unlock, size_t unlock_len, mdm_buf_t *out)
+{
+    if (mdm_random_bytes(m->push_token, sizeof(m->push_token)) != 0)
+        return -1;
+    random_uuid(m->push_magic);
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int status = -1;
+    if (sim_build_token_update(m, unlock, unlock_len, &body) == 0)
+        status = sim_checkin(m, &body, out);
+    mdm_buf_dispose(&body);
+    return status;
+}
+
+int sim_checkout(sim_mac_t *m, mdm_buf_t *out) { return send_built(m, sim_build_checkout, out); }
+
+int sim_set_bootstrap_token(sim_mac_t *m, const uint8_t *token, size_t len, mdm_buf_t *out)
+{
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int status = -1;
+    if (sim_build_set_bootstrap(m, token, len, &body) == 0)
+        status = sim_checkin(m, &body, out);
+    mdm_buf_dispose(&body);
+    return status;
+}
+
+int sim_get_bootstrap_token(sim_mac_t *m, mdm_buf_t *token)
+{
+    mdm_buf_t reply;
+    mdm_buf_init(&reply, 0);
+    int status = send_built(m, sim_build_get_bootstrap, &reply);
+    if (status == 200 && sim_parse_bootstrap(mdm_buf_head(&reply), reply.len, token) != 0)
+        status = -1;
+    mdm_buf_dispose(&reply);
+    return status;
+}
+
+/* Sends a /connect body and reads the command that comes back. */
+static int connect_and_parse(sim_mac_t *m, const mdm_buf_t *body, sim_cmd_t *cmd)
+{
+    mdm_buf_t reply;
+    mdm_buf_init(&reply, 0);
+    int status = sim_connect(m, body, &reply);
+    if (cmd) {
+        memset(cmd, 0, sizeof(*cmd));
+        if (status == 200)
+            (void)sim_parse_command(mdm_buf_head(&reply), reply.len, cmd);
+    }
+    mdm_buf_dispose(&reply);
+    return status;
+}
+
+int sim_connect_idle(sim_mac_t *m, sim_cmd_t *cmd)
+{
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int status = sim_build_idle(m, &body) == 0 ? connect_and_parse(m, &body, cmd) : -1;
+    mdm_buf_dispose(&body);
+    return status;
+}
+
+int sim_respond(sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st, sim_cmd_t *next)
+{
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int status = sim_build_response(m, cmd, st, &body) == 0 ? connect_and_parse(m, &body, next)
+                                                            : -1;
+    mdm_buf_dispose(&body);
+    return status;
+}
+
+int sim_answer(sim_mac_t *m, const sim_cmd_t *cmd, sim_cmd_t *next)
+{
+    bool notnow = m->notnow_mask & (1u << cmd->type);
+    return sim_respond(m, cmd, notnow ? SIM_NOTNOW : SIM_ACKNOWLEDGED, next);
+}

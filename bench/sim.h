@@ -1,0 +1,184 @@
+/*
+ * sim: a simulated Mac that plays the MDM protocol as macOS does, for the integration tests
+ * and for mdm-bench.
+ *
+ * A Mac has a UDID, a serial number, a model and an OS version, its own EC P-256 key and an
+ * identity certificate issued from the instance CA (CN = the Mac's name, EKU clientAuth; the
+ * files live in the environment's work dir), and one keep-alive TLS connection to the device
+ * listener that it opens on first use and reopens when the server has closed it.
+ *
+ * The protocol part is separate from the I/O: sim_build_* write request bodies (XML plists,
+ * shaped after Apple's schema in shared/apple-device-management/mdm) and HTTP requests into an
+ * mdm_buf_t, and sim_parse_* read replies, so a non-blocking driver can reuse them. The
+ * blocking calls (sim_put and everything built on it) send one request and wait for its reply.
+ *
+ * Memory: a Mac without a connection is a few hundred bytes; its TLS context and connection
+ * exist only while it is connected (sim_mac_disconnect drops them).
+ *
+ * Threads: a Mac is used by one thread at a time; an environment is read-only once set up.
+ */
+#ifndef MDM_BENCH_SIM_H
+#define MDM_BENCH_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/tls.h"
+
+/** What every Mac of a run shares. Fill with sim_env_init; read-only afterwards. */
+typedef struct sim_env {
+    char ca_cert[512];  /* instance CA certificate: verifies the server, issues identities */
+    char ca_key[512];   /* its key */
+    char work_dir[512]; /* where identity keys and certificates are written */
+    char instance[64];  /* path prefix, "zdm" by default */
+    char topic[160];    /* APNs topic sent in Authenticate/TokenUpdate */
+    char host[64];      /* IPv4 literal to connect to, "127.0.0.1" by default */
+    int port;           /* device listener */
+    int timeout_ms;     /* per request; 10 s by default */
+} sim_env_t;
+
+/**
+ * Sets env up for the instance folder instance_dir (its ca/ca.crt and ca/ca.key), the device
+ * listener port, and work_dir (created if missing). Returns 0 or -errno.
+ */
+int sim_env_init(sim_env_t *env, const char *instance_dir, const char *work_dir, int port);
+
+/** Request types the simulator answers with a realistic body (bits for notnow_mask). */
+enum sim_request_type {
+    SIM_REQ_OTHER = 0,
+    SIM_REQ_DEVICE_INFORMATION,
+    SIM_REQ_SECURITY_INFO,
+    SIM_REQ_INSTALLED_APPLICATION_LIST,
+    SIM_REQ_PROFILE_LIST,
+    SIM_REQ_CERTIFICATE_LIST,
+};
+#define SIM_NOTNOW_ALL (~0u) /* notnow_mask: answer NotNow to everything */
+
+enum sim_status {
+    SIM_ACKNOWLEDGED,
+    SIM_ERROR,
+    SIM_NOTNOW,
+    SIM_COMMAND_FORMAT_ERROR,
+};
+
+/** A command the server handed out. Plain data. */
+typedef struct sim_cmd {
+    char uuid[64];         /* CommandUUID; "" = no command (empty 200) */
+    char request_type[64]; /* Command.RequestType */
+    enum sim_request_type type;
+    uint64_t query_mask; /* DeviceInformation: queries asked that the sim knows; 0 = all */
+} sim_cmd_t;
+
+typedef struct sim_mac {
+    const sim_env_t *env;
+    char udid[64];
+    char name[64]; /* certificate CN and file name: <work_dir>/<name>.{key,crt} */
+    char serial[16];
+    char model[24];      /* e.g. "Mac14,2" */
+    char model_name[24]; /* e.g. "MacBook Air" */
+    char os_version[12];
+    char build_version[12];
+    uint8_t push_token[32];
+    char push_magic[40];
+    unsigned notnow_mask;  /* bit (1u << enum sim_request_type): sim_answer says NotNow */
+    bool no_identity;      /* connect without a client certificate */
+    bool apple_silicon;
+    /* connection (NULL/-1 when closed) */
+    int fd;
+    mdm_tls_ctx_t *ctx;
+    mdm_tls_conn_t *tls;
+    unsigned connects; /* TLS connections opened so far */
+} sim_mac_t;
+
+/**
+ * Makes a Mac: a UDID (udid, or a random one when NULL: a hardware UUID for an Intel Mac, the
+ * "0000FE00-" form for Apple Silicon, alternating with seq), serial, model and OS, and a new
+ * key and identity certificate from the instance CA. Returns 0 or an x509/-errno code.
+ */
+int sim_mac_init(sim_mac_t *m, const sim_env_t *env, const char *udid, unsigned seq);
+
+/** Issues the Mac a new key and certificate (as after an erase and re-enrollment) and closes
+ * its connection. Returns 0 or an x509 code. */
+int sim_mac_new_identity(sim_mac_t *m);
+
+/** Closes the connection (the next request opens a new one). */
+void sim_mac_disconnect(sim_mac_t *m);
+
+/** Closes the connection; the certificate files stay. */
+void sim_mac_dispose(sim_mac_t *m);
+
+/* ---- protocol: bodies and parsing (no I/O) -------------------------------------------------
+ * Builders append to out (reset it first to reuse it) and return 0, -ENOMEM or MDM_ETOOBIG. */
+
+/** A check-in message with only MessageType, UDID and Topic (for the message types that need
+ * nothing else, and for tests of refusals). */
+int sim_build_checkin(const sim_mac_t *m, const char *message_type, mdm_buf_t *out);
+int sim_build_authenticate(const sim_mac_t *m, mdm_buf_t *out);
+/** unlock may be NULL: no UnlockToken. */
+int sim_build_token_update(const sim_mac_t *m, const uint8_t *unlock, size_t unlock_len,
+                           mdm_buf_t *out);
+int sim_build_checkout(const sim_mac_t *m, mdm_buf_t *out);
+/** len 0: SetBootstrapToken without a token (asks the server to delete it). */
+int sim_build_set_bootstrap(const sim_mac_t *m, const uint8_t *token, size_t len, mdm_buf_t *out);
+int sim_build_get_bootstrap(const sim_mac_t *m, mdm_buf_t *out);
+int sim_build_idle(const sim_mac_t *m, mdm_buf_t *out);
+/** The response to cmd with status st; Acknowledged carries the data its RequestType asks for,
+ * Error an ErrorChain. */
+int sim_build_response(const sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st,
+                       mdm_buf_t *out);
+
+/** "PUT <path> HTTP/1.1" with headers and body, for the env's host. */
+int sim_build_http_put(const sim_env_t *env, const char *path, const char *content_type,
+                       const void *body, size_t len, mdm_buf_t *out);
+
+/**
+ * Looks for one complete HTTP response at the start of p[0..len). Returns its total length
+ * (and sets *status, *body_off, *body_len, *close when the server said Connection: close),
+ * 0 when more bytes are needed, or -EBADMSG.
+ */
+long sim_parse_http_response(const uint8_t *p, size_t len, int *status, size_t *body_off,
+                             size_t *body_len, bool *close);
+
+/** Reads a /connect reply: an empty body is no command (cmd->uuid ""). Returns 0 or -EBADMSG
+ * (not a plist dict, or no CommandUUID / Command.RequestType). */
+int sim_parse_command(const uint8_t *body, size_t len, sim_cmd_t *cmd);
+
+/** Reads a GetBootstrapToken reply into token (reset first; empty when none). 0 or -EBADMSG. */
+int sim_parse_bootstrap(const uint8_t *body, size_t len, mdm_buf_t *token);
+
+const char *sim_status_name(enum sim_status st);
+
+/* ---- blocking I/O ----------------------------------------------------------------------------
+ * Each returns the HTTP status, or -1 when no reply came (connect/handshake failure, the server
+ * closed, timeout). out (may be NULL) receives the response body. */
+
+/** PUT body to path ("/zdm/mdm/checkin", ...) on the Mac's connection. Returns 0 and sets
+ * *status, or -1. A request on a reused connection that the server closed is retried once on a
+ * new one. */
+int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
+            mdm_buf_t *out);
+
+/** PUT to /<instance>/mdm/checkin or /<instance>/mdm/connect. */
+int sim_checkin(sim_mac_t *m, const mdm_buf_t *body, mdm_buf_t *out);
+int sim_connect(sim_mac_t *m, const mdm_buf_t *body, mdm_buf_t *out);
+
+int sim_authenticate(sim_mac_t *m, mdm_buf_t *out);
+/** Sends a fresh random Token and PushMagic (kept in m) and topic; unlock may be NULL. */
+int sim_token_update(sim_mac_t *m, const uint8_t *unlock, size_t unlock_len, mdm_buf_t *out);
+int sim_checkout(sim_mac_t *m, mdm_buf_t *out);
+int sim_set_bootstrap_token(sim_mac_t *m, const uint8_t *token, size_t len, mdm_buf_t *out);
+/** token receives the escrowed token (empty when none). */
+int sim_get_bootstrap_token(sim_mac_t *m, mdm_buf_t *token);
+
+/** Status Idle; cmd receives the command handed out (uuid "" when none). A reply that is not
+ * a command plist makes cmd->request_type "?" (and the status is still returned). */
+int sim_connect_idle(sim_mac_t *m, sim_cmd_t *cmd);
+/** Answers cmd with st; next (may be NULL) receives the command that came back with the
+ * reply. */
+int sim_respond(sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st, sim_cmd_t *next);
+/** Answers cmd as the Mac would: NotNow when notnow_mask says so, else Acknowledged. */
+int sim_answer(sim_mac_t *m, const sim_cmd_t *cmd, sim_cmd_t *next);
+
+#endif
