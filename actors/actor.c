@@ -309,6 +309,8 @@ mdm_batch_t *mdm_actor_batch(mdm_actor_t *a)
     return a->_home->cg.open;
 }
 
+mdm_batch_t *mdm_actors_shard_batch(mdm_shard_t *sh) { return shard_state(sh)->cg.open; }
+
 void mdm_actors_after_commit(mdm_shard_t *sh, mdm_commit_waiter_t *w)
 {
     struct commit_group *cg = &shard_state(sh)->cg;

@@ -113,6 +113,13 @@ mdm_shard_t *mdm_actor_shard(const mdm_actor_t *a);
  */
 mdm_batch_t *mdm_actor_batch(mdm_actor_t *a);
 
+/**
+ * The open batch of shard sh, for writers that are not actors (the admin API's command records
+ * and audit events). Committed at the end of the tick like actors' writes; pair it with
+ * mdm_actors_after_commit to learn when they are durable. Borrowed; only on sh's thread.
+ */
+mdm_batch_t *mdm_actors_shard_batch(mdm_shard_t *sh);
+
 /** Calls w->fn on this shard once everything appended so far to the shard's batch is durable. */
 void mdm_actors_after_commit(mdm_shard_t *sh, mdm_commit_waiter_t *w);
 

@@ -12,6 +12,7 @@
 
 static const char *const client_cert_modes[] = {"none", "optional", "required", NULL};
 static const char *const durabilities[] = {"fsync", "wal", "none", NULL};
+static const char *const user_auths[] = {"decline", "digest", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum mdm_log_level order */
 static const char *const log_formats[] = {"plain", "json", NULL};
 
@@ -69,6 +70,16 @@ const mdm_cfg_key_t mdm_config_keys[] = {
     INT("storage", "cache_mb", cache_mb, "64", 8, 65536, "RocksDB block cache size in MiB"),
     STR("storage", "secrets_key", secrets_key, "secrets.key",
         "32-byte key that seals secrets at rest (AES-256-GCM); mode 0600"),
+
+    INT("mdm", "max_body_bytes", mdm_max_body_bytes, "16777216", 4096, 268435456,
+        "largest check-in or command response a Mac may send (an app list can be megabytes)"),
+    INT("mdm", "command_ttl_hours", command_ttl_hours, "720", 0, 87600,
+        "queued commands not yet sent expire after this many hours; 0 = never"),
+    INT("mdm", "max_queue", max_queue, "1000", 1, 1000000,
+        "commands waiting per device; more are refused with 409"),
+    ENUM("mdm", "user_authenticate", user_authenticate, "decline", user_auths,
+         "UserAuthenticate check-ins: decline (410, the user channel is not managed) or "
+         "digest (answer with an empty DigestChallenge)"),
 
     INT("actors", "max_in_memory", actors_in_memory, "100000", 16, 100000000,
         "actors kept in memory per shard; idle ones past this are evicted and reloaded on demand"),

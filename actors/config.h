@@ -16,6 +16,7 @@
 enum mdm_client_cert_mode { MDM_CLIENT_CERT_NONE, MDM_CLIENT_CERT_OPTIONAL, MDM_CLIENT_CERT_REQUIRED };
 enum mdm_cfg_durability { MDM_CFG_DURABILITY_FSYNC, MDM_CFG_DURABILITY_WAL, MDM_CFG_DURABILITY_NONE };
 enum mdm_cfg_log_format { MDM_CFG_LOG_PLAIN, MDM_CFG_LOG_JSON };
+enum mdm_cfg_user_auth { MDM_CFG_USER_AUTH_DECLINE, MDM_CFG_USER_AUTH_DIGEST };
 
 typedef struct mdm_config {
     char dir[PATH_MAX]; /* the instance folder (not a key) */
@@ -46,6 +47,12 @@ typedef struct mdm_config {
     long long storage_threads;
     long long cache_mb;
     char secrets_key[PATH_MAX];
+
+    /* [mdm] */
+    long long mdm_max_body_bytes;
+    long long command_ttl_hours;
+    long long max_queue;
+    int user_authenticate; /* enum mdm_cfg_user_auth */
 
     /* [actors] */
     long long actors_in_memory;

@@ -6,6 +6,7 @@
  *   mdmd serve DIR [--set section.key=value]... [--device-listen A] [--admin-listen A]
  *                  [--shards N]
  *   mdmd config-template
+ *   mdmd devices|device|send|commands|cancel|delete-device|audit DIR ...  (actors/cli.h)
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actors/cli.h"
 #include "actors/config.h"
 #include "actors/instance.h"
 #include "actors/serve.h"
@@ -34,6 +36,7 @@ static int usage(FILE *f, int code)
             "      run the server until SIGINT/SIGTERM\n"
             "  mdmd config-template\n"
             "      print the configuration file with every key and its default\n");
+    mdm_cli_usage(f);
     return code;
 }
 
@@ -138,6 +141,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "config-template") == 0)
         return mdm_config_write_template(stdout, NULL) == 0 ? 0 : 1;
+    if (mdm_cli_is_command(cmd))
+        return mdm_cli_run(cmd, argc - 2, argv + 2, stdout, stderr);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
         return usage(stdout, 0);
     fprintf(stderr, "mdmd: unknown command '%s'\n", cmd);

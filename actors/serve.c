@@ -17,7 +17,10 @@
 #include <unistd.h>
 
 #include "actors/actor.h"
+#include "actors/api.h"
 #include "actors/config.h"
+#include "actors/device.h"
+#include "actors/mdm.h"
 #include "actors/probe.h"
 #include "core/log.h"
 #include "core/seal.h"
@@ -33,6 +36,7 @@ struct app {
     mdm_tls_ctx_t *device_tls, *admin_tls;
     mdm_http_router_t device_router, admin_router;
     mdm_server_t *device, *admin;
+    uint8_t secrets_key[32];
 };
 
 static int load_config(struct app *app, const char *dir, const char *const *overrides,
@@ -91,13 +95,11 @@ static int open_storage(struct app *app)
 }
 
 /* The secrets key must be there and private before the server takes any traffic. */
-static int check_secrets_key(const mdm_config_t *c)
+static int load_secrets_key(struct app *app)
 {
     char path[PATH_MAX];
-    uint8_t key[32];
-    mdm_config_path(c, c->secrets_key, path, sizeof(path));
-    int ret = mdm_seal_key_load(path, key);
-    memset(key, 0, sizeof(key));
+    mdm_config_path(&app->cfg, app->cfg.secrets_key, path, sizeof(path));
+    int ret = mdm_seal_key_load(path, app->secrets_key);
     if (ret != 0)
         mdm_error("serve", "secrets key %s: %s", path, mdm_strerror(ret));
     return ret;
@@ -147,6 +149,10 @@ static int make_servers(struct app *app, unsigned n)
     int ret = mdm_probe_add_routes(&app->device_router, app->actors);
     if (ret == 0)
         ret = mdm_probe_add_routes(&app->admin_router, app->actors);
+    if (ret == 0)
+        ret = mdm_mdm_add_routes(&app->device_router, c->instance, (size_t)c->mdm_max_body_bytes);
+    if (ret == 0)
+        ret = mdm_api_add_routes(&app->admin_router, app->actors, c->dir);
     if (ret != 0)
         return ret;
     struct mdm_server_opts dev = {
@@ -214,6 +220,7 @@ static void app_free(struct app *app)
     mdm_tls_ctx_free(app->admin_tls);
     mdm_tls_thread_cleanup();
     mdm_tls_global_cleanup();
+    memset(app->secrets_key, 0, sizeof(app->secrets_key));
 }
 
 int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides, FILE *out)
@@ -235,7 +242,7 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
     signal(SIGPIPE, SIG_IGN);
 
     unsigned n = shard_count(&app->cfg);
-    if (check_secrets_key(&app->cfg) != 0 || mdm_tls_global_init() != 0 || make_tls(app) != 0 ||
+    if (load_secrets_key(app) != 0 || mdm_tls_global_init() != 0 || make_tls(app) != 0 ||
         open_storage(app) != 0)
         goto out;
     if (mdm_shards_init(&app->shards, n) != 0)
@@ -245,7 +252,16 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
         .max_in_memory = (unsigned)app->cfg.actors_in_memory,
         .mailbox_size = (unsigned)app->cfg.mailbox_size,
     };
-    if (mdm_actors_new(&app->actors, &app->shards, &ao) != 0 || make_servers(app, n) != 0)
+    if (mdm_actors_new(&app->actors, &app->shards, &ao) != 0)
+        goto out;
+    struct mdm_device_options dopts = {
+        .max_queue = (unsigned)app->cfg.max_queue,
+        .command_ttl_ms = (uint64_t)app->cfg.command_ttl_hours * 3600 * 1000,
+        .user_auth_digest = app->cfg.user_authenticate == MDM_CFG_USER_AUTH_DIGEST,
+        .secrets_key = app->secrets_key,
+    };
+    mdm_device_setup(app->actors, &dopts);
+    if (make_servers(app, n) != 0)
         goto out;
     int ret = mdm_shards_start(&app->shards);
     app->shards_ready = true;

@@ -438,29 +438,6 @@ static void run_deferred(mdm_loop_t *loop, void *arg)
 
 /* ---- connecting and closing ---- */
 
-/* core/loop has no connect op yet; this queues one the way its own helpers do. */
-static void loop_connect(mdm_loop_t *l, mdm_op_t *op, int fd, const struct sockaddr *sa,
-                         socklen_t len)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-    for (int i = 0; !sqe && i < 64; i++) { /* SQ full: submit, then try again */
-        (void)io_uring_submit(&l->ring);
-        sqe = io_uring_get_sqe(&l->ring);
-    }
-    if (!sqe) {
-        /* Cannot happen with a live ring; report it as a failed connect. */
-        op->pending = false;
-        op->res = -EBUSY;
-        op->cb(op);
-        return;
-    }
-    io_uring_prep_connect(sqe, fd, sa, len);
-    op->pending = true;
-    op->res = 0;
-    op->flags = 0;
-    io_uring_sqe_set_data(sqe, op);
-}
-
 static void on_connect(mdm_op_t *op)
 {
     struct slot *s = MDM_CONTAINER_OF(op, struct slot, connect_op);
@@ -506,7 +483,7 @@ static void slot_start(struct slot *s)
         slot_fail(s, BENCH_ERR_TLS, mdm_strerror(ret));
         return;
     }
-    loop_connect(&r->loop, &s->connect_op, s->fd, (const struct sockaddr *)&o->addr, o->addr_len);
+    mdm_loop_connect(&r->loop, &s->connect_op, s->fd, (const struct sockaddr *)&o->addr, o->addr_len);
 }
 
 /* Begins closing: cancels the op waiting on the peer; the rest ends in maybe_finalize. */

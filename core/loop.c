@@ -150,6 +150,14 @@ void mdm_loop_accept(mdm_loop_t *l, mdm_op_t *op, int fd)
     queue(op, sqe);
 }
 
+void mdm_loop_connect(mdm_loop_t *l, mdm_op_t *op, int fd, const struct sockaddr *sa,
+                      socklen_t len)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_connect(sqe, fd, sa, len);
+    queue(op, sqe);
+}
+
 void mdm_loop_recv(mdm_loop_t *l, mdm_op_t *op, int fd, void *buf, size_t len)
 {
     struct io_uring_sqe *sqe = get_sqe(l);

@@ -32,7 +32,8 @@ struct mdm_op {
     mdm_op_cb cb;
     int32_t res;    /* cqe->res: bytes, fd, or -errno */
     uint32_t flags; /* cqe->flags (IORING_CQE_F_BUFFER, ...) */
-    bool pending;   /* an SQE for it is queued or in flight */
+    bool pending;   /* an SQE for it is queued or in flight; cleared when its completion is
+                       collected, which may be before its callback runs in the same tick */
     mdm_op_t *next; /* ready list */
 };
 
@@ -87,6 +88,9 @@ void mdm_loop_release_buffer(mdm_loop_t *l, const mdm_op_t *op);
 
 /** Queues ops. The op must stay valid until its callback has run. */
 void mdm_loop_accept(mdm_loop_t *l, mdm_op_t *op, int fd);
+/** Connects fd to sa; *sa must stay valid until the callback (the kernel may read it late). */
+void mdm_loop_connect(mdm_loop_t *l, mdm_op_t *op, int fd, const struct sockaddr *sa,
+                      socklen_t len);
 void mdm_loop_recv(mdm_loop_t *l, mdm_op_t *op, int fd, void *buf, size_t len);
 /** recv into a buffer picked by the kernel from provided-buffer group bgid. */
 void mdm_loop_recv_select(mdm_loop_t *l, mdm_op_t *op, int fd, uint16_t bgid, size_t len);

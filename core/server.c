@@ -60,6 +60,7 @@ struct conn {
     bool request_started;  /* bytes of the current request have arrived */
     bool dispatching;      /* inside a handler call from conn_process */
     char allow[96];        /* Allow header value for a 405 answer */
+    char peer_addr[64];    /* client "ip:port" ("[ip6]:port"), captured at accept */
     mdm_buf_t sending;     /* bytes of the send in flight */
     mdm_timer_t timer;       /* handshake/header or idle deadline */
     mdm_timer_t retry_timer; /* re-arms recv after the shard ran out of receive buffers */
@@ -544,6 +545,31 @@ const struct mdm_tls_peer *mdm_exchange_peer(mdm_exchange_t *x)
 
 mdm_shard_t *mdm_exchange_shard(const mdm_exchange_t *x) { return exchange_conn(x)->ss->shard; }
 
+const char *mdm_exchange_peer_addr(const mdm_exchange_t *x)
+{
+    return exchange_conn(x)->peer_addr;
+}
+
+/* Formats the accepted socket's peer as "ip:port" or "[ip6]:port" ("" when unknown). */
+static void format_peer(int fd, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip)))
+            snprintf(out, outlen, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip)))
+            snprintf(out, outlen, "[%s]:%u", ip, ntohs(a->sin6_port));
+    }
+}
+
 void mdm_exchange_respond(mdm_exchange_t *x, int status, const mdm_http_header_t *extra,
                           unsigned n_extra, const char *content_type, const void *body,
                           size_t len)
@@ -634,6 +660,7 @@ static void on_accept(mdm_op_t *op)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ss = ss;
     c->fd = fd;
+    format_peer(fd, c->peer_addr, sizeof(c->peer_addr));
     c->state = CONN_HANDSHAKE;
     c->overloaded = ss->n_conns >= o->max_connections;
     c->recv_op.cb = on_recv;

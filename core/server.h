@@ -64,6 +64,9 @@ const mdm_http_request_t *mdm_exchange_request(const mdm_exchange_t *x);
 /** The verified TLS client certificate (present=false when none). */
 const struct mdm_tls_peer *mdm_exchange_peer(mdm_exchange_t *x);
 mdm_shard_t *mdm_exchange_shard(const mdm_exchange_t *x);
+/** The client's address as text, "ip:port" or "[ip6]:port" ("" when unknown), captured at
+ * accept. Owned by the connection; valid until the exchange ends. */
+const char *mdm_exchange_peer_addr(const mdm_exchange_t *x);
 
 /**
  * Sends the response and ends the exchange (x is invalid afterwards). If the client has

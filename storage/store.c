@@ -5,8 +5,9 @@
  * - Batches are our own compact op log ([op][cf][klen][vlen][key][val]...), bound to no store,
  *   so a shard fills one without touching RocksDB and reuses its memory after a clear.
  * - A pool of worker threads shares one mutex + condvar and two FIFO queues: commits (the
- *   batch itself is the queue node, so accepting a commit allocates nothing) and gets (one
- *   small allocation holding the key). Shape as redis src/bio.c: jobs in, completion out.
+ *   batch itself is the queue node, so accepting a commit allocates nothing) and jobs (one
+ *   small allocation each; an asynchronous get is a job whose allocation also holds the key).
+ *   Shape as redis src/bio.c: jobs in, completion out.
  * - Group commit: at most one worker is "the committer" at a time. It takes every queued
  *   batch (up to GROUP_BYTES_MAX), translates them in acceptance order into one RocksDB write
  *   batch and writes it once (one fsync under MDM_DURABILITY_FSYNC), then gives up the role
@@ -14,12 +15,14 @@
  *   group, so the fsync rate stays flat however many shards commit. Since groups are written
  *   one after another and ops inside a write batch apply in order, commits apply in
  *   acceptance order.
- * - Other workers serve gets meanwhile; reads never wait for the committer.
+ * - Other workers run jobs (cold reads) meanwhile; reads never wait for the committer.
  *
  * Invariants
  * - A batch with queued == true belongs to the store until just before its done runs.
  * - closing is set once, under lock; afterwards nothing new is accepted and the workers exit
  *   when both queues are empty.
+ * - Every job is one allocation that starts with its struct job; the worker frees it after
+ *   its fn returns.
  *
  * Threads: the public functions may be called from any thread (mdm_store_commit and
  * mdm_store_close not from a storage callback); callbacks run on worker threads.
@@ -113,17 +116,18 @@ static uint8_t *batch_reserve(mdm_batch_t *b, size_t n)
     return b->data + b->len;
 }
 
-static void batch_append(mdm_batch_t *b, enum batch_op op, enum mdm_store_cf cf, const void *key,
-                         size_t klen, const void *val, size_t vlen)
+/* Appends an op and returns where its vlen value bytes go (NULL after an allocation failure,
+ * which the batch remembers). */
+static uint8_t *batch_append(mdm_batch_t *b, enum batch_op op, enum mdm_store_cf cf,
+                             const void *key, size_t klen, size_t vlen)
 {
     assert(b && !b->queued);
     assert((unsigned)cf < MDM_CF_COUNT);
     assert(key || klen == 0);
-    assert(val || vlen == 0);
     assert(klen < UINT32_MAX && vlen < UINT32_MAX);
     uint8_t *p = batch_reserve(b, OP_HDR_LEN + klen + vlen);
     if (!p)
-        return;
+        return NULL;
     uint32_t k32 = (uint32_t)klen, v32 = (uint32_t)vlen;
     p[0] = (uint8_t)op;
     p[1] = (uint8_t)cf;
@@ -131,22 +135,30 @@ static void batch_append(mdm_batch_t *b, enum batch_op op, enum mdm_store_cf cf,
     memcpy(p + 6, &v32, 4);
     if (klen)
         memcpy(p + OP_HDR_LEN, key, klen);
-    if (vlen)
-        memcpy(p + OP_HDR_LEN + klen, val, vlen);
     b->len += OP_HDR_LEN + klen + vlen;
     b->count++;
     b->bytes += klen + vlen;
+    return p + OP_HDR_LEN + klen;
 }
 
 void mdm_batch_put(mdm_batch_t *b, enum mdm_store_cf cf, const void *key, size_t klen,
                    const void *val, size_t vlen)
 {
-    batch_append(b, OP_PUT, cf, key, klen, val, vlen);
+    assert(val || vlen == 0);
+    uint8_t *p = batch_append(b, OP_PUT, cf, key, klen, vlen);
+    if (p && vlen)
+        memcpy(p, val, vlen);
+}
+
+uint8_t *mdm_batch_put_space(mdm_batch_t *b, enum mdm_store_cf cf, const void *key, size_t klen,
+                             size_t vlen)
+{
+    return batch_append(b, OP_PUT, cf, key, klen, vlen);
 }
 
 void mdm_batch_delete(mdm_batch_t *b, enum mdm_store_cf cf, const void *key, size_t klen)
 {
-    batch_append(b, OP_DELETE, cf, key, klen, NULL, 0);
+    (void)batch_append(b, OP_DELETE, cf, key, klen, 0);
 }
 
 size_t mdm_batch_count(const mdm_batch_t *b)
@@ -168,8 +180,16 @@ void mdm_batch_clear(mdm_batch_t *b)
 
 /* ---- the store --------------------------------------------------------------------------- */
 
+/* A queued job; the first member of its allocation (see the invariants above). */
+struct job {
+    struct job *next;
+    mdm_store_job_fn fn;
+    void *arg;
+};
+
+/* mdm_store_get_async as a job: one allocation with the key. */
 struct get_job {
-    struct get_job *next;
+    struct job job; /* job.arg is the get_job itself */
     enum mdm_store_cf cf;
     mdm_store_get_cb cb;
     void *arg;
@@ -194,7 +214,7 @@ struct mdm_store {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     mdm_batch_t *commit_head, *commit_tail; /* guarded by lock */
-    struct get_job *get_head, *get_tail;     /* guarded by lock */
+    struct job *job_head, *job_tail;         /* guarded by lock */
     bool committing;                         /* a worker holds the committer role */
     bool closing;
     pthread_t *threads;
@@ -318,8 +338,9 @@ static void run_commit(mdm_store_t *s, mdm_batch_t *group)
     }
 }
 
-static int get_into(mdm_store_t *s, enum mdm_store_cf cf, const void *key, size_t klen,
-                    mdm_store_get_cb cb, void *arg, mdm_buf_t *val)
+/* Point read: view(arg, value) with the value pinned in RocksDB, only when found. */
+static int get_view(mdm_store_t *s, enum mdm_store_cf cf, const void *key, size_t klen,
+                    mdm_store_view_cb view, void *arg)
 {
     atomic_fetch_add_explicit(&s->gets, 1, memory_order_relaxed);
     char *err = NULL;
@@ -328,17 +349,36 @@ static int get_into(mdm_store_t *s, enum mdm_store_cf cf, const void *key, size_
     int ret = take_error(err, "get", s);
     if (ret == 0 && !ps)
         ret = MDM_ENOTFOUND;
-    const char *v = NULL;
-    size_t vlen = 0;
-    if (ret == 0)
-        v = rocksdb_pinnableslice_value(ps, &vlen);
-    if (cb)
-        cb(arg, ret, ret == 0 ? v : NULL, ret == 0 ? vlen : 0);
-    else if (ret == 0)
-        ret = mdm_buf_append(val, v, vlen);
+    if (ret == 0) {
+        size_t vlen = 0;
+        const char *v = rocksdb_pinnableslice_value(ps, &vlen);
+        ret = view(arg, v, vlen);
+    }
     if (ps)
         rocksdb_pinnableslice_destroy(ps);
     return ret;
+}
+
+static int view_append(void *arg, const void *val, size_t vlen)
+{
+    return mdm_buf_append(arg, val, vlen);
+}
+
+static int view_get_job(void *arg, const void *val, size_t vlen)
+{
+    struct get_job *gj = arg;
+    gj->cb(gj->arg, 0, val, vlen);
+    gj->cb = NULL; /* called */
+    return 0;
+}
+
+static void run_get_job(mdm_store_t *s, void *arg)
+{
+    struct get_job *gj = arg;
+    mdm_store_get_cb cb = gj->cb;
+    int ret = get_view(s, gj->cf, gj->key, gj->klen, view_get_job, gj);
+    if (gj->cb) /* not found or failed: the view did not run */
+        cb(gj->arg, ret, NULL, 0);
 }
 
 static void *worker_main(void *arg)
@@ -356,18 +396,18 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&s->lock);
             continue;
         }
-        if (s->get_head) {
-            struct get_job *job = s->get_head;
-            s->get_head = job->next;
-            if (!s->get_head)
-                s->get_tail = NULL;
+        if (s->job_head) {
+            struct job *job = s->job_head;
+            s->job_head = job->next;
+            if (!s->job_head)
+                s->job_tail = NULL;
             pthread_mutex_unlock(&s->lock);
-            (void)get_into(s, job->cf, job->key, job->klen, job->cb, job->arg, NULL);
+            job->fn(s, job->arg);
             free(job);
             pthread_mutex_lock(&s->lock);
             continue;
         }
-        if (s->closing && !s->commit_head)
+        if (s->closing && !s->commit_head && !s->job_head)
             break;
         pthread_cond_wait(&s->cond, &s->lock);
     }
@@ -443,7 +483,48 @@ int mdm_store_get(mdm_store_t *s, enum mdm_store_cf cf, const void *key, size_t 
 {
     assert(s && val && (unsigned)cf < MDM_CF_COUNT);
     assert(key || klen == 0);
-    return get_into(s, cf, key, klen, NULL, NULL, val);
+    return get_view(s, cf, key, klen, view_append, val);
+}
+
+int mdm_store_get_view(mdm_store_t *s, enum mdm_store_cf cf, const void *key, size_t klen,
+                       mdm_store_view_cb view, void *arg)
+{
+    assert(s && view && (unsigned)cf < MDM_CF_COUNT);
+    assert(key || klen == 0);
+    return get_view(s, cf, key, klen, view, arg);
+}
+
+/* Queues job (fn and arg set). On failure the job is not freed. */
+static int push_job(mdm_store_t *s, struct job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->lock);
+        return -ESHUTDOWN;
+    }
+    if (s->job_tail)
+        s->job_tail->next = job;
+    else
+        s->job_head = job;
+    s->job_tail = job;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int mdm_store_run_async(mdm_store_t *s, mdm_store_job_fn fn, void *arg)
+{
+    assert(s && fn);
+    struct job *job = malloc(sizeof(*job));
+    if (!job)
+        return -ENOMEM;
+    job->fn = fn;
+    job->arg = arg;
+    int ret = push_job(s, job);
+    if (ret != 0)
+        free(job);
+    return ret;
 }
 
 int mdm_store_get_async(mdm_store_t *s, enum mdm_store_cf cf, const void *key, size_t klen,
@@ -451,37 +532,39 @@ int mdm_store_get_async(mdm_store_t *s, enum mdm_store_cf cf, const void *key, s
 {
     assert(s && cb && (unsigned)cf < MDM_CF_COUNT);
     assert(key || klen == 0);
-    struct get_job *job = malloc(sizeof(*job) + klen);
-    if (!job)
+    struct get_job *gj = malloc(sizeof(*gj) + klen);
+    if (!gj)
         return -ENOMEM;
-    job->next = NULL;
-    job->cf = cf;
-    job->cb = cb;
-    job->arg = arg;
-    job->klen = klen;
+    gj->job.fn = run_get_job;
+    gj->job.arg = gj;
+    gj->cf = cf;
+    gj->cb = cb;
+    gj->arg = arg;
+    gj->klen = klen;
     if (klen)
-        memcpy(job->key, key, klen);
-    pthread_mutex_lock(&s->lock);
-    if (s->closing) {
-        pthread_mutex_unlock(&s->lock);
-        free(job);
-        return -ESHUTDOWN;
-    }
-    if (s->get_tail)
-        s->get_tail->next = job;
-    else
-        s->get_head = job;
-    s->get_tail = job;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    return 0;
+        memcpy(gj->key, key, klen);
+    int ret = push_job(s, &gj->job);
+    if (ret != 0)
+        free(gj);
+    return ret;
 }
 
-int mdm_store_iter_prefix(mdm_store_t *s, enum mdm_store_cf cf, const void *prefix, size_t plen,
-                          mdm_store_iter_cb cb, void *arg)
+/* Bytewise key order, as RocksDB's default comparator. */
+static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c != 0)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+int mdm_store_iter_after(mdm_store_t *s, enum mdm_store_cf cf, const void *prefix, size_t plen,
+                         const void *after, size_t alen, mdm_store_iter_cb cb, void *arg)
 {
     assert(s && cb && (unsigned)cf < MDM_CF_COUNT);
     assert(prefix || plen == 0);
+    assert(after || alen == 0);
     int ret = 0;
     /* Upper bound = the prefix's successor: drop trailing 0xff bytes, increment the last one.
      * A prefix of only 0xff bytes has no successor; the loop's prefix test ends it. */
@@ -496,12 +579,16 @@ int mdm_store_iter_prefix(mdm_store_t *s, enum mdm_store_cf cf, const void *pref
         blen--;
     if (blen > 0)
         bound[blen - 1]++;
+    /* Start at the prefix, or at `after` when that lies beyond it (then skip `after` itself). */
+    bool from_after = alen > 0 && key_cmp(after, alen, prefix, plen) > 0;
 
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     if (blen > 0) /* RocksDB keeps a pointer to bound: it must outlive the iterator */
         rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)bound, blen);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
-    if (plen)
+    if (from_after)
+        rocksdb_iter_seek(it, after, alen);
+    else if (plen)
         rocksdb_iter_seek(it, prefix, plen);
     else
         rocksdb_iter_seek_to_first(it);
@@ -510,6 +597,8 @@ int mdm_store_iter_prefix(mdm_store_t *s, enum mdm_store_cf cf, const void *pref
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen < plen || (plen && memcmp(k, prefix, plen) != 0))
             break;
+        if (from_after && key_cmp(k, klen, after, alen) <= 0)
+            continue;
         const char *v = rocksdb_iter_value(it, &vlen);
         if ((ret = cb(arg, k, klen, v, vlen)) != 0)
             break;
@@ -524,6 +613,12 @@ int mdm_store_iter_prefix(mdm_store_t *s, enum mdm_store_cf cf, const void *pref
     if (bound != bound_small)
         free(bound);
     return ret;
+}
+
+int mdm_store_iter_prefix(mdm_store_t *s, enum mdm_store_cf cf, const void *prefix, size_t plen,
+                          mdm_store_iter_cb cb, void *arg)
+{
+    return mdm_store_iter_after(s, cf, prefix, plen, NULL, 0, cb, arg);
 }
 
 void mdm_store_get_stats(mdm_store_t *s, struct mdm_store_stats *st)
@@ -634,7 +729,7 @@ static void stop_workers(mdm_store_t *s)
     for (unsigned i = 0; i < s->nthreads; i++)
         pthread_join(s->threads[i], NULL);
     s->nthreads = 0;
-    assert(!s->commit_head && !s->get_head);
+    assert(!s->commit_head && !s->job_head);
 }
 
 static void destroy(mdm_store_t *s)

@@ -10,8 +10,9 @@
  *   grouped: one worker writes every queued batch with a single RocksDB write (one fsync),
  *   in the order mdm_store_commit_async() accepted them, so a later batch always wins over
  *   an earlier one for the same key.
- * - Reads: synchronous get and prefix iteration (init, tools, warm paths off the shard), and
- *   an asynchronous get for cold reads from a shard thread.
+ * - Reads: synchronous get and prefix iteration (init, tools, storage workers), and for cold
+ *   reads from a shard thread an asynchronous get or a job (mdm_store_run_async) that runs
+ *   several synchronous reads on a worker and posts its result back.
  * - A schema version lives in MDM_CF_META under "schema_version"; mdm_store_open() migrates
  *   older databases one version at a time and refuses newer ones.
  *
@@ -71,9 +72,9 @@ struct mdm_store_options {
 MDM_MUST_CHECK int mdm_store_open(mdm_store_t **out, const struct mdm_store_options *opt);
 
 /**
- * Stops accepting work, lets the workers finish every queued commit and get (their callbacks
- * run as usual), joins the workers and closes the database. Not from a storage callback.
- * NULL is a no-op.
+ * Stops accepting work, lets the workers finish every queued commit, get and job (their
+ * callbacks run as usual; work they try to queue from now on gets -ESHUTDOWN), joins the
+ * workers and closes the database. Not from a storage callback or job. NULL is a no-op.
  */
 void mdm_store_close(mdm_store_t *s);
 
@@ -145,6 +146,24 @@ MDM_MUST_CHECK int mdm_store_get_async(mdm_store_t *s, enum mdm_store_cf cf, con
                                        size_t klen, mdm_store_get_cb cb, void *arg);
 
 /**
+ * A job: runs ON A STORAGE WORKER THREAD, where the synchronous reads (mdm_store_get,
+ * mdm_store_get_view, mdm_store_iter_*, the typed reads of storage/mdm.h) are allowed. It
+ * owns the delivery of its result (a shard posts it back to its own loop). It may queue
+ * commits and jobs (-ESHUTDOWN once the store is closing) but must not wait for them
+ * (mdm_store_commit, mdm_store_close).
+ */
+typedef void (*mdm_store_job_fn)(mdm_store_t *s, void *arg);
+
+/**
+ * Queues fn(s, arg) for a worker (cold reads that need more than one get). Jobs start in the
+ * order they were queued; several may run at once on different workers. Commits are served
+ * first, but jobs never wait for a commit in progress.
+ * Returns 0 (fn will run, also when the store is closed meanwhile), or without running fn:
+ * -ENOMEM, -ESHUTDOWN (the store is closing).
+ */
+MDM_MUST_CHECK int mdm_store_run_async(mdm_store_t *s, mdm_store_job_fn fn, void *arg);
+
+/**
  * Called for each record of an iteration; key and val are valid only during the call.
  * Return 0 to continue, nonzero to stop (mdm_store_iter_prefix then returns that value).
  */
@@ -161,6 +180,14 @@ MDM_MUST_CHECK int mdm_store_iter_prefix(mdm_store_t *s, enum mdm_store_cf cf,
                                          const void *prefix, size_t plen, mdm_store_iter_cb cb,
                                          void *arg);
 
+/**
+ * mdm_store_iter_prefix for paging: only keys strictly greater than `after` (alen 0: no such
+ * limit) are visited. Same returns.
+ */
+MDM_MUST_CHECK int mdm_store_iter_after(mdm_store_t *s, enum mdm_store_cf cf, const void *prefix,
+                                        size_t plen, const void *after, size_t alen,
+                                        mdm_store_iter_cb cb, void *arg);
+
 struct mdm_store_stats {
     uint64_t commits;         /* batches acknowledged durable (done with status 0) */
     uint64_t records;         /* puts + deletes in those batches */
@@ -173,6 +200,27 @@ struct mdm_store_stats {
 
 /** Copies a snapshot of the counters (any thread). */
 void mdm_store_get_stats(mdm_store_t *s, struct mdm_store_stats *st);
+
+/* ---- Record codecs (storage/ only) --------------------------------------------------------- */
+
+/**
+ * Appends a put whose vlen value bytes the caller writes in place (encoders, without an
+ * intermediate buffer) and returns where they go; NULL after an allocation failure, which the
+ * batch remembers as mdm_batch_put() does. The pointer is valid until the next change to b.
+ */
+uint8_t *mdm_batch_put_space(mdm_batch_t *b, enum mdm_store_cf cf, const void *key, size_t klen,
+                             size_t vlen);
+
+/** Sees a value in place; returns 0 or a code that the read then returns. */
+typedef int (*mdm_store_view_cb)(void *arg, const void *val, size_t vlen);
+
+/**
+ * Synchronous point read without a copy: calls view(arg, val, vlen) on the caller's thread with
+ * the value pinned in the engine (valid only during the call), only when the record exists.
+ * Returns view's value, MDM_ENOTFOUND or MDM_ESTORE.
+ */
+MDM_MUST_CHECK int mdm_store_get_view(mdm_store_t *s, enum mdm_store_cf cf, const void *key,
+                                      size_t klen, mdm_store_view_cb view, void *arg);
 
 /* ---- Migrations (storage/ only) ----------------------------------------------------------
  *

@@ -10,13 +10,14 @@
 #include <sys/types.h>
 
 #include "core/buf.h"
+#include "core/https_client.h"
 #include "core/tls.h"
 
 typedef struct server_proc {
     pid_t pid;
     int device_port, admin_port;
     char dir[512];
-    int out_fd; /* server stdout */
+    int out_fd; /* reads the server's log file (stdout and stderr) */
 } server_proc_t;
 
 /** Runs `mdmd init DIR --hostnames localhost,127.0.0.1` (quietly); returns its exit code. */
@@ -35,12 +36,8 @@ int harness_start(server_proc_t *p, const char *dir, const char *const *extra);
  * one), or -1 on timeout (then SIGKILLs it). */
 int harness_stop(server_proc_t *p, int sig, int timeout_ms);
 
-/** A blocking TLS client over core/tls. */
-typedef struct hclient {
-    int fd;
-    mdm_tls_ctx_t *ctx;
-    mdm_tls_conn_t *tls;
-} hclient_t;
+/** A blocking TLS client: core/https_client (shared with the mdmd command line). */
+typedef mdm_https_client_t hclient_t;
 
 /** Connects to 127.0.0.1:port and completes the handshake. ca verifies the server; cert/key
  * are an optional client certificate. session (may be NULL) resumes. Returns 0, or -1 when

@@ -1,0 +1,575 @@
+/*
+ * The admin command line. See cli.h.
+ *
+ * Each subcommand parses its arguments, sends one request to the admin API (HTTPS, bearer API
+ * key, the instance CA as trust anchor) and prints the answer as a table, or as the API's
+ * JSON with --json. Nothing here keeps state between runs.
+ */
+#include "actors/cli.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/config.h"
+#include "core/buf.h"
+#include "core/file.h"
+#include "core/https_client.h"
+
+#define CLI_TIMEOUT_MS 60000
+#define ARGS_MAX 64
+
+struct opts {
+    const char *dir;
+    const char *pos[ARGS_MAX]; /* positional arguments after DIR */
+    int n_pos;
+    bool json, yes, allow_unknown;
+    const char *url, *api_key, *ca;
+    const char *limit, *after, *serial, *enrolled, *since;
+    const char *params_json, *plist_file;
+};
+
+struct target {
+    char host[256];
+    int port;
+    char ca[PATH_MAX];
+};
+
+static const struct {
+    const char *name;
+    int min_pos, max_pos; /* positional arguments after DIR */
+} commands[] = {
+    {"devices", 0, 0}, {"device", 1, 1},   {"send", 2, ARGS_MAX}, {"commands", 1, 1},
+    {"cancel", 2, 2},  {"audit", 0, 0},    {"delete-device", 1, 1},
+};
+
+bool mdm_cli_is_command(const char *cmd)
+{
+    for (size_t i = 0; i < MDM_ARRAY_LEN(commands); i++)
+        if (strcmp(commands[i].name, cmd) == 0)
+            return true;
+    return false;
+}
+
+void mdm_cli_usage(FILE *f)
+{
+    fprintf(f,
+            "  mdmd devices DIR [--limit N] [--after UDID] [--serial S] [--enrolled true|false]\n"
+            "  mdmd device DIR UDID\n"
+            "  mdmd send DIR UDID[,UDID...] REQUEST_TYPE [KEY=STRING | KEY:=JSON]...\n"
+            "            [--params-json JSON] [--plist FILE] [--allow-unknown]\n"
+            "  mdmd commands DIR UDID [--limit N] [--after UUID]\n"
+            "  mdmd cancel DIR UDID UUID\n"
+            "  mdmd delete-device DIR UDID --yes\n"
+            "  mdmd audit DIR [--since UNIX_MS] [--limit N] [--after ID]\n"
+            "      talk to the admin API of a running server; tables by default, --json for\n"
+            "      scripts; --url https://HOST:PORT (default: admin_listen in DIR/mdmd.conf),\n"
+            "      --api-key KEY (default: $MDMD_API_KEY), --ca FILE (default: DIR/ca/ca.crt)\n");
+}
+
+/* ---- arguments ---- */
+
+static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FILE *err)
+{
+    static const struct {
+        const char *flag;
+        size_t off;
+    } valued[] = {
+        {"--url", offsetof(struct opts, url)},
+        {"--api-key", offsetof(struct opts, api_key)},
+        {"--ca", offsetof(struct opts, ca)},
+        {"--limit", offsetof(struct opts, limit)},
+        {"--after", offsetof(struct opts, after)},
+        {"--serial", offsetof(struct opts, serial)},
+        {"--enrolled", offsetof(struct opts, enrolled)},
+        {"--since", offsetof(struct opts, since)},
+        {"--params-json", offsetof(struct opts, params_json)},
+        {"--plist", offsetof(struct opts, plist_file)},
+    };
+    memset(o, 0, sizeof(*o));
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool matched = false;
+        if (strcmp(a, "--json") == 0) {
+            o->json = true;
+            continue;
+        }
+        if (strcmp(a, "--yes") == 0) {
+            o->yes = true;
+            continue;
+        }
+        if (strcmp(a, "--allow-unknown") == 0) {
+            o->allow_unknown = true;
+            continue;
+        }
+        for (size_t v = 0; v < MDM_ARRAY_LEN(valued); v++) {
+            if (strcmp(a, valued[v].flag) == 0) {
+                if (i + 1 >= argc) {
+                    fprintf(err, "mdmd %s: %s needs a value\n", cmd, a);
+                    return 2;
+                }
+                *(const char **)((char *)o + valued[v].off) = argv[++i];
+                matched = true;
+                break;
+            }
+        }
+        if (matched)
+            continue;
+        if (a[0] == '-' && a[1] == '-') {
+            fprintf(err, "mdmd %s: unknown option %s\n", cmd, a);
+            return 2;
+        }
+        if (!o->dir)
+            o->dir = a;
+        else if (o->n_pos < ARGS_MAX)
+            o->pos[o->n_pos++] = a;
+        else
+            return 2;
+    }
+    for (size_t i = 0; i < MDM_ARRAY_LEN(commands); i++) {
+        if (strcmp(commands[i].name, cmd) != 0)
+            continue;
+        if (!o->dir || o->n_pos < commands[i].min_pos || o->n_pos > commands[i].max_pos) {
+            fprintf(err, "mdmd %s: wrong number of arguments; usage:\n", cmd);
+            mdm_cli_usage(err);
+            return 2;
+        }
+    }
+    if (!o->api_key)
+        o->api_key = getenv("MDMD_API_KEY");
+    if (!o->api_key || !o->api_key[0]) {
+        fprintf(err, "mdmd %s: no API key: pass --api-key or set MDMD_API_KEY (the key "
+                     "`mdmd init` printed)\n", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+/* Splits "https://host:port[/]" or "host:port" (host may be [v6]). */
+static int parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    if (strncmp(s, "https://", 8) == 0)
+        s += 8;
+    const char *end = s + strcspn(s, "/");
+    const char *colon = NULL;
+    if (*s == '[') {
+        const char *close = memchr(s, ']', (size_t)(end - s));
+        if (!close || close + 1 >= end || close[1] != ':')
+            return -EINVAL;
+        if ((size_t)(close - s - 1) >= hostlen)
+            return -EINVAL;
+        snprintf(host, hostlen, "%.*s", (int)(close - s - 1), s + 1);
+        colon = close + 1;
+    } else {
+        for (const char *p = s; p < end; p++)
+            if (*p == ':')
+                colon = p;
+        if (!colon || (size_t)(colon - s) >= hostlen)
+            return -EINVAL;
+        snprintf(host, hostlen, "%.*s", (int)(colon - s), s);
+    }
+    char *e;
+    long p = strtol(colon + 1, &e, 10);
+    if (e != end || p <= 0 || p > 65535 || !host[0])
+        return -EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+static int resolve_target(const char *cmd, const struct opts *o, struct target *t, FILE *err)
+{
+    if (o->ca)
+        snprintf(t->ca, sizeof(t->ca), "%s", o->ca);
+    else
+        snprintf(t->ca, sizeof(t->ca), "%s/ca/ca.crt", o->dir);
+    if (o->url) {
+        if (parse_hostport(o->url, t->host, sizeof(t->host), &t->port) != 0) {
+            fprintf(err, "mdmd %s: --url %s: expected https://HOST:PORT\n", cmd, o->url);
+            return 2;
+        }
+        return 0;
+    }
+    static mdm_config_t cfg; /* large; one per process run */
+    char e[512];
+    if (mdm_config_load(&cfg, o->dir, e, sizeof(e)) != 0) {
+        fprintf(err, "mdmd %s: %s (or pass --url)\n", cmd, e);
+        return 2;
+    }
+    if (parse_hostport(cfg.admin_listen, t->host, sizeof(t->host), &t->port) != 0) {
+        fprintf(err, "mdmd %s: admin_listen '%s' has no fixed port; pass --url\n", cmd,
+                cfg.admin_listen);
+        return 2;
+    }
+    /* A wildcard listener is reached on loopback. */
+    if (strcmp(t->host, "0.0.0.0") == 0)
+        snprintf(t->host, sizeof(t->host), "127.0.0.1");
+    else if (strcmp(t->host, "::") == 0)
+        snprintf(t->host, sizeof(t->host), "::1");
+    return 0;
+}
+
+/* ---- requests ---- */
+
+/* Sends one request; on success *out holds the parsed JSON answer (or NULL when empty).
+ * Returns the exit code (0 for a 2xx answer). Prints API errors to err (and with --json
+ * the error body to outf). */
+static int call_api(const char *cmd, const struct opts *o, const char *method, const char *path,
+                    const char *content_type, const void *body, size_t body_len, json_t **out,
+                    FILE *outf, FILE *err)
+{
+    struct target t;
+    int code = resolve_target(cmd, o, &t, err);
+    if (code != 0)
+        return code;
+    char headers[600];
+    snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\nAccept: application/json\r\n",
+             o->api_key);
+    struct mdm_https_connect_opts co = {
+        .host = t.host,
+        .port = t.port,
+        .ca_path = t.ca,
+        .timeout_ms = 10000,
+    };
+    mdm_buf_t resp;
+    mdm_buf_init(&resp, 64 * 1024 * 1024);
+    int status = mdm_https_request(&co, method, path, headers, content_type, body, body_len,
+                                   &resp, CLI_TIMEOUT_MS);
+    if (status < 0) {
+        fprintf(err, "mdmd %s: cannot reach the admin API at %s:%d: %s\n", cmd, t.host, t.port,
+                status == -1 ? "no answer" : mdm_strerror(status));
+        mdm_buf_dispose(&resp);
+        return 3;
+    }
+    json_error_t je;
+    json_t *j = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, &je) : NULL;
+    if (resp.len && !j) {
+        fprintf(err, "mdmd %s: HTTP %d with a body that is not JSON: %.200s\n", cmd, status,
+                (const char *)mdm_buf_head(&resp));
+        mdm_buf_dispose(&resp);
+        return 1;
+    }
+    mdm_buf_dispose(&resp);
+    if (status < 200 || status > 299) {
+        const char *e = json_string_value(json_object_get(j, "error"));
+        const char *d = json_string_value(json_object_get(j, "detail"));
+        if (o->json && j) {
+            json_dumpf(j, outf, JSON_INDENT(2));
+            fputc('\n', outf);
+        }
+        fprintf(err, "mdmd %s: %d %s%s%s\n", cmd, status, e ? e : "error", d && d[0] ? ": " : "",
+                d ? d : "");
+        json_decref(j);
+        return 1;
+    }
+    *out = j;
+    return 0;
+}
+
+/* ---- output ---- */
+
+static void fmt_time(json_t *v, char *buf, size_t len)
+{
+    json_int_t ms = json_integer_value(v);
+    if (ms <= 0) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
+}
+
+static const char *str_or(json_t *obj, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s && s[0] ? s : dflt;
+}
+
+static void print_json(json_t *j, FILE *out)
+{
+    json_dumpf(j, out, JSON_INDENT(2));
+    fputc('\n', out);
+}
+
+static void print_devices(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "devices");
+    fprintf(out, "%-40s %-14s %-14s %-16s %-10s %s\n", "UDID", "SERIAL", "STATE", "MODEL", "OS",
+            "LAST SEEN");
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d) {
+        char seen[32];
+        fmt_time(json_object_get(d, "last_seen_ms"), seen, sizeof(seen));
+        fprintf(out, "%-40s %-14s %-14s %-16s %-10s %s\n", str_or(d, "udid", "-"),
+                str_or(d, "serial", "-"), str_or(d, "state", "-"), str_or(d, "model", "-"),
+                str_or(d, "os_version", "-"), seen);
+    }
+    fprintf(out, "%zu device%s", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+    const char *next = json_string_value(json_object_get(j, "next_after"));
+    if (next)
+        fprintf(out, " (more: --after %s)", next);
+    fputc('\n', out);
+}
+
+static void print_device(json_t *d, FILE *out)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(d, k, v) {
+        char buf[64];
+        size_t kl = strlen(k);
+        if (kl > 3 && strcmp(k + kl - 3, "_ms") == 0 && json_integer_value(v) > 0) {
+            fmt_time(v, buf, sizeof(buf));
+            fprintf(out, "%-24s %s\n", k, buf);
+        } else if (json_is_string(v)) {
+            fprintf(out, "%-24s %s\n", k, json_string_value(v)[0] ? json_string_value(v) : "-");
+        } else {
+            char *t = json_dumps(v, JSON_ENCODE_ANY);
+            fprintf(out, "%-24s %s\n", k, t ? t : "?");
+            free(t);
+        }
+    }
+}
+
+static void print_commands(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "commands");
+    fprintf(out, "%-36s %-26s %-14s %s\n", "UUID", "REQUEST TYPE", "STATUS", "UPDATED");
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c) {
+        json_t *ev = json_object_get(c, "events");
+        char when[32];
+        fmt_time(json_object_get(json_array_get(ev, json_array_size(ev) - 1), "at_ms"), when,
+                 sizeof(when));
+        fprintf(out, "%-36s %-26s %-14s %s\n", str_or(c, "command_uuid", "-"),
+                str_or(c, "request_type", "?"), str_or(c, "status", "-"), when);
+    }
+    fprintf(out, "%zu command%s\n", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+}
+
+static void print_audit(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "events");
+    fprintf(out, "%-20s %-18s %-16s %-30s %-22s %-6s %s\n", "TIME", "WHO", "ACTION", "TARGET",
+            "SOURCE", "STATUS", "DETAIL");
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e) {
+        char when[32];
+        fmt_time(json_object_get(e, "at_ms"), when, sizeof(when));
+        fprintf(out, "%-20s %-18s %-16s %-30s %-22s %-6lld %s\n", when, str_or(e, "who", "-"),
+                str_or(e, "action", "-"), str_or(e, "target", "-"), str_or(e, "source", "-"),
+                (long long)json_integer_value(json_object_get(e, "status")),
+                str_or(e, "detail", ""));
+    }
+    fprintf(out, "%zu event%s", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+    const char *next = json_string_value(json_object_get(j, "next_after"));
+    if (next)
+        fprintf(out, " (more: --after %s)", next);
+    fputc('\n', out);
+}
+
+static void print_enqueued(json_t *j, FILE *out)
+{
+    fprintf(out, "command %s (%s)\n", str_or(j, "command_uuid", "?"),
+            str_or(j, "request_type", "?"));
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(j, "queued"), i, v)
+        fprintf(out, "  queued  %s\n", json_string_value(v));
+    json_array_foreach(json_object_get(j, "failed"), i, v)
+        fprintf(out, "  FAILED  %s  %lld %s\n", str_or(v, "udid", "?"),
+                (long long)json_integer_value(json_object_get(v, "status")),
+                str_or(v, "error", ""));
+}
+
+/* ---- subcommands ---- */
+
+/* Appends "&name=value" (percent-encoding the value) to the query in q. */
+static int add_query(mdm_buf_t *q, const char *name, const char *value)
+{
+    if (!value)
+        return 0;
+    int ret = mdm_buf_printf(q, "%c%s=", q->len ? '&' : '?', name);
+    for (const unsigned char *p = (const unsigned char *)value; ret == 0 && *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~')
+            ret = mdm_buf_printf(q, "%c", *p);
+        else
+            ret = mdm_buf_printf(q, "%%%02X", *p);
+    }
+    return ret;
+}
+
+/* Builds the JSON params object from KEY=STRING / KEY:=JSON words and --params-json. */
+static json_t *build_params(const char *cmd, const struct opts *o, int first, FILE *err)
+{
+    json_error_t je;
+    json_t *params = o->params_json ? json_loads(o->params_json, 0, &je) : json_object();
+    if (!json_is_object(params)) {
+        fprintf(err, "mdmd %s: --params-json: expected a JSON object%s%s\n", cmd,
+                params ? "" : ": ", params ? "" : je.text);
+        json_decref(params);
+        return NULL;
+    }
+    for (int i = first; i < o->n_pos; i++) {
+        const char *w = o->pos[i];
+        const char *eq = strchr(w, '=');
+        if (!eq || eq == w) {
+            fprintf(err, "mdmd %s: '%s': expected KEY=STRING or KEY:=JSON\n", cmd, w);
+            json_decref(params);
+            return NULL;
+        }
+        bool raw = eq[-1] == ':';
+        char key[128];
+        size_t klen = (size_t)(eq - w) - (raw ? 1 : 0);
+        if (klen == 0 || klen >= sizeof(key)) {
+            fprintf(err, "mdmd %s: '%s': bad key\n", cmd, w);
+            json_decref(params);
+            return NULL;
+        }
+        memcpy(key, w, klen);
+        key[klen] = '\0';
+        json_t *v = raw ? json_loads(eq + 1, JSON_DECODE_ANY, &je) : json_string(eq + 1);
+        if (!v) {
+            fprintf(err, "mdmd %s: %s: not valid JSON: %s\n", cmd, key, raw ? je.text : "");
+            json_decref(params);
+            return NULL;
+        }
+        json_object_set_new(params, key, v);
+    }
+    return params;
+}
+
+static int cmd_send(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    const char *udids = o->pos[0];
+    const char *type = o->pos[1];
+    bool bulk = strchr(udids, ',') != NULL;
+    char path[256];
+    json_t *answer = NULL;
+    int code;
+    if (o->plist_file) {
+        if (bulk || o->n_pos > 2 || o->params_json) {
+            fprintf(err, "mdmd %s: --plist sends one Command dictionary to one device; "
+                         "leave out parameters\n", cmd);
+            return 2;
+        }
+        uint8_t *data = NULL;
+        size_t len = 0;
+        int ret = mdm_file_read(o->plist_file, 8u * 1024 * 1024, &data, &len);
+        if (ret != 0) {
+            fprintf(err, "mdmd %s: %s: %s\n", cmd, o->plist_file, mdm_strerror(ret));
+            return 2;
+        }
+        snprintf(path, sizeof(path), "/api/v1/devices/%s/commands%s", udids,
+                 o->allow_unknown ? "?allow_unknown=1" : "");
+        code = call_api(cmd, o, "POST", path, "application/xml", data, len, &answer, out, err);
+        free(data);
+    } else {
+        json_t *params = build_params(cmd, o, 2, err);
+        if (!params)
+            return 2;
+        json_t *body = json_pack("{s:s, s:o}", "request_type", type, "params", params);
+        if (bulk) {
+            json_t *list = json_array();
+            char *copy = strdup(udids);
+            for (char *save = NULL, *u = strtok_r(copy, ",", &save); u;
+                 u = strtok_r(NULL, ",", &save))
+                json_array_append_new(list, json_string(u));
+            free(copy);
+            json_object_set_new(body, "udids", list);
+            snprintf(path, sizeof(path), "/api/v1/commands%s",
+                     o->allow_unknown ? "?allow_unknown=1" : "");
+        } else {
+            snprintf(path, sizeof(path), "/api/v1/devices/%s/commands%s", udids,
+                     o->allow_unknown ? "?allow_unknown=1" : "");
+        }
+        char *text = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        if (!text)
+            return 1;
+        code = call_api(cmd, o, "POST", path, "application/json", text, strlen(text), &answer,
+                        out, err);
+        free(text);
+    }
+    if (code == 0) {
+        if (o->json)
+            print_json(answer, out);
+        else
+            print_enqueued(answer, out);
+        if (json_array_size(json_object_get(answer, "failed")) > 0)
+            code = 1;
+    }
+    json_decref(answer);
+    return code;
+}
+
+int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
+{
+    struct opts o;
+    int code = parse_args(cmd, argc, argv, &o, err);
+    if (code != 0)
+        return code;
+    if (strcmp(cmd, "send") == 0)
+        return cmd_send(cmd, &o, out, err);
+    mdm_buf_t path;
+    mdm_buf_init(&path, 0);
+    mdm_buf_t q;
+    mdm_buf_init(&q, 0);
+    const char *method = "GET";
+    void (*print)(json_t *, FILE *) = print_json;
+    int ret = 0;
+    if (strcmp(cmd, "devices") == 0) {
+        ret = mdm_buf_append_str(&path, "/api/v1/devices");
+        ret |= add_query(&q, "limit", o.limit) | add_query(&q, "after", o.after) |
+               add_query(&q, "serial", o.serial) | add_query(&q, "enrolled", o.enrolled);
+        print = print_devices;
+    } else if (strcmp(cmd, "device") == 0) {
+        ret = mdm_buf_printf(&path, "/api/v1/devices/%s", o.pos[0]);
+        print = print_device;
+    } else if (strcmp(cmd, "commands") == 0) {
+        ret = mdm_buf_printf(&path, "/api/v1/devices/%s/commands", o.pos[0]);
+        ret |= add_query(&q, "limit", o.limit) | add_query(&q, "after", o.after);
+        print = print_commands;
+    } else if (strcmp(cmd, "cancel") == 0) {
+        ret = mdm_buf_printf(&path, "/api/v1/devices/%s/commands/%s", o.pos[0], o.pos[1]);
+        method = "DELETE";
+        print = print_device;
+    } else if (strcmp(cmd, "delete-device") == 0) {
+        if (!o.yes) {
+            fprintf(err, "mdmd %s: this removes %s, its queue and its escrowed secrets; "
+                         "add --yes\n", cmd, o.pos[0]);
+            return 2;
+        }
+        ret = mdm_buf_printf(&path, "/api/v1/devices/%s", o.pos[0]);
+        method = "DELETE";
+        print = print_device;
+    } else if (strcmp(cmd, "audit") == 0) {
+        ret = mdm_buf_append_str(&path, "/api/v1/audit");
+        ret |= add_query(&q, "since", o.since) | add_query(&q, "limit", o.limit) |
+               add_query(&q, "after", o.after);
+        print = print_audit;
+    } else {
+        return 2;
+    }
+    if (ret == 0 && q.len)
+        ret = mdm_buf_append(&path, mdm_buf_head(&q), q.len);
+    if (ret == 0)
+        ret = mdm_buf_append(&path, "", 1);
+    json_t *answer = NULL;
+    code = ret != 0 ? 1
+                    : call_api(cmd, &o, method, (const char *)mdm_buf_head(&path), NULL, NULL, 0,
+                               &answer, out, err);
+    if (code == 0)
+        (o.json ? print_json : print)(answer, out);
+    json_decref(answer);
+    mdm_buf_dispose(&path);
+    mdm_buf_dispose(&q);
+    return code;
+}

@@ -1,0 +1,849 @@
+/*
+ * The device actor. See device.h.
+ *
+ * State: the device record, the sealed bootstrap token, and the command queue in memory
+ * (every entry with its command plist and status history), loaded once by a job on a storage
+ * worker and then kept current by the actor's own writes. Rules:
+ * - every answer waits for the group commit of the writes behind it;
+ * - per channel, FIFO; at most one command SENT; an Idle while one is SENT hands the same
+ *   command out again (the Mac never got it); NotNow parks a command until the next Idle;
+ * - a response is recorded once: a repeat of an answered command is not stored again;
+ *   a response for a command that is not in flight is refused (400) and logged;
+ * - a new Authenticate for a known UDID starts a new enrollment and closes the old queue;
+ * - identity: after Authenticate every request must present the certificate bound then;
+ *   refusals are 400/403, never 401 (a 401 makes a Mac remove its MDM profile).
+ */
+#include "actors/device.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/plist.h"
+#include "core/seal.h"
+
+#define RECENT_DONE 8 /* answered command UUIDs remembered for duplicate responses */
+
+struct qentry {
+    mdm_queue_entry_t e;
+    mdm_result_t result;
+    uint8_t *plist;
+    size_t plist_len;
+    struct qentry *next;
+};
+
+struct device_actor {
+    mdm_actor_t base;
+    bool exists;
+    mdm_device_t dev;
+    mdm_buf_t bootstrap; /* sealed bootstrap token, empty when none */
+    struct qentry *queue; /* ordered by channel, enqueued_ms, uuid */
+    unsigned queue_len;
+    char recent_done[RECENT_DONE][MDM_UUID_MAX + 1];
+    unsigned recent_next;
+    mdm_shard_msg_t load_msg;
+    int load_status;
+};
+
+static struct mdm_device_options opts;
+static mdm_actors_t *runtime;
+
+static void device_load(mdm_actor_t *a);
+static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m);
+static void device_evict(mdm_actor_t *a);
+
+static const mdm_actor_type_t device_type = {
+    .name = "device",
+    .size = sizeof(struct device_actor),
+    .load = device_load,
+    .receive = device_receive,
+    .evict = device_evict,
+};
+
+void mdm_device_setup(mdm_actors_t *rt, const struct mdm_device_options *o)
+{
+    runtime = rt;
+    opts = *o;
+}
+
+/* ---- requests ---- */
+
+mdm_dev_req_t *mdm_dev_req_new(enum mdm_dev_req_kind kind, const char *udid)
+{
+    size_t len = strlen(udid);
+    if (len == 0 || len > MDM_UDID_MAX)
+        return NULL;
+    mdm_dev_req_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->kind = kind;
+    r->base.type = &device_type;
+    memcpy(r->base.id, udid, len + 1);
+    mdm_buf_init(&r->reply, 0);
+    return r;
+}
+
+void mdm_dev_req_free(mdm_dev_req_t *r)
+{
+    if (!r)
+        return;
+    if (r->msg)
+        plist_free(r->msg);
+    free(r->body);
+    free(r->plist);
+    mdm_buf_dispose(&r->reply);
+    free(r);
+}
+
+static void on_done_here(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    mdm_dev_req_t *r = MDM_CONTAINER_OF(m, mdm_dev_req_t, base.shard_msg);
+    r->done(r);
+}
+
+static void answer(mdm_dev_req_t *r) { mdm_actor_reply(&r->base, on_done_here); }
+
+static void on_reject(mdm_actor_msg_t *m, int err)
+{
+    mdm_dev_req_t *r = (mdm_dev_req_t *)m;
+    r->status = 503;
+    snprintf(r->error, sizeof(r->error), "%s",
+             err == MDM_EFULL ? "device is busy, retry later" : "device state is unavailable");
+    answer(r);
+}
+
+void mdm_dev_send(mdm_dev_req_t *r)
+{
+    r->base.on_reject = on_reject;
+    mdm_actor_send(runtime, &r->base);
+}
+
+static void fail(mdm_dev_req_t *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(mdm_dev_req_t *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof(r->error), fmt, ap);
+    va_end(ap);
+    r->status = status;
+}
+
+/* Answers r once everything written so far on this shard is durable. */
+static void on_durable(mdm_commit_waiter_t *w, int status)
+{
+    mdm_dev_req_t *r = MDM_CONTAINER_OF(w, mdm_dev_req_t, _waiter);
+    if (status != 0) {
+        r->status = 503;
+        snprintf(r->error, sizeof(r->error), "storage failure, nothing was recorded");
+        mdm_buf_reset(&r->reply);
+    }
+    answer(r);
+}
+
+static void answer_after_commit(struct device_actor *da, mdm_dev_req_t *r)
+{
+    r->_waiter.fn = on_durable;
+    mdm_actors_after_commit(mdm_actor_shard(&da->base), &r->_waiter);
+}
+
+/* ---- loading (storage worker) ---- */
+
+struct load_ctx {
+    struct device_actor *da;
+    mdm_store_t *store;
+    struct qentry **tail;
+    int status;
+};
+
+static int load_queue_entry(void *arg, const mdm_queue_entry_t *e)
+{
+    struct load_ctx *lc = arg;
+    struct qentry *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    q->e = *e;
+    mdm_command_t cmd;
+    int ret = mdm_store_get_command(lc->store, e->uuid, &cmd);
+    if (ret == 0) {
+        q->plist = cmd.plist;
+        q->plist_len = cmd.plist_len;
+        cmd.plist = NULL;
+        mdm_command_dispose(&cmd);
+    } else if (ret != MDM_ENOTFOUND) {
+        free(q);
+        return ret;
+    }
+    ret = mdm_store_get_result(lc->store, e->udid, e->uuid, &q->result);
+    if (ret == MDM_ENOTFOUND) {
+        memset(&q->result, 0, sizeof(q->result));
+        snprintf(q->result.udid, sizeof(q->result.udid), "%s", e->udid);
+        snprintf(q->result.uuid, sizeof(q->result.uuid), "%s", e->uuid);
+        snprintf(q->result.channel, sizeof(q->result.channel), "%s", e->channel);
+        ret = 0;
+    }
+    if (ret != 0) {
+        free(q->plist);
+        free(q);
+        return ret;
+    }
+    *lc->tail = q;
+    lc->tail = &q->next;
+    lc->da->queue_len++;
+    return 0;
+}
+
+static void on_loaded(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct device_actor *da = MDM_CONTAINER_OF(m, struct device_actor, load_msg);
+    mdm_actor_loaded(&da->base, da->load_status);
+}
+
+static void load_job(mdm_store_t *s, void *arg)
+{
+    struct device_actor *da = arg;
+    int ret = mdm_store_get_device(s, da->base.id, &da->dev);
+    if (ret == 0) {
+        da->exists = true;
+        struct load_ctx lc = {.da = da, .store = s, .tail = &da->queue};
+        ret = mdm_store_list_queue(s, da->base.id, load_queue_entry, &lc);
+        if (ret == 0) {
+            ret = mdm_store_get_secret(s, da->base.id, "bootstrap", &da->bootstrap);
+            if (ret == MDM_ENOTFOUND)
+                ret = 0;
+        }
+    } else if (ret == MDM_ENOTFOUND) {
+        ret = 0;
+    }
+    da->load_status = ret;
+    da->load_msg.fn = on_loaded;
+    mdm_shard_post(mdm_actor_shard(&da->base), &da->load_msg);
+}
+
+static void device_load(mdm_actor_t *a)
+{
+    struct device_actor *da = (struct device_actor *)a;
+    mdm_buf_init(&da->bootstrap, 0);
+    int ret = mdm_store_run_async(mdm_actors_store(mdm_actors_of(a)), load_job, da);
+    if (ret != 0)
+        mdm_actor_loaded(a, ret);
+}
+
+static void free_entry(struct qentry *q)
+{
+    mdm_result_dispose(&q->result);
+    free(q->plist);
+    free(q);
+}
+
+static void device_evict(mdm_actor_t *a)
+{
+    struct device_actor *da = (struct device_actor *)a;
+    for (struct qentry *q = da->queue, *next; q; q = next) {
+        next = q->next;
+        free_entry(q);
+    }
+    da->queue = NULL;
+    mdm_buf_dispose(&da->bootstrap);
+}
+
+/* ---- writes ---- */
+
+static mdm_batch_t *batch(struct device_actor *da) { return mdm_actor_batch(&da->base); }
+
+static void save_device(struct device_actor *da)
+{
+    da->dev.version++;
+    mdm_store_put_device(batch(da), &da->dev);
+}
+
+static void record_event(struct device_actor *da, struct qentry *q, enum mdm_command_status st)
+{
+    uint64_t now = mdm_wall_ms();
+    mdm_result_add_event(&q->result, st, now);
+    mdm_store_put_result(batch(da), &q->result);
+}
+
+static void set_entry_status(struct device_actor *da, struct qentry *q,
+                             enum mdm_command_status st)
+{
+    q->e.status = (uint8_t)st;
+    q->e.updated_ms = mdm_wall_ms();
+    mdm_store_put_queue_entry(batch(da), &q->e);
+    record_event(da, q, st);
+}
+
+/* Removes q from the queue, recording its final status (with the response, if any). */
+static void retire_entry(struct device_actor *da, struct qentry *q, enum mdm_command_status st,
+                         const uint8_t *response, size_t response_len)
+{
+    if (response && response_len) {
+        free(q->result.response);
+        q->result.response = malloc(response_len);
+        if (q->result.response) {
+            memcpy(q->result.response, response, response_len);
+            q->result.response_len = response_len;
+        }
+    }
+    record_event(da, q, st);
+    mdm_store_delete_queue_entry(batch(da), &q->e);
+    for (struct qentry **pp = &da->queue; *pp; pp = &(*pp)->next) {
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    }
+    da->queue_len--;
+    snprintf(da->recent_done[da->recent_next], MDM_UUID_MAX + 1, "%s", q->e.uuid);
+    da->recent_next = (da->recent_next + 1) % RECENT_DONE;
+    free_entry(q);
+}
+
+/* Closes the queue: a new enrollment or CheckOut never receives older commands. */
+static void close_queue(struct device_actor *da)
+{
+    while (da->queue)
+        retire_entry(da, da->queue, MDM_CMD_CANCELLED, NULL, 0);
+}
+
+/* ---- check-in ---- */
+
+static const char *dict_string(plist_t d, const char *key)
+{
+    const char *s = NULL;
+    return mdm_plist_get_string(d, key, &s) == 0 ? s : NULL;
+}
+
+static void copy_field(char *dst, size_t dstlen, plist_t d, const char *key)
+{
+    const char *s = dict_string(d, key);
+    if (s)
+        snprintf(dst, dstlen, "%s", s);
+}
+
+static bool identity_matches(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (!da->exists || da->dev.state == MDM_DEVICE_NEW) {
+        fail(r, 403, "unknown device %s: it must enroll (Authenticate) first", da->base.id);
+        return false;
+    }
+    if (strcmp(da->dev.cert_sha256, r->cert_sha256) != 0) {
+        mdm_warn("device", "%s: refused a request with another identity certificate (%.16s...)",
+                 da->base.id, r->cert_sha256);
+        fail(r, 403, "the identity certificate does not belong to device %s", da->base.id);
+        return false;
+    }
+    return true;
+}
+
+static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r)
+{
+    mdm_device_t *d = &da->dev;
+    const char *topic = dict_string(r->msg, "Topic");
+    if (!topic) {
+        fail(r, 400, "Authenticate without Topic");
+        return;
+    }
+    if (!da->exists) {
+        memset(d, 0, sizeof(*d));
+        snprintf(d->udid, sizeof(d->udid), "%.63s", da->base.id);
+        d->vshard = mdm_vshard(da->base.id);
+        da->exists = true;
+    }
+    if (d->state != MDM_DEVICE_NEW) {
+        /* Re-enrollment (e.g. after an erase): the old queue is closed for good; the
+         * escrowed bootstrap token stays (it survives an erase). */
+        mdm_info("device", "%s: re-enrollment %u -> %u", d->udid, d->enrollment, d->enrollment + 1);
+        close_queue(da);
+    }
+    d->enrollment++;
+    d->state = MDM_DEVICE_AUTHENTICATED;
+    snprintf(d->topic, sizeof(d->topic), "%s", topic);
+    copy_field(d->serial, sizeof(d->serial), r->msg, "SerialNumber");
+    copy_field(d->model, sizeof(d->model), r->msg, "Model");
+    copy_field(d->model_name, sizeof(d->model_name), r->msg, "ModelName");
+    copy_field(d->product_name, sizeof(d->product_name), r->msg, "ProductName");
+    copy_field(d->os_version, sizeof(d->os_version), r->msg, "OSVersion");
+    copy_field(d->build_version, sizeof(d->build_version), r->msg, "BuildVersion");
+    copy_field(d->device_name, sizeof(d->device_name), r->msg, "DeviceName");
+    snprintf(d->cert_sha256, sizeof(d->cert_sha256), "%s", r->cert_sha256);
+    d->push_token_len = 0;
+    d->push_magic[0] = '\0';
+    d->authenticated_ms = mdm_wall_ms();
+    r->status = 200;
+}
+
+static int seal_secret(struct device_actor *da, const char *name, const uint8_t *data,
+                       size_t len, mdm_buf_t *out)
+{
+    char aad[MDM_UDID_MAX + 32];
+    int n = snprintf(aad, sizeof(aad), "%s:%s", name, da->base.id);
+    return mdm_seal(opts.secrets_key, aad, (size_t)n, data, len, out);
+}
+
+static void on_token_update(struct device_actor *da, mdm_dev_req_t *r)
+{
+    mdm_device_t *d = &da->dev;
+    if (dict_string(r->msg, "UserID") || dict_string(r->msg, "EnrollmentUserID")) {
+        r->status = 200; /* user channel: accepted; user-channel pushes come with APNs */
+        return;
+    }
+    const uint8_t *token = NULL;
+    size_t token_len = 0;
+    const char *magic = dict_string(r->msg, "PushMagic");
+    if (mdm_plist_get_data(r->msg, "Token", &token, &token_len) != 0 || token_len == 0 ||
+        token_len > sizeof(d->push_token) || !magic) {
+        fail(r, 400, "TokenUpdate needs Token (data, 1-%zu bytes) and PushMagic",
+             sizeof(d->push_token));
+        return;
+    }
+    if (d->state == MDM_DEVICE_CHECKED_OUT) {
+        fail(r, 403, "device %s checked out; it must enroll again", d->udid);
+        return;
+    }
+    memcpy(d->push_token, token, token_len);
+    d->push_token_len = (uint16_t)token_len;
+    d->push_token_invalid = false;
+    snprintf(d->push_magic, sizeof(d->push_magic), "%s", magic);
+    bool awaiting = false;
+    if (mdm_plist_get_bool(r->msg, "AwaitingConfiguration", &awaiting) == 0)
+        d->awaiting_configuration = awaiting;
+    const uint8_t *unlock = NULL;
+    size_t unlock_len = 0;
+    if (mdm_plist_get_data(r->msg, "UnlockToken", &unlock, &unlock_len) == 0 && unlock_len) {
+        mdm_buf_t sealed;
+        mdm_buf_init(&sealed, 0);
+        if (seal_secret(da, "unlock", unlock, unlock_len, &sealed) == 0)
+            mdm_store_put_secret(batch(da), d->udid, "unlock", mdm_buf_head(&sealed), sealed.len);
+        mdm_buf_dispose(&sealed);
+    }
+    if (d->state == MDM_DEVICE_AUTHENTICATED) {
+        d->state = MDM_DEVICE_ENROLLED;
+        d->enrolled_ms = mdm_wall_ms();
+        mdm_info("device", "%s: enrolled (enrollment %u)", d->udid, d->enrollment);
+    }
+    r->status = 200;
+}
+
+static void on_set_bootstrap(struct device_actor *da, mdm_dev_req_t *r)
+{
+    const uint8_t *tok = NULL;
+    size_t len = 0;
+    mdm_buf_reset(&da->bootstrap);
+    if (mdm_plist_get_data(r->msg, "BootstrapToken", &tok, &len) == 0 && len > 0) {
+        if (seal_secret(da, "bootstrap", tok, len, &da->bootstrap) != 0) {
+            fail(r, 500, "cannot seal the bootstrap token");
+            return;
+        }
+        mdm_store_put_secret(batch(da), da->dev.udid, "bootstrap", mdm_buf_head(&da->bootstrap),
+                             da->bootstrap.len);
+    } else {
+        mdm_store_delete_secret(batch(da), da->dev.udid, "bootstrap");
+    }
+    r->status = 200;
+}
+
+static void on_get_bootstrap(struct device_actor *da, mdm_dev_req_t *r)
+{
+    plist_t dict = plist_new_dict();
+    if (da->bootstrap.len) {
+        char aad[MDM_UDID_MAX + 32];
+        int n = snprintf(aad, sizeof(aad), "bootstrap:%s", da->base.id);
+        mdm_buf_t plain;
+        mdm_buf_init(&plain, 0);
+        if (mdm_unseal(opts.secrets_key, aad, (size_t)n, mdm_buf_head(&da->bootstrap),
+                       da->bootstrap.len, &plain) != 0) {
+            mdm_buf_dispose(&plain);
+            plist_free(dict);
+            fail(r, 500, "the escrowed bootstrap token cannot be unsealed");
+            return;
+        }
+        plist_dict_set_item(dict, "BootstrapToken",
+                            plist_new_data((const char *)mdm_buf_head(&plain), plain.len));
+        memset(mdm_buf_head(&plain), 0, plain.len);
+        mdm_buf_dispose(&plain);
+    }
+    if (mdm_plist_to_xml(dict, &r->reply) != 0)
+        fail(r, 500, "cannot encode the reply");
+    else {
+        r->status = 200;
+        r->reply_type = "application/xml";
+    }
+    plist_free(dict);
+}
+
+static void handle_checkin(struct device_actor *da, mdm_dev_req_t *r)
+{
+    const char *type = dict_string(r->msg, "MessageType");
+    if (!type) {
+        fail(r, 400, "check-in without MessageType");
+        return;
+    }
+    if (strcmp(type, "Authenticate") == 0) {
+        on_authenticate(da, r);
+    } else if (strcmp(type, "UserAuthenticate") == 0) {
+        /* 410 tells the Mac this server does not manage that user. */
+        if (!opts.user_auth_digest) {
+            fail(r, 410, "user channel authentication is not offered by this server");
+            return;
+        }
+        plist_t dict = plist_new_dict();
+        plist_dict_set_item(dict, "DigestChallenge", plist_new_string(""));
+        int ret = mdm_plist_to_xml(dict, &r->reply);
+        plist_free(dict);
+        if (ret != 0) {
+            fail(r, 500, "cannot encode the reply");
+            return;
+        }
+        r->status = 200;
+        r->reply_type = "application/xml";
+        return;
+    } else if (!identity_matches(da, r)) {
+        return;
+    } else if (strcmp(type, "TokenUpdate") == 0) {
+        on_token_update(da, r);
+    } else if (strcmp(type, "CheckOut") == 0) {
+        close_queue(da);
+        da->dev.state = MDM_DEVICE_CHECKED_OUT;
+        da->dev.checked_out_ms = mdm_wall_ms();
+        mdm_info("device", "%s: checked out", da->dev.udid);
+        r->status = 200;
+    } else if (strcmp(type, "SetBootstrapToken") == 0) {
+        on_set_bootstrap(da, r);
+    } else if (strcmp(type, "GetBootstrapToken") == 0) {
+        on_get_bootstrap(da, r);
+    } else if (strcmp(type, "DeclarativeManagement") == 0) {
+        fail(r, 404, "declarative management is not enabled on this server");
+        return;
+    } else if (strcmp(type, "GetToken") == 0) {
+        fail(r, 404, "this server offers no token services (GetToken)");
+        return;
+    } else {
+        fail(r, 400, "unknown check-in MessageType '%.64s'", type);
+        return;
+    }
+    if (r->status == 200) {
+        da->dev.last_seen_ms = mdm_wall_ms();
+        save_device(da);
+    }
+}
+
+/* ---- command channel ---- */
+
+static bool expired(const struct qentry *q, uint64_t now)
+{
+    return q->e.expires_ms && q->e.expires_ms <= now && q->e.status != MDM_CMD_SENT;
+}
+
+/* The command to hand out on channel: the one in flight, else the oldest queued. */
+static struct qentry *next_command(struct device_actor *da, const char *channel)
+{
+    uint64_t now = mdm_wall_ms();
+    struct qentry *q = da->queue;
+    while (q) {
+        struct qentry *next = q->next;
+        if (strcmp(q->e.channel, channel) == 0) {
+            if (expired(q, now))
+                retire_entry(da, q, MDM_CMD_EXPIRED, NULL, 0);
+            else if (q->e.status == MDM_CMD_SENT)
+                return q;
+        }
+        q = next;
+    }
+    for (q = da->queue; q; q = q->next)
+        if (strcmp(q->e.channel, channel) == 0 && q->e.status == MDM_CMD_QUEUED)
+            return q;
+    return NULL;
+}
+
+static struct qentry *find_entry(struct device_actor *da, const char *channel, const char *uuid)
+{
+    for (struct qentry *q = da->queue; q; q = q->next)
+        if (strcmp(q->e.uuid, uuid) == 0 && strcmp(q->e.channel, channel) == 0)
+            return q;
+    return NULL;
+}
+
+static bool recently_done(struct device_actor *da, const char *uuid)
+{
+    for (unsigned i = 0; i < RECENT_DONE; i++)
+        if (strcmp(da->recent_done[i], uuid) == 0)
+            return true;
+    return false;
+}
+
+static void hand_out_next(struct device_actor *da, mdm_dev_req_t *r)
+{
+    struct qentry *q = next_command(da, r->channel);
+    r->status = 200;
+    if (!q)
+        return; /* empty 200: nothing to do */
+    if (!q->plist) {
+        /* The command record is gone (should not happen): never send an empty command. */
+        retire_entry(da, q, MDM_CMD_ERROR, NULL, 0);
+        hand_out_next(da, r);
+        return;
+    }
+    if (q->e.status != MDM_CMD_SENT)
+        set_entry_status(da, q, MDM_CMD_SENT);
+    if (mdm_buf_append(&r->reply, q->plist, q->plist_len) != 0) {
+        fail(r, 503, "out of memory");
+        return;
+    }
+    r->reply_type = "application/xml";
+}
+
+static void handle_connect(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (!identity_matches(da, r))
+        return;
+    if (da->dev.state != MDM_DEVICE_ENROLLED) {
+        fail(r, 403, "device %s is not enrolled", da->dev.udid);
+        return;
+    }
+    const char *status = dict_string(r->msg, "Status");
+    if (!status) {
+        fail(r, 400, "command response without Status");
+        return;
+    }
+    da->dev.last_seen_ms = mdm_wall_ms();
+    if (strcmp(status, "Idle") == 0) {
+        /* NotNow'd commands become eligible again: the Mac polls with Idle when it can. */
+        for (struct qentry *q = da->queue; q; q = q->next)
+            if (q->e.status == MDM_CMD_NOTNOW && strcmp(q->e.channel, r->channel) == 0)
+                set_entry_status(da, q, MDM_CMD_QUEUED);
+        hand_out_next(da, r);
+        return;
+    }
+    enum mdm_command_status outcome;
+    if (strcmp(status, "Acknowledged") == 0)
+        outcome = MDM_CMD_ACKNOWLEDGED;
+    else if (strcmp(status, "Error") == 0)
+        outcome = MDM_CMD_ERROR;
+    else if (strcmp(status, "CommandFormatError") == 0)
+        outcome = MDM_CMD_FORMAT_ERROR;
+    else if (strcmp(status, "NotNow") == 0)
+        outcome = MDM_CMD_NOTNOW;
+    else {
+        fail(r, 400, "unknown Status '%.32s'", status);
+        return;
+    }
+    const char *uuid = dict_string(r->msg, "CommandUUID");
+    if (!uuid) {
+        fail(r, 400, "Status %s without CommandUUID", status);
+        return;
+    }
+    struct qentry *q = find_entry(da, r->channel, uuid);
+    if (!q || q->e.status != MDM_CMD_SENT) {
+        if (!q && recently_done(da, uuid)) {
+            hand_out_next(da, r); /* the same response again: recorded once */
+            return;
+        }
+        mdm_warn("device", "%s: response %s for command %.64s, which is not in flight",
+                 da->dev.udid, status, uuid);
+        fail(r, 400, "command %.64s is not in flight on this channel", uuid);
+        return;
+    }
+    if (outcome == MDM_CMD_NOTNOW) {
+        set_entry_status(da, q, MDM_CMD_NOTNOW);
+        /* Hand out the next command that was not NotNow'd, if any. */
+        struct qentry *n = NULL;
+        for (struct qentry *c = da->queue; c; c = c->next)
+            if (strcmp(c->e.channel, r->channel) == 0 && c->e.status == MDM_CMD_QUEUED) {
+                n = c;
+                break;
+            }
+        r->status = 200;
+        if (n && n->plist) {
+            set_entry_status(da, n, MDM_CMD_SENT);
+            if (mdm_buf_append(&r->reply, n->plist, n->plist_len) == 0)
+                r->reply_type = "application/xml";
+        }
+        return;
+    }
+    retire_entry(da, q, outcome, r->body, r->body_len);
+    hand_out_next(da, r);
+}
+
+/* ---- admin requests ---- */
+
+static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (!da->exists || da->dev.state == MDM_DEVICE_NEW) {
+        fail(r, 404, "no device %s", da->base.id);
+        return;
+    }
+    if (da->dev.state == MDM_DEVICE_CHECKED_OUT) {
+        fail(r, 409, "device %s checked out; its queue is closed", da->base.id);
+        return;
+    }
+    if (find_entry(da, r->channel, r->uuid)) {
+        fail(r, 409, "command %s is already queued for %s", r->uuid, da->base.id);
+        return;
+    }
+    if (da->queue_len >= opts.max_queue) {
+        fail(r, 409, "the queue of %s is full (%u commands)", da->base.id, opts.max_queue);
+        return;
+    }
+    struct qentry *q = calloc(1, sizeof(*q));
+    if (!q) {
+        fail(r, 503, "out of memory");
+        return;
+    }
+    uint64_t now = mdm_wall_ms();
+    snprintf(q->e.udid, sizeof(q->e.udid), "%.63s", da->base.id);
+    snprintf(q->e.channel, sizeof(q->e.channel), "%s", r->channel);
+    snprintf(q->e.uuid, sizeof(q->e.uuid), "%s", r->uuid);
+    q->e.enrollment = da->dev.enrollment;
+    q->e.status = MDM_CMD_QUEUED;
+    q->e.enqueued_ms = now;
+    q->e.updated_ms = now;
+    q->e.expires_ms = opts.command_ttl_ms ? now + opts.command_ttl_ms : 0;
+    memcpy(q->result.udid, q->e.udid, sizeof(q->result.udid));
+    memcpy(q->result.uuid, q->e.uuid, sizeof(q->result.uuid));
+    memcpy(q->result.channel, q->e.channel, sizeof(q->result.channel));
+    q->plist = r->plist; /* the request hands its copy over */
+    q->plist_len = r->plist_len;
+    r->plist = NULL;
+    /* Append at the tail: enqueued_ms never goes backwards within this actor. */
+    struct qentry **pp = &da->queue;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = q;
+    da->queue_len++;
+    mdm_store_put_queue_entry(batch(da), &q->e);
+    record_event(da, q, MDM_CMD_QUEUED);
+    r->status = 201;
+}
+
+static void handle_cancel(struct device_actor *da, mdm_dev_req_t *r)
+{
+    struct qentry *q = NULL;
+    for (struct qentry *c = da->queue; c; c = c->next)
+        if (strcmp(c->e.uuid, r->uuid) == 0)
+            q = c;
+    if (!q) {
+        fail(r, 404, "command %s is not queued for %s", r->uuid, da->base.id);
+        return;
+    }
+    if (q->e.status == MDM_CMD_SENT) {
+        fail(r, 409, "command %s was already sent to %s", r->uuid, da->base.id);
+        return;
+    }
+    retire_entry(da, q, MDM_CMD_CANCELLED, NULL, 0);
+    r->status = 200;
+}
+
+struct purge {
+    struct device_actor *da;
+    mdm_dev_req_t *r;
+    mdm_batch_t *b;
+    int status;
+    mdm_shard_msg_t msg;
+};
+
+static void on_purged(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct purge *p = MDM_CONTAINER_OF(m, struct purge, msg);
+    if (p->status != 0)
+        fail(p->r, 503, "storage failure while deleting %s", p->da->base.id);
+    else
+        p->r->status = 200;
+    mdm_batch_free(p->b);
+    answer(p->r);
+    mdm_actor_done(&p->da->base); /* the actor took nothing else meanwhile */
+    free(p);
+}
+
+static void on_purge_committed(void *arg, int status)
+{
+    struct purge *p = arg;
+    p->status = status;
+    p->msg.fn = on_purged;
+    mdm_shard_post(mdm_actor_shard(&p->da->base), &p->msg);
+}
+
+static void purge_job(mdm_store_t *s, void *arg)
+{
+    struct purge *p = arg;
+    int ret = mdm_store_purge_device(s, p->b, p->da->base.id);
+    if (ret == 0)
+        ret = mdm_store_commit_async(s, p->b, on_purge_committed, p);
+    if (ret != 0)
+        on_purge_committed(p, ret);
+}
+
+/* Deletes everything of the device. Returns true when the actor must stay busy. */
+static bool handle_delete(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (!da->exists) {
+        fail(r, 404, "no device %s", da->base.id);
+        return false;
+    }
+    struct purge *p = calloc(1, sizeof(*p));
+    if (!p || !(p->b = mdm_batch_new())) {
+        free(p);
+        fail(r, 503, "out of memory");
+        return false;
+    }
+    p->da = da;
+    p->r = r;
+    device_evict(&da->base); /* drop the queue and secrets from memory */
+    mdm_buf_init(&da->bootstrap, 0);
+    da->queue_len = 0;
+    da->exists = false;
+    memset(&da->dev, 0, sizeof(da->dev));
+    if (mdm_store_run_async(mdm_actors_store(mdm_actors_of(&da->base)), purge_job, p) != 0) {
+        mdm_batch_free(p->b);
+        free(p);
+        fail(r, 503, "storage is shutting down");
+        return false;
+    }
+    return true;
+}
+
+static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
+{
+    struct device_actor *da = (struct device_actor *)a;
+    mdm_dev_req_t *r = (mdm_dev_req_t *)m;
+    switch (r->kind) {
+    case MDM_DEV_CHECKIN:
+        handle_checkin(da, r);
+        break;
+    case MDM_DEV_CONNECT:
+        handle_connect(da, r);
+        if (r->status == 200)
+            save_device(da); /* last_seen and any state change */
+        break;
+    case MDM_DEV_ENQUEUE:
+        handle_enqueue(da, r);
+        break;
+    case MDM_DEV_CANCEL:
+        handle_cancel(da, r);
+        break;
+    case MDM_DEV_GET:
+        if (!da->exists) {
+            fail(r, 404, "no device %s", da->base.id);
+        } else {
+            r->device = da->dev;
+            r->queued = da->queue_len;
+            r->status = 200;
+        }
+        answer(r); /* reads wait for nothing */
+        mdm_actor_done(a);
+        return;
+    case MDM_DEV_DELETE:
+        if (handle_delete(da, r))
+            return; /* answered and done once the purge is durable */
+        break;
+    }
+    answer_after_commit(da, r);
+    mdm_actor_done(a);
+}

@@ -1,0 +1,72 @@
+/*
+ * The device actor: one per UDID on its home shard. It owns the device record and the
+ * device's command queue (its mailbox of work) and answers check-ins, command polls and
+ * admin requests. Requests arrive as mdm_dev_req_t messages from any shard; each is answered
+ * by calling req->done on the shard that sent it, after every write behind the answer is
+ * durable.
+ */
+#ifndef MDM_ACTORS_DEVICE_H
+#define MDM_ACTORS_DEVICE_H
+
+#include <plist/plist.h>
+
+#include "actors/actor.h"
+#include "storage/mdm.h"
+
+enum mdm_dev_req_kind {
+    MDM_DEV_CHECKIN, /* PUT mdm/checkin: msg is the check-in dictionary */
+    MDM_DEV_CONNECT, /* PUT mdm/connect: msg is the command-channel dictionary */
+    MDM_DEV_ENQUEUE, /* admin: queue command (already stored) for this device */
+    MDM_DEV_CANCEL,  /* admin: cancel a queued command */
+    MDM_DEV_GET,     /* admin: device record and queue summary */
+    MDM_DEV_DELETE,  /* admin: remove the device, its queue and its secrets */
+};
+
+typedef struct mdm_dev_req mdm_dev_req_t;
+
+struct mdm_dev_req {
+    mdm_actor_msg_t base; /* first: base.id is the UDID */
+    enum mdm_dev_req_kind kind;
+
+    /* in */
+    plist_t msg;                /* CHECKIN/CONNECT: parsed body (owned, freed with the req) */
+    uint8_t *body;              /* CONNECT: raw body, stored as the response (owned) */
+    size_t body_len;
+    char cert_sha256[65];       /* identity presented with the request ("" for admin) */
+    char channel[MDM_CHANNEL_MAX + 1]; /* CONNECT/ENQUEUE: "" device channel, else UserID */
+    char uuid[MDM_UUID_MAX + 1];       /* ENQUEUE/CANCEL: command UUID */
+    uint8_t *plist;             /* ENQUEUE: command plist (owned) */
+    size_t plist_len;
+
+    /* out: HTTP status and body to answer with */
+    int status;
+    mdm_buf_t reply;
+    const char *reply_type; /* content type; NULL for none */
+    char error[200];        /* one line saying what was wrong, with status >= 400 */
+    mdm_device_t device;    /* GET: copy of the record */
+    unsigned queued;        /* GET: entries waiting */
+
+    /* plumbing */
+    mdm_commit_waiter_t _waiter;
+    void (*done)(mdm_dev_req_t *r); /* runs on the sending shard; frees via mdm_dev_req_free */
+    void *ctx;
+};
+
+struct mdm_device_options {
+    unsigned max_queue;           /* queue entries per device */
+    uint64_t command_ttl_ms;      /* queued commands expire after this (0 = never) */
+    bool user_auth_digest;        /* UserAuthenticate: empty DigestChallenge instead of 410 */
+    const uint8_t *secrets_key;   /* 32 bytes, seals bootstrap and unlock tokens */
+};
+
+/** Sets up the device actor type for rt (call once before the shards start). */
+void mdm_device_setup(mdm_actors_t *rt, const struct mdm_device_options *o);
+
+/** Allocates a request for udid (copied, must be 1..63 characters). NULL on -ENOMEM. */
+mdm_dev_req_t *mdm_dev_req_new(enum mdm_dev_req_kind kind, const char *udid);
+void mdm_dev_req_free(mdm_dev_req_t *r);
+
+/** Sends r to the device's actor; r->done runs later on this shard. */
+void mdm_dev_send(mdm_dev_req_t *r);
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * mdm_cms: detached CMS (PKCS#7) SignedData on wolfCrypt, certificate trust checks, and
+ * strict base64.
+ *
+ * Verification answers "did the holder of this certificate's key sign exactly these bytes?"
+ * (mdm_cms_verify_detached) and, separately, "does this certificate chain to a CA we trust
+ * and is it valid at time now?" (mdm_cms_trust_verify). Callers need both before they
+ * believe an identity; neither decides on its own what the identity may do.
+ *
+ * Signing (mdm_cms_sign_detached) exists for tests and the load generator: it produces what
+ * a client puts into a detached-signature header.
+ *
+ * This module knows nothing about MDM. Threads: every function is reentrant; a loaded
+ * mdm_cms_trust_t is immutable and may be used by many threads at once. ECDSA verification
+ * warms wolfCrypt's per-thread fixed-point cache: threads that verify call
+ * mdm_tls_thread_cleanup() (core/tls.h) before they exit.
+ */
+#ifndef MDM_CORE_CMS_H
+#define MDM_CORE_CMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/common.h"
+
+/* ---- base64 (RFC 4648 section 4, standard alphabet) ------------------------------------ */
+
+/**
+ * Decodes len bytes of base64 text and appends the bytes to out. Strict: only the standard
+ * alphabet, padding '=' required so that the text is a multiple of 4 characters, '=' only
+ * at the end, and unused bits of the last character zero. Space, tab, CR and LF are ignored
+ * anywhere. Empty (or all-white-space) input decodes to nothing.
+ * Returns 0; -EINVAL for text that is not strict base64 (out is then unchanged); -ENOMEM;
+ * MDM_ETOOBIG when out would exceed its limit.
+ */
+MDM_MUST_CHECK int mdm_base64_decode(const char *in, size_t len, mdm_buf_t *out);
+
+/**
+ * Appends the padded base64 text of len bytes of data to out (no line breaks, no NUL).
+ * Returns 0, -ENOMEM or MDM_ETOOBIG.
+ */
+MDM_MUST_CHECK int mdm_base64_encode(const void *data, size_t len, mdm_buf_t *out);
+
+/* ---- detached SignedData -------------------------------------------------------------- */
+
+/**
+ * Verifies that the DER CMS SignedData der (der_len bytes) carries a valid signature over
+ * content (content_len bytes, the detached content), made with the key of a certificate
+ * inside the SignedData, and appends that signer certificate (DER) to signer_cert_der.
+ * A SignedData that encapsulates its content is accepted only if that content is exactly
+ * content. Signed attributes, when present, must include the matching message digest.
+ * Neither the certificate's trust nor its dates are checked here (see mdm_cms_trust_verify).
+ * wolfCrypt 5.5 cannot verify a detached signature over empty content (-EBADMSG).
+ *
+ * Returns 0; MDM_ECRYPTO when the signature does not verify, content differs from the
+ * signed content, or the SignedData has no signer; MDM_ECERT when it holds no certificate
+ * to verify the signature with; -EBADMSG when der is not a well-formed SignedData;
+ * MDM_ETOOBIG for inputs of 4 GiB or more, or when signer_cert_der would exceed its limit;
+ * -ENOMEM. signer_cert_der is unchanged on failure.
+ */
+MDM_MUST_CHECK int mdm_cms_verify_detached(const uint8_t *der, size_t der_len,
+                                           const void *content, size_t content_len,
+                                           mdm_buf_t *signer_cert_der);
+
+/**
+ * Signs len bytes of content with the private key in key_pem_path (PEM or DER; EC or RSA)
+ * as a detached CMS SignedData (SHA-256, with the default signed attributes: content type,
+ * message digest, signing time) carrying the certificate in cert_pem_path (PEM or DER, the
+ * first certificate of a chain), and appends the DER to der_out.
+ * Returns 0; MDM_ECRYPTO when the key cannot be loaded or signing fails; MDM_ECERT when the
+ * certificate cannot be read; -ENOMEM, MDM_ETOOBIG or -errno from reading the files.
+ */
+MDM_MUST_CHECK int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
+                                         const void *content, size_t len, mdm_buf_t *der_out);
+
+/* ---- trust ----------------------------------------------------------------------------- */
+
+typedef struct mdm_cms_trust mdm_cms_trust_t;
+
+#define MDM_CMS_TRUST_MAX 64 /* certificates in one trust set */
+
+/**
+ * Loads every CERTIFICATE block of the n PEM files (a single DER certificate per file is
+ * accepted too) as a trust anchor. Every loaded certificate must be a CA (basicConstraints
+ * CA:TRUE). Intermediate CAs may be listed: each listed certificate is trusted on its own,
+ * so list only CAs that may issue the certificates to be verified. Blocks: disk I/O, so
+ * load at start-up; the result is immutable and shared read-only by any number of threads.
+ * Free with mdm_cms_trust_free().
+ * Returns 0; MDM_ECERT when a file holds no certificate, a certificate cannot be parsed or
+ * is not a CA (logged with the file name); MDM_ETOOBIG for more than MDM_CMS_TRUST_MAX
+ * certificates or a file over 1 MiB; -ENOMEM; -errno from reading a file; MDM_ETLS when
+ * wolfSSL cannot be initialised.
+ */
+MDM_MUST_CHECK int mdm_cms_trust_load(const char *const *pem_paths, size_t n,
+                                      mdm_cms_trust_t **out);
+
+/** Frees a trust set (NULL is fine). No thread may be using it. */
+void mdm_cms_trust_free(mdm_cms_trust_t *trust);
+
+/** Number of trusted certificates in the set. */
+size_t mdm_cms_trust_count(const mdm_cms_trust_t *trust);
+
+/**
+ * Checks that the DER certificate cert_der (len bytes) is signed by one of the trusted
+ * certificates, and that both it and that issuer are valid at now (Unix seconds; the time is
+ * the caller's so that tests can move it). err (when errlen > 0) receives a short reason on
+ * failure, e.g. "certificate expired at 2024-05-01T00:00:00Z", "issuer not trusted".
+ * Returns 0; MDM_ECERT when the certificate cannot be parsed, no trusted certificate signed
+ * it, or either one is outside its validity period at now; -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_cms_trust_verify(const mdm_cms_trust_t *trust, const uint8_t *cert_der,
+                                        size_t len, int64_t now, char *err, size_t errlen);
+
+/**
+ * One-shot mdm_cms_trust_load() of ca_pem_path, mdm_cms_trust_verify(), free. For tools and
+ * tests; servers load the trust set once. Returns the codes of both.
+ */
+MDM_MUST_CHECK int mdm_cms_cert_verify_chain(const uint8_t *cert_der, size_t len,
+                                             const char *ca_pem_path, int64_t now);
+
+#endif

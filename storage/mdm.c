@@ -1,0 +1,930 @@
+/*
+ * storage/mdm: key layouts and record codecs of the MDM domain (see mdm.h).
+ *
+ * Encoding, format 1 of every record: integers big-endian; str = u16 length + bytes (no NUL,
+ * shorter than the struct's field); blob16 / blob32 = u16 / u32 length + bytes. Key fields are
+ * not repeated in values.
+ *
+ *   device:  u8 format, u16 vshard, u64 version, u32 enrollment, u8 state, u8 flags
+ *            (bit 0 push_token_invalid, bit 1 awaiting_configuration), str serial, str model,
+ *            str model_name, str product_name, str os_version, str build_version,
+ *            str device_name, str topic, blob16 push_token, str push_magic, str cert_sha256,
+ *            u64 authenticated_ms, u64 enrolled_ms, u64 last_seen_ms, u64 checked_out_ms
+ *   command: u8 format, str request_type, u64 created_ms, str created_by, blob32 plist
+ *   queue:   u8 format, u32 enrollment, u8 status, u64 updated_ms, u64 expires_ms  (22 bytes)
+ *   result:  u8 format, str channel, u8 status, u8 n_events, n_events x (u8 status,
+ *            u64 at_ms), blob32 response
+ *   secret:  the caller's sealed bytes as they are (the core/seal envelope has its own version)
+ *
+ * Decoding is strict: every read is bounds-checked, unknown formats, enum values, flag bits and
+ * trailing bytes are errors (-EBADMSG), and nothing is read past the value. A new format gets
+ * a new format byte and a decoder case next to the old ones; writers always use the newest.
+ *
+ * Writers encode in two passes over the same function: one counts the bytes, the second writes
+ * them straight into the batch (mdm_batch_put_space), so a put allocates nothing of its own.
+ */
+#include "storage/mdm.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define FORMAT_1 1
+
+#define DEV_FLAG_PUSH_TOKEN_INVALID 0x01u
+#define DEV_FLAG_AWAITING_CONFIGURATION 0x02u
+#define DEV_FLAGS_KNOWN (DEV_FLAG_PUSH_TOKEN_INVALID | DEV_FLAG_AWAITING_CONFIGURATION)
+
+/* Longest key: the queue's. */
+#define KEY_MAX (MDM_UDID_MAX + 1 + MDM_CHANNEL_MAX + 1 + 8 + MDM_UUID_MAX)
+
+_Static_assert(MDM_RESULT_EVENTS_MAX >= 2 && MDM_RESULT_EVENTS_MAX <= 255,
+               "n_events is a u8 and overflow keeps the first event");
+_Static_assert(sizeof(((mdm_device_t *)0)->push_token) <= UINT16_MAX, "push token is a blob16");
+_Static_assert(MDM_VSHARDS <= UINT16_MAX + 1, "vshard is a u16");
+
+uint16_t mdm_vshard(const char *udid)
+{
+    assert(udid);
+    return (uint16_t)(mdm_hash64(udid, strlen(udid)) % MDM_VSHARDS);
+}
+
+const char *mdm_command_status_name(enum mdm_command_status s)
+{
+    switch (s) {
+    case MDM_CMD_QUEUED: return "queued";
+    case MDM_CMD_SENT: return "sent";
+    case MDM_CMD_ACKNOWLEDGED: return "acknowledged";
+    case MDM_CMD_ERROR: return "error";
+    case MDM_CMD_NOTNOW: return "not_now";
+    case MDM_CMD_CANCELLED: return "cancelled";
+    case MDM_CMD_EXPIRED: return "expired";
+    case MDM_CMD_FORMAT_ERROR: return "format_error";
+    }
+    return "unknown";
+}
+
+const char *mdm_device_state_name(enum mdm_device_state s)
+{
+    switch (s) {
+    case MDM_DEVICE_NEW: return "new";
+    case MDM_DEVICE_AUTHENTICATED: return "authenticated";
+    case MDM_DEVICE_ENROLLED: return "enrolled";
+    case MDM_DEVICE_CHECKED_OUT: return "checked_out";
+    }
+    return "unknown";
+}
+
+static bool status_valid(unsigned s)
+{
+    return s <= MDM_CMD_FORMAT_ERROR;
+}
+
+static bool state_valid(unsigned s)
+{
+    return s <= MDM_DEVICE_CHECKED_OUT;
+}
+
+/* ---- identifiers and keys ------------------------------------------------------------------ */
+
+/* Length of id when it has min..max bytes, else -1. Reads at most max + 1 bytes. */
+static int id_len(const char *id, size_t min, size_t max)
+{
+    if (!id)
+        return -1;
+    size_t n = strnlen(id, max + 1);
+    return n >= min && n <= max ? (int)n : -1;
+}
+
+static bool udid_ok(const char *udid)
+{
+    return id_len(udid, 1, MDM_UDID_MAX) >= 0;
+}
+
+static bool uuid_ok(const char *uuid)
+{
+    return id_len(uuid, 1, MDM_UUID_MAX) >= 0;
+}
+
+static bool channel_ok(const char *channel)
+{
+    return id_len(channel, 0, MDM_CHANNEL_MAX) >= 0;
+}
+
+static bool secret_name_ok(const char *name)
+{
+    return id_len(name, 1, MDM_SECRET_NAME_MAX) >= 0;
+}
+
+struct key {
+    uint8_t b[KEY_MAX];
+    size_t n;
+};
+
+static void key_add(struct key *k, const void *p, size_t n)
+{
+    assert(k->n + n <= sizeof(k->b));
+    memcpy(k->b + k->n, p, n);
+    k->n += n;
+}
+
+/* A string and, when sep, the 0x00 separator after it. The length was checked by the caller. */
+static void key_str(struct key *k, const char *s, bool sep)
+{
+    key_add(k, s, strlen(s) + (sep ? 1 : 0));
+}
+
+static void key_be64(struct key *k, uint64_t v)
+{
+    uint8_t be[8];
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)(v >> (56 - 8 * i));
+    key_add(k, be, sizeof(be));
+}
+
+/* <udid> 0x00 <name>: history (name = uuid), secrets (name = secret name), prefixes (""). */
+static void key_pair(struct key *k, const char *udid, const char *name)
+{
+    k->n = 0;
+    key_str(k, udid, true);
+    key_str(k, name, false);
+}
+
+static void key_queue(struct key *k, const mdm_queue_entry_t *e)
+{
+    k->n = 0;
+    key_str(k, e->udid, true);
+    key_str(k, e->channel, true);
+    key_be64(k, e->enqueued_ms);
+    key_str(k, e->uuid, false);
+}
+
+/* Splits a key part ending at the next 0x00 (or, when last, at the end of the key) into dst,
+ * which holds size - 1 bytes, needing at least min. Returns 0 or -EBADMSG. */
+static int key_take(const uint8_t **p, size_t *left, char *dst, size_t size, size_t min,
+                    bool last)
+{
+    const uint8_t *nul = memchr(*p, 0, *left);
+    if (last == (nul != NULL))
+        return -EBADMSG;
+    size_t n = last ? *left : (size_t)(nul - *p);
+    if (n < min || n >= size)
+        return -EBADMSG;
+    memcpy(dst, *p, n);
+    dst[n] = 0;
+    n += last ? 0 : 1;
+    *p += n;
+    *left -= n;
+    return 0;
+}
+
+static int key_parse_udid(const void *key, size_t klen, char *udid)
+{
+    const uint8_t *p = key;
+    return key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, true);
+}
+
+static int key_parse_pair(const void *key, size_t klen, char *udid, char *name, size_t name_size)
+{
+    const uint8_t *p = key;
+    int ret = key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, false);
+    if (ret == 0)
+        ret = key_take(&p, &klen, name, name_size, 1, true);
+    return ret;
+}
+
+static int key_parse_queue(const void *key, size_t klen, mdm_queue_entry_t *e)
+{
+    const uint8_t *p = key;
+    int ret = key_take(&p, &klen, e->udid, sizeof(e->udid), 1, false);
+    if (ret == 0)
+        ret = key_take(&p, &klen, e->channel, sizeof(e->channel), 0, false);
+    if (ret != 0)
+        return ret;
+    if (klen < 8)
+        return -EBADMSG;
+    e->enqueued_ms = 0;
+    for (int i = 0; i < 8; i++)
+        e->enqueued_ms = e->enqueued_ms << 8 | p[i];
+    p += 8;
+    klen -= 8;
+    return key_take(&p, &klen, e->uuid, sizeof(e->uuid), 1, true);
+}
+
+/* ---- writer --------------------------------------------------------------------------------- */
+
+/* Writes at p + n; with p NULL only counts n. */
+struct wr {
+    uint8_t *p;
+    size_t n;
+};
+
+static void wr_bytes(struct wr *w, const void *src, size_t len)
+{
+    if (w->p && len)
+        memcpy(w->p + w->n, src, len);
+    w->n += len;
+}
+
+static void wr_be(struct wr *w, uint64_t v, unsigned nbytes)
+{
+    uint8_t be[8];
+    for (unsigned i = 0; i < nbytes; i++)
+        be[i] = (uint8_t)(v >> (8 * (nbytes - 1 - i)));
+    wr_bytes(w, be, nbytes);
+}
+
+static void wr_u8(struct wr *w, unsigned v)
+{
+    assert(v <= UINT8_MAX);
+    wr_be(w, v, 1);
+}
+
+/* A NUL-terminated string from a char[size] field. */
+static void wr_str(struct wr *w, const char *s, size_t size)
+{
+    size_t len = strnlen(s, size);
+    assert(len < size); /* terminated inside its field */
+    wr_be(w, len, 2);
+    wr_bytes(w, s, len);
+}
+
+static void wr_blob32(struct wr *w, const uint8_t *p, size_t len)
+{
+    assert(p || len == 0);
+    assert(len <= UINT32_MAX);
+    wr_be(w, len, 4);
+    wr_bytes(w, p, len);
+}
+
+#define WR_STR(w, field) wr_str((w), (field), sizeof(field))
+
+typedef void (*encode_fn)(struct wr *w, const void *rec);
+
+/* Encodes rec straight into a put of b: one pass to size it, one to write it. */
+static void put_encoded(mdm_batch_t *b, enum mdm_store_cf cf, const struct key *k,
+                        encode_fn enc, const void *rec)
+{
+    struct wr w = {0};
+    enc(&w, rec);
+    size_t n = w.n;
+    uint8_t *p = mdm_batch_put_space(b, cf, k->b, k->n, n);
+    if (!p) /* the batch remembers the failure */
+        return;
+    w = (struct wr){.p = p};
+    enc(&w, rec);
+    assert(w.n == n);
+}
+
+/* ---- reader --------------------------------------------------------------------------------- */
+
+/* Reads from p, left bytes remain; the first failure sticks in err and later reads return 0. */
+struct rd {
+    const uint8_t *p;
+    size_t left;
+    int err;
+};
+
+static const uint8_t *rd_take(struct rd *r, size_t n)
+{
+    if (r->err || r->left < n) {
+        r->err = -EBADMSG;
+        return NULL;
+    }
+    const uint8_t *p = r->p;
+    r->p += n;
+    r->left -= n;
+    return p;
+}
+
+static uint64_t rd_be(struct rd *r, unsigned nbytes)
+{
+    const uint8_t *p = rd_take(r, nbytes);
+    uint64_t v = 0;
+    for (unsigned i = 0; p && i < nbytes; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint8_t rd_u8(struct rd *r)
+{
+    return (uint8_t)rd_be(r, 1);
+}
+
+/* A str into a char[size] field: at most size - 1 bytes, no NUL inside. */
+static void rd_str(struct rd *r, char *dst, size_t size)
+{
+    size_t len = (size_t)rd_be(r, 2);
+    const uint8_t *p = rd_take(r, len);
+    if (p && (len >= size || memchr(p, 0, len))) {
+        r->err = -EBADMSG;
+        p = NULL;
+    }
+    if (!p) {
+        dst[0] = 0;
+        return;
+    }
+    memcpy(dst, p, len);
+    dst[len] = 0;
+}
+
+/* A blob with a u16 or u32 length; returns its bytes (borrowed) or NULL with *len 0. */
+static const uint8_t *rd_blob(struct rd *r, unsigned lenbytes, size_t *len)
+{
+    size_t n = (size_t)rd_be(r, lenbytes);
+    const uint8_t *p = rd_take(r, n);
+    *len = p ? n : 0;
+    return p;
+}
+
+/* The value must end exactly here. */
+static int rd_end(struct rd *r)
+{
+    if (r->err == 0 && r->left != 0)
+        r->err = -EBADMSG;
+    return r->err;
+}
+
+#define RD_STR(r, field) rd_str((r), (field), sizeof(field))
+
+/* ---- devices -------------------------------------------------------------------------------- */
+
+static void enc_device(struct wr *w, const void *rec)
+{
+    const mdm_device_t *d = rec;
+    wr_u8(w, FORMAT_1);
+    wr_be(w, d->vshard, 2);
+    wr_be(w, d->version, 8);
+    wr_be(w, d->enrollment, 4);
+    wr_u8(w, d->state);
+    wr_u8(w, (d->push_token_invalid ? DEV_FLAG_PUSH_TOKEN_INVALID : 0) |
+                 (d->awaiting_configuration ? DEV_FLAG_AWAITING_CONFIGURATION : 0));
+    WR_STR(w, d->serial);
+    WR_STR(w, d->model);
+    WR_STR(w, d->model_name);
+    WR_STR(w, d->product_name);
+    WR_STR(w, d->os_version);
+    WR_STR(w, d->build_version);
+    WR_STR(w, d->device_name);
+    WR_STR(w, d->topic);
+    wr_be(w, d->push_token_len, 2);
+    wr_bytes(w, d->push_token, d->push_token_len);
+    WR_STR(w, d->push_magic);
+    WR_STR(w, d->cert_sha256);
+    wr_be(w, d->authenticated_ms, 8);
+    wr_be(w, d->enrolled_ms, 8);
+    wr_be(w, d->last_seen_ms, 8);
+    wr_be(w, d->checked_out_ms, 8);
+}
+
+/* Decodes a device record; on failure *d is zeroed. */
+static int dec_device(const void *key, size_t klen, const void *val, size_t vlen,
+                      mdm_device_t *d)
+{
+    memset(d, 0, sizeof(*d));
+    struct rd r = {.p = val, .left = vlen};
+    int ret = key_parse_udid(key, klen, d->udid);
+    if (ret != 0)
+        goto out;
+    switch (rd_u8(&r)) {
+    case FORMAT_1: {
+        d->vshard = (uint16_t)rd_be(&r, 2);
+        d->version = rd_be(&r, 8);
+        d->enrollment = (uint32_t)rd_be(&r, 4);
+        d->state = rd_u8(&r);
+        unsigned flags = rd_u8(&r);
+        if (d->vshard >= MDM_VSHARDS || !state_valid(d->state) || (flags & ~DEV_FLAGS_KNOWN))
+            r.err = -EBADMSG;
+        d->push_token_invalid = flags & DEV_FLAG_PUSH_TOKEN_INVALID;
+        d->awaiting_configuration = flags & DEV_FLAG_AWAITING_CONFIGURATION;
+        RD_STR(&r, d->serial);
+        RD_STR(&r, d->model);
+        RD_STR(&r, d->model_name);
+        RD_STR(&r, d->product_name);
+        RD_STR(&r, d->os_version);
+        RD_STR(&r, d->build_version);
+        RD_STR(&r, d->device_name);
+        RD_STR(&r, d->topic);
+        size_t tlen;
+        const uint8_t *tok = rd_blob(&r, 2, &tlen);
+        if (tlen > sizeof(d->push_token)) {
+            r.err = -EBADMSG;
+        } else if (tok) {
+            memcpy(d->push_token, tok, tlen);
+            d->push_token_len = (uint16_t)tlen;
+        }
+        RD_STR(&r, d->push_magic);
+        RD_STR(&r, d->cert_sha256);
+        d->authenticated_ms = rd_be(&r, 8);
+        d->enrolled_ms = rd_be(&r, 8);
+        d->last_seen_ms = rd_be(&r, 8);
+        d->checked_out_ms = rd_be(&r, 8);
+        break;
+    }
+    default: /* unknown format, or an empty value */
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = rd_end(&r);
+out:
+    if (ret != 0)
+        memset(d, 0, sizeof(*d));
+    return ret;
+}
+
+void mdm_store_put_device(mdm_batch_t *b, const mdm_device_t *d)
+{
+    assert(b && d);
+    assert(udid_ok(d->udid));
+    assert(d->vshard == mdm_vshard(d->udid));
+    assert(state_valid(d->state));
+    assert(d->push_token_len <= sizeof(d->push_token));
+    struct key k = {0};
+    key_str(&k, d->udid, false);
+    put_encoded(b, MDM_CF_DEVICES, &k, enc_device, d);
+}
+
+void mdm_store_delete_device(mdm_batch_t *b, const char *udid)
+{
+    assert(b && udid_ok(udid));
+    mdm_batch_delete(b, MDM_CF_DEVICES, udid, strlen(udid));
+}
+
+struct view_device {
+    const char *udid;
+    mdm_device_t *out;
+};
+
+static int view_device(void *arg, const void *val, size_t vlen)
+{
+    struct view_device *v = arg;
+    return dec_device(v->udid, strlen(v->udid), val, vlen, v->out);
+}
+
+int mdm_store_get_device(mdm_store_t *s, const char *udid, mdm_device_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!udid_ok(udid))
+        return -EINVAL;
+    struct view_device v = {udid, out};
+    int ret = mdm_store_get_view(s, MDM_CF_DEVICES, udid, strlen(udid), view_device, &v);
+    if (ret != 0)
+        memset(out, 0, sizeof(*out));
+    return ret;
+}
+
+/* ---- commands ------------------------------------------------------------------------------- */
+
+static void enc_command(struct wr *w, const void *rec)
+{
+    const mdm_command_t *c = rec;
+    wr_u8(w, FORMAT_1);
+    WR_STR(w, c->request_type);
+    wr_be(w, c->created_ms, 8);
+    WR_STR(w, c->created_by);
+    wr_blob32(w, c->plist, c->plist_len);
+}
+
+/* Decodes with c->plist borrowed from val; on failure *c is zeroed. */
+static int dec_command(const void *key, size_t klen, const void *val, size_t vlen,
+                       mdm_command_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    struct rd r = {.p = val, .left = vlen};
+    const uint8_t *p = key;
+    int ret = key_take(&p, &klen, c->uuid, sizeof(c->uuid), 1, true);
+    if (ret != 0)
+        goto out;
+    switch (rd_u8(&r)) {
+    case FORMAT_1: {
+        RD_STR(&r, c->request_type);
+        c->created_ms = rd_be(&r, 8);
+        RD_STR(&r, c->created_by);
+        const uint8_t *plist = rd_blob(&r, 4, &c->plist_len);
+        c->plist = c->plist_len ? (uint8_t *)(uintptr_t)plist : NULL;
+        break;
+    }
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = rd_end(&r);
+out:
+    if (ret != 0)
+        memset(c, 0, sizeof(*c));
+    return ret;
+}
+
+void mdm_store_put_command(mdm_batch_t *b, const mdm_command_t *c)
+{
+    assert(b && c);
+    assert(uuid_ok(c->uuid));
+    struct key k = {0};
+    key_str(&k, c->uuid, false);
+    put_encoded(b, MDM_CF_COMMANDS, &k, enc_command, c);
+}
+
+struct view_command {
+    const char *uuid;
+    mdm_command_t *out;
+};
+
+static int view_command(void *arg, const void *val, size_t vlen)
+{
+    struct view_command *v = arg;
+    int ret = dec_command(v->uuid, strlen(v->uuid), val, vlen, v->out);
+    if (ret != 0 || !v->out->plist)
+        return ret;
+    uint8_t *copy = malloc(v->out->plist_len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, v->out->plist, v->out->plist_len);
+    v->out->plist = copy;
+    return 0;
+}
+
+int mdm_store_get_command(mdm_store_t *s, const char *uuid, mdm_command_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!uuid_ok(uuid))
+        return -EINVAL;
+    struct view_command v = {uuid, out};
+    int ret = mdm_store_get_view(s, MDM_CF_COMMANDS, uuid, strlen(uuid), view_command, &v);
+    if (ret != 0) /* a failed view leaves no copy behind: out is zeroed or still borrowed */
+        memset(out, 0, sizeof(*out));
+    return ret;
+}
+
+void mdm_command_dispose(mdm_command_t *c)
+{
+    if (!c)
+        return;
+    free(c->plist);
+    memset(c, 0, sizeof(*c));
+}
+
+/* ---- queue entries -------------------------------------------------------------------------- */
+
+static void enc_queue(struct wr *w, const void *rec)
+{
+    const mdm_queue_entry_t *e = rec;
+    wr_u8(w, FORMAT_1);
+    wr_be(w, e->enrollment, 4);
+    wr_u8(w, e->status);
+    wr_be(w, e->updated_ms, 8);
+    wr_be(w, e->expires_ms, 8);
+}
+
+static int dec_queue(const void *key, size_t klen, const void *val, size_t vlen,
+                     mdm_queue_entry_t *e)
+{
+    memset(e, 0, sizeof(*e));
+    struct rd r = {.p = val, .left = vlen};
+    int ret = key_parse_queue(key, klen, e);
+    if (ret != 0)
+        goto out;
+    switch (rd_u8(&r)) {
+    case FORMAT_1:
+        e->enrollment = (uint32_t)rd_be(&r, 4);
+        e->status = rd_u8(&r);
+        e->updated_ms = rd_be(&r, 8);
+        e->expires_ms = rd_be(&r, 8);
+        if (!status_valid(e->status))
+            r.err = -EBADMSG;
+        break;
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = rd_end(&r);
+out:
+    if (ret != 0)
+        memset(e, 0, sizeof(*e));
+    return ret;
+}
+
+static void assert_queue_key(const mdm_queue_entry_t *e)
+{
+    assert(e);
+    assert(udid_ok(e->udid) && channel_ok(e->channel) && uuid_ok(e->uuid));
+    (void)e;
+}
+
+void mdm_store_put_queue_entry(mdm_batch_t *b, const mdm_queue_entry_t *e)
+{
+    assert(b);
+    assert_queue_key(e);
+    assert(status_valid(e->status));
+    struct key k;
+    key_queue(&k, e);
+    put_encoded(b, MDM_CF_QUEUE, &k, enc_queue, e);
+}
+
+void mdm_store_delete_queue_entry(mdm_batch_t *b, const mdm_queue_entry_t *e)
+{
+    assert(b);
+    assert_queue_key(e);
+    struct key k;
+    key_queue(&k, e);
+    mdm_batch_delete(b, MDM_CF_QUEUE, k.b, k.n);
+}
+
+/* ---- results -------------------------------------------------------------------------------- */
+
+static void enc_result(struct wr *w, const void *rec)
+{
+    const mdm_result_t *r = rec;
+    wr_u8(w, FORMAT_1);
+    WR_STR(w, r->channel);
+    wr_u8(w, r->status);
+    wr_u8(w, r->n_events);
+    for (unsigned i = 0; i < r->n_events; i++) {
+        wr_u8(w, r->events[i].status);
+        wr_be(w, r->events[i].at_ms, 8);
+    }
+    wr_blob32(w, r->response, r->response_len);
+}
+
+/* Decodes with res->response borrowed from val; on failure *res is zeroed. */
+static int dec_result(const void *key, size_t klen, const void *val, size_t vlen,
+                      mdm_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
+    struct rd r = {.p = val, .left = vlen};
+    int ret = key_parse_pair(key, klen, res->udid, res->uuid, sizeof(res->uuid));
+    if (ret != 0)
+        goto out;
+    switch (rd_u8(&r)) {
+    case FORMAT_1: {
+        RD_STR(&r, res->channel);
+        res->status = rd_u8(&r);
+        res->n_events = rd_u8(&r);
+        if (!status_valid(res->status) || res->n_events > MDM_RESULT_EVENTS_MAX) {
+            r.err = -EBADMSG;
+            break;
+        }
+        for (unsigned i = 0; i < res->n_events; i++) {
+            res->events[i].status = rd_u8(&r);
+            res->events[i].at_ms = rd_be(&r, 8);
+            if (!status_valid(res->events[i].status))
+                r.err = -EBADMSG;
+        }
+        const uint8_t *resp = rd_blob(&r, 4, &res->response_len);
+        res->response = res->response_len ? (uint8_t *)(uintptr_t)resp : NULL;
+        break;
+    }
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = rd_end(&r);
+out:
+    if (ret != 0)
+        memset(res, 0, sizeof(*res));
+    return ret;
+}
+
+void mdm_store_put_result(mdm_batch_t *b, const mdm_result_t *r)
+{
+    assert(b && r);
+    assert(udid_ok(r->udid) && uuid_ok(r->uuid) && channel_ok(r->channel));
+    assert(status_valid(r->status));
+    assert(r->n_events <= MDM_RESULT_EVENTS_MAX);
+    for (unsigned i = 0; i < r->n_events; i++)
+        assert(status_valid(r->events[i].status));
+    struct key k;
+    key_pair(&k, r->udid, r->uuid);
+    put_encoded(b, MDM_CF_HISTORY, &k, enc_result, r);
+}
+
+void mdm_result_add_event(mdm_result_t *r, enum mdm_command_status status, uint64_t at_ms)
+{
+    assert(r && status_valid(status));
+    assert(r->n_events <= MDM_RESULT_EVENTS_MAX);
+    if (r->n_events == MDM_RESULT_EVENTS_MAX) { /* keep the first, drop the oldest after it */
+        memmove(&r->events[1], &r->events[2],
+                (MDM_RESULT_EVENTS_MAX - 2) * sizeof(r->events[0]));
+        r->n_events--;
+    }
+    r->events[r->n_events].status = (uint8_t)status;
+    r->events[r->n_events].at_ms = at_ms;
+    r->n_events++;
+    r->status = (uint8_t)status;
+}
+
+struct view_result {
+    const struct key *k;
+    mdm_result_t *out;
+};
+
+static int view_result(void *arg, const void *val, size_t vlen)
+{
+    struct view_result *v = arg;
+    int ret = dec_result(v->k->b, v->k->n, val, vlen, v->out);
+    if (ret != 0 || !v->out->response)
+        return ret;
+    uint8_t *copy = malloc(v->out->response_len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, v->out->response, v->out->response_len);
+    v->out->response = copy;
+    return 0;
+}
+
+int mdm_store_get_result(mdm_store_t *s, const char *udid, const char *uuid, mdm_result_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!udid_ok(udid) || !uuid_ok(uuid))
+        return -EINVAL;
+    struct key k;
+    key_pair(&k, udid, uuid);
+    struct view_result v = {&k, out};
+    int ret = mdm_store_get_view(s, MDM_CF_HISTORY, k.b, k.n, view_result, &v);
+    if (ret != 0)
+        memset(out, 0, sizeof(*out));
+    return ret;
+}
+
+void mdm_result_dispose(mdm_result_t *r)
+{
+    if (!r)
+        return;
+    free(r->response);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- listings ------------------------------------------------------------------------------- */
+
+/* Logs an undecodable record with its key (printable bytes as they are, others as \xNN). */
+static void log_bad_record(const char *what, const void *key, size_t klen)
+{
+    char shown[4 * KEY_MAX + 8];
+    size_t n = 0;
+    const uint8_t *p = key;
+    for (size_t i = 0; i < klen && n + 5 < sizeof(shown); i++) {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+            shown[n++] = (char)p[i];
+        else
+            n += (size_t)snprintf(shown + n, sizeof(shown) - n, "\\x%02x", p[i]);
+    }
+    shown[n] = 0;
+    mdm_warn("store", "undecodable %s record \"%s\" (%zu key bytes)", what, shown, klen);
+}
+
+struct list_queue {
+    int (*cb)(void *arg, const mdm_queue_entry_t *e);
+    void *arg;
+};
+
+static int on_queue_record(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct list_queue *l = arg;
+    mdm_queue_entry_t e;
+    int ret = dec_queue(key, klen, val, vlen, &e);
+    if (ret != 0) {
+        log_bad_record("queue", key, klen);
+        return ret;
+    }
+    return l->cb(l->arg, &e);
+}
+
+int mdm_store_list_queue(mdm_store_t *s, const char *udid,
+                         int (*cb)(void *arg, const mdm_queue_entry_t *e), void *arg)
+{
+    assert(s && cb);
+    if (!udid_ok(udid))
+        return -EINVAL;
+    struct key prefix;
+    key_pair(&prefix, udid, "");
+    struct list_queue l = {cb, arg};
+    return mdm_store_iter_prefix(s, MDM_CF_QUEUE, prefix.b, prefix.n, on_queue_record, &l);
+}
+
+struct list_results {
+    int (*cb)(void *arg, const mdm_result_t *r);
+    void *arg;
+};
+
+static int on_result_record(void *arg, const void *key, size_t klen, const void *val,
+                            size_t vlen)
+{
+    struct list_results *l = arg;
+    mdm_result_t r;
+    int ret = dec_result(key, klen, val, vlen, &r);
+    if (ret != 0) {
+        log_bad_record("history", key, klen);
+        return ret;
+    }
+    return l->cb(l->arg, &r);
+}
+
+int mdm_store_list_results(mdm_store_t *s, const char *udid,
+                           int (*cb)(void *arg, const mdm_result_t *r), void *arg)
+{
+    assert(s && cb);
+    if (!udid_ok(udid))
+        return -EINVAL;
+    struct key prefix;
+    key_pair(&prefix, udid, "");
+    struct list_results l = {cb, arg};
+    return mdm_store_iter_prefix(s, MDM_CF_HISTORY, prefix.b, prefix.n, on_result_record, &l);
+}
+
+struct list_devices {
+    int (*cb)(void *arg, const mdm_device_t *d);
+    void *arg;
+};
+
+static int on_device_record(void *arg, const void *key, size_t klen, const void *val,
+                            size_t vlen)
+{
+    struct list_devices *l = arg;
+    mdm_device_t d;
+    int ret = dec_device(key, klen, val, vlen, &d);
+    if (ret != 0) {
+        log_bad_record("device", key, klen);
+        return ret;
+    }
+    return l->cb(l->arg, &d);
+}
+
+int mdm_store_list_devices(mdm_store_t *s, const char *after,
+                           int (*cb)(void *arg, const mdm_device_t *d), void *arg)
+{
+    assert(s && cb);
+    if (!after)
+        after = "";
+    struct list_devices l = {cb, arg};
+    return mdm_store_iter_after(s, MDM_CF_DEVICES, NULL, 0, after, strlen(after),
+                                on_device_record, &l);
+}
+
+/* ---- purge and secrets ---------------------------------------------------------------------- */
+
+struct purge {
+    mdm_batch_t *b;
+    enum mdm_store_cf cf;
+};
+
+static int on_purge_record(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct purge *p = arg;
+    (void)val;
+    (void)vlen;
+    mdm_batch_delete(p->b, p->cf, key, klen);
+    return 0;
+}
+
+int mdm_store_purge_device(mdm_store_t *s, mdm_batch_t *b, const char *udid)
+{
+    assert(s && b);
+    if (!udid_ok(udid))
+        return -EINVAL;
+    static const enum mdm_store_cf keyed_by_udid[] = {MDM_CF_QUEUE, MDM_CF_HISTORY,
+                                                      MDM_CF_SECRETS};
+    struct key prefix;
+    key_pair(&prefix, udid, "");
+    int ret = 0;
+    for (size_t i = 0; i < MDM_ARRAY_LEN(keyed_by_udid) && ret == 0; i++) {
+        struct purge p = {b, keyed_by_udid[i]};
+        ret = mdm_store_iter_prefix(s, p.cf, prefix.b, prefix.n, on_purge_record, &p);
+    }
+    if (ret == 0)
+        mdm_store_delete_device(b, udid);
+    return ret;
+}
+
+void mdm_store_put_secret(mdm_batch_t *b, const char *udid, const char *name, const void *sealed,
+                          size_t len)
+{
+    assert(b && udid_ok(udid) && secret_name_ok(name));
+    assert(sealed || len == 0);
+    struct key k;
+    key_pair(&k, udid, name);
+    mdm_batch_put(b, MDM_CF_SECRETS, k.b, k.n, sealed, len);
+}
+
+void mdm_store_delete_secret(mdm_batch_t *b, const char *udid, const char *name)
+{
+    assert(b && udid_ok(udid) && secret_name_ok(name));
+    struct key k;
+    key_pair(&k, udid, name);
+    mdm_batch_delete(b, MDM_CF_SECRETS, k.b, k.n);
+}
+
+int mdm_store_get_secret(mdm_store_t *s, const char *udid, const char *name, mdm_buf_t *out)
+{
+    assert(s && out);
+    if (!udid_ok(udid) || !secret_name_ok(name))
+        return -EINVAL;
+    struct key k;
+    key_pair(&k, udid, name);
+    return mdm_store_get(s, MDM_CF_SECRETS, k.b, k.n, out);
+}
