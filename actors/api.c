@@ -110,17 +110,6 @@ static void set_int(json_t *obj, const char *key, uint64_t v)
  * Small parsers
  */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Finds name=value in a query string; percent-decodes the value into out. Returns true when
  * found (and it fit); a value that does not fit or decode reads as absent. */
 static bool query_param(const char *query, const char *name, char *out, size_t outlen)
@@ -136,8 +125,8 @@ static bool query_param(const char *query, const char *name, char *out, size_t o
                 if (c == '+') {
                     c = ' ';
                 } else if (c == '%') {
-                    int hi = i + 2 < len ? hexval(p[i + 1]) : -1;
-                    int lo = i + 2 < len ? hexval(p[i + 2]) : -1;
+                    int hi = i + 2 < len ? mdm_hex_digit(p[i + 1]) : -1;
+                    int lo = i + 2 < len ? mdm_hex_digit(p[i + 2]) : -1;
                     if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                         return false;
                     c = hi << 4 | lo;

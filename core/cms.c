@@ -49,6 +49,7 @@
 #include "core/log.h"
 #include "core/tls.h"
 #include "core/x509.h"
+#include "core/x509.h"
 
 #define LOG_MOD "cms"
 #define FILE_MAX (1024 * 1024)     /* largest key or certificate file we read */
@@ -181,35 +182,6 @@ int mdm_base64_encode(const void *data, size_t len, mdm_buf_t *out)
 }
 
 /* ---- files ----------------------------------------------------------------------------- */
-
-/* DER of the first certificate of a PEM (or DER) file, malloc'ed. */
-static int read_cert_der(const char *path, uint8_t **der, size_t *len)
-{
-    uint8_t *file = NULL;
-    size_t file_len = 0;
-    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
-    if (ret != 0)
-        return ret;
-    if (!strstr((const char *)file, "-----BEGIN")) {
-        *der = file;
-        *len = file_len;
-        return 0;
-    }
-    uint8_t *out = malloc(file_len);
-    if (!out) {
-        free(file);
-        return -ENOMEM;
-    }
-    int n = wc_CertPemToDer(file, (int)file_len, out, (int)file_len, CERT_TYPE);
-    free(file);
-    if (n <= 0) {
-        free(out);
-        return MDM_ECERT;
-    }
-    *der = out;
-    *len = (size_t)n;
-    return 0;
-}
 
 /* DER of a private key file (PEM or DER), malloc'ed; *key_oid is ECDSAk or RSAk. */
 static int read_key_der(const char *path, uint8_t **der, size_t *len, int *key_oid)
@@ -351,7 +323,7 @@ int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
     int ret = read_key_der(key_pem_path, &key, &key_len, &key_oid);
     if (ret != 0)
         goto out;
-    if ((ret = read_cert_der(cert_pem_path, &cert, &cert_len)) != 0)
+    if ((ret = mdm_x509_read_cert_der(cert_pem_path, &cert, &cert_len)) != 0)
         goto out;
     if (cert_len > UINT32_MAX - SIGNED_OVERHEAD) {
         ret = MDM_ECERT;

@@ -48,3 +48,14 @@ uint64_t mdm_hash64(const void *data, size_t len)
     }
     return h;
 }
+
+int mdm_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

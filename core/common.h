@@ -36,6 +36,9 @@ uint64_t mdm_now_ms(void);
 /** Wall clock in milliseconds since the Unix epoch. */
 uint64_t mdm_wall_ms(void);
 
+/** Value of a hexadecimal digit (either case), or -1. */
+int mdm_hex_digit(int c);
+
 /** 64-bit FNV-1a hash; stable across runs and machines (used for shard placement). */
 uint64_t mdm_hash64(const void *data, size_t len);
 

@@ -506,8 +506,7 @@ out:
     return ret;
 }
 
-/* DER of the first certificate in a PEM or DER file (malloc'ed). */
-static int load_cert_der(const char *path, uint8_t **der, size_t *len)
+int mdm_x509_read_cert_der(const char *path, uint8_t **der, size_t *len)
 {
     uint8_t *file = NULL;
     size_t file_len = 0;
@@ -766,7 +765,7 @@ int mdm_x509_issue(const char *ca_key_path, const char *ca_cert_path, const char
     size_t ca_len = 0;
     int ret;
     if ((ret = key_load(ca_key_path, &ca)) != 0 || (ret = key_load(key_path, &k)) != 0 ||
-        (ret = load_cert_der(ca_cert_path, &ca_der, &ca_len)) != 0)
+        (ret = mdm_x509_read_cert_der(ca_cert_path, &ca_der, &ca_len)) != 0)
         goto out;
     if ((ret = check_ca_key(ca_der, ca_len, ca)) != 0)
         goto out;

@@ -227,4 +227,10 @@ size_t mdm_x509_check(const mdm_x509_info_t *info, enum mdm_x509_profile profile
 /** "PASS", "WARN" or "FAIL". */
 const char *mdm_x509_verdict_name(enum mdm_x509_verdict v);
 
+/**
+ * Reads the first certificate of a PEM (or DER) file as DER into a malloc'ed buffer the
+ * caller frees. Returns 0, -errno, MDM_ETOOBIG (file over 1 MiB) or MDM_ECERT (bad PEM).
+ */
+MDM_MUST_CHECK int mdm_x509_read_cert_der(const char *path, uint8_t **der, size_t *len);
+
 #endif

@@ -46,23 +46,12 @@ static void key_to_id(const uint8_t *key, char id[MDM_AUDIT_ID_LEN + 1])
     id[MDM_AUDIT_ID_LEN] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int id_to_key(const char *id, uint8_t key[AUDIT_KEY_LEN])
 {
     if (strlen(id) != MDM_AUDIT_ID_LEN)
         return -EINVAL;
     for (int i = 0; i < AUDIT_KEY_LEN; i++) {
-        int hi = hexval(id[2 * i]), lo = hexval(id[2 * i + 1]);
+        int hi = mdm_hex_digit(id[2 * i]), lo = mdm_hex_digit(id[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -EINVAL;
         key[i] = (uint8_t)(hi << 4 | lo);
