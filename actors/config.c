@@ -13,6 +13,8 @@
 static const char *const client_cert_modes[] = {"none", "optional", "required", NULL};
 static const char *const durabilities[] = {"fsync", "wal", "none", NULL};
 static const char *const user_auths[] = {"decline", "digest", NULL};
+/* enum mdm_cfg_identity order */
+static const char *const identities[] = {"mtls", "signature", "either", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum mdm_log_level order */
 static const char *const log_formats[] = {"plain", "json", NULL};
 
@@ -34,6 +36,9 @@ const mdm_cfg_key_t mdm_config_keys[] = {
         "(the TLS certificate must name each)"),
     STR("server", "device_listen", device_listen, "0.0.0.0:8443",
         "address:port of the device-facing HTTPS listener ([::]:8443 for IPv6)"),
+    STR("server", "device_plain_listen", device_plain_listen, "",
+        "address:port of a plain-HTTP device listener behind a TLS-terminating proxy "
+        "(Mdm-Signature only); empty = none"),
     STR("server", "admin_listen", admin_listen, "127.0.0.1:9443",
         "address:port of the admin HTTPS listener (API and console)"),
     INT("server", "shards", shards, "0", 0, 256,
@@ -80,6 +85,12 @@ const mdm_cfg_key_t mdm_config_keys[] = {
     ENUM("mdm", "user_authenticate", user_authenticate, "decline", user_auths,
          "UserAuthenticate check-ins: decline (410, the user channel is not managed) or "
          "digest (answer with an empty DigestChallenge)"),
+    ENUM("mdm", "identity", identity, "either", identities,
+         "how Macs prove their identity: mtls (TLS client certificate), signature "
+         "(Mdm-Signature header), either (the certificate if presented, else the header)"),
+    STR("mdm", "identity_cas", identity_cas, "",
+        "comma-separated PEM files of more CAs that issue identities for Mdm-Signature "
+        "(besides [tls] client_ca)"),
 
     INT("actors", "max_in_memory", actors_in_memory, "100000", 16, 100000000,
         "actors kept in memory per shard; idle ones past this are evicted and reloaded on demand"),
@@ -111,6 +122,11 @@ static int check_semantics(const mdm_config_t *c, char *err, size_t errlen)
     if (strchr(c->instance, '/') || c->instance[0] == '\0') {
         snprintf(err, errlen, "server.instance: '%s' must be one non-empty path segment",
                  c->instance);
+        return MDM_ECONFIG;
+    }
+    if (c->identity == MDM_CFG_IDENTITY_MTLS && c->client_cert == MDM_CLIENT_CERT_NONE) {
+        snprintf(err, errlen, "mdm.identity = mtls needs server.client_cert = optional or "
+                              "required (with none, no Mac could prove who it is)");
         return MDM_ECONFIG;
     }
     return 0;

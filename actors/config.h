@@ -17,6 +17,8 @@ enum mdm_client_cert_mode { MDM_CLIENT_CERT_NONE, MDM_CLIENT_CERT_OPTIONAL, MDM_
 enum mdm_cfg_durability { MDM_CFG_DURABILITY_FSYNC, MDM_CFG_DURABILITY_WAL, MDM_CFG_DURABILITY_NONE };
 enum mdm_cfg_log_format { MDM_CFG_LOG_PLAIN, MDM_CFG_LOG_JSON };
 enum mdm_cfg_user_auth { MDM_CFG_USER_AUTH_DECLINE, MDM_CFG_USER_AUTH_DIGEST };
+/* How a Mac proves its identity on the TLS device listener ([mdm] identity). */
+enum mdm_cfg_identity { MDM_CFG_IDENTITY_MTLS, MDM_CFG_IDENTITY_SIGNATURE, MDM_CFG_IDENTITY_EITHER };
 
 typedef struct mdm_config {
     char dir[PATH_MAX]; /* the instance folder (not a key) */
@@ -25,6 +27,7 @@ typedef struct mdm_config {
     char instance[64];
     char hostnames[512];
     char device_listen[128];
+    char device_plain_listen[128]; /* "" = no plain-HTTP device listener */
     char admin_listen[128];
     long long shards;
     long long max_connections;
@@ -53,6 +56,8 @@ typedef struct mdm_config {
     long long command_ttl_hours;
     long long max_queue;
     int user_authenticate; /* enum mdm_cfg_user_auth */
+    int identity;          /* enum mdm_cfg_identity */
+    char identity_cas[1024]; /* comma-separated PEM files, besides [tls] client_ca */
 
     /* [actors] */
     long long actors_in_memory;

@@ -3,14 +3,23 @@
  *
  * Refusals are 400 (malformed) or 403 (identity), never 401: a 401 makes a Mac remove its
  * MDM profile, so a bug here must not be able to unenroll a fleet.
+ *
+ * Identity is decided in resolve_identity() alone, before the body is parsed, and yields the
+ * certificate fingerprint that the device actor binds at Authenticate and checks afterwards.
+ * Mdm-Signature costs two signature verifications per request (the CMS signature and the
+ * certificate's issuer signature), on the shard thread; wolfCrypt's per-thread caches that
+ * this warms are freed by the server's shard finish hook (mdm_tls_thread_cleanup).
  */
 #include "actors/mdm.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "actors/device.h"
+#include "core/crypto.h"
 #include "core/log.h"
 #include "core/plist.h"
 #include "core/server.h"
@@ -31,6 +40,123 @@ static bool valid_udid(const char *s)
     return true;
 }
 
+/*
+ * Verifies the Mdm-Signature header value sig over the request body and the signer
+ * certificate against the trust set. Returns 0 with the signer's fingerprint in hex, or an
+ * HTTP status (403, or 503 when out of memory) with a one-line reason in why.
+ */
+static int verify_signature(const struct mdm_mdm_options *o, const mdm_http_request_t *req,
+                            const char *sig, char hex[MDM_SHA256_HEX_LEN + 1], char *why,
+                            size_t whylen)
+{
+    mdm_buf_t der, cert;
+    mdm_buf_init(&der, MDM_SIGNATURE_MAX_BYTES);
+    mdm_buf_init(&cert, 0);
+    int status = 403;
+    int ret = mdm_base64_decode(sig, strlen(sig), &der);
+    if (ret == -ENOMEM) {
+        status = 503;
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    if (ret == MDM_ETOOBIG) {
+        snprintf(why, whylen, "Mdm-Signature is larger than %d bytes", MDM_SIGNATURE_MAX_BYTES);
+        goto out;
+    }
+    if (ret != 0 || der.len == 0) {
+        snprintf(why, whylen, "Mdm-Signature is not base64 of a CMS SignedData");
+        goto out;
+    }
+    ret = mdm_cms_verify_detached(mdm_buf_head(&der), der.len, mdm_buf_head(&req->body),
+                                  req->body.len, &cert);
+    if (ret == -ENOMEM) {
+        status = 503;
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    if (ret == MDM_ECERT) {
+        snprintf(why, whylen, "Mdm-Signature carries no signer certificate");
+        goto out;
+    }
+    if (ret != 0) {
+        snprintf(why, whylen, "Mdm-Signature does not verify");
+        goto out;
+    }
+    char err[200] = "";
+    ret = o->trust ? mdm_cms_trust_verify(o->trust, mdm_buf_head(&cert), cert.len, time(NULL),
+                                          err, sizeof(err))
+                   : MDM_ECERT;
+    if (ret == -ENOMEM) {
+        status = 503;
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    if (ret != 0) {
+        if (!o->trust || strncmp(err, "issuer not trusted", 18) == 0)
+            snprintf(why, whylen, "signer certificate not issued by a trusted CA");
+        else
+            snprintf(why, whylen, "signer certificate not accepted: %s", err);
+        goto out;
+    }
+    if (mdm_sha256_hex(mdm_buf_head(&cert), cert.len, hex) != 0) {
+        status = 503;
+        snprintf(why, whylen, "cannot hash the signer certificate");
+        goto out;
+    }
+    status = 0;
+out:
+    mdm_buf_dispose(&der);
+    mdm_buf_dispose(&cert);
+    return status;
+}
+
+/*
+ * Who sent this request: the fingerprint of its identity certificate, from the TLS client
+ * certificate or the Mdm-Signature header as o->identity allows (plain HTTP: the header
+ * only). Returns 0 with hex set, or an HTTP status (403; 503 when out of memory) with a
+ * one-line reason in why.
+ */
+static int resolve_identity(const struct mdm_mdm_options *o, mdm_exchange_t *x,
+                            char hex[MDM_SHA256_HEX_LEN + 1], char *why, size_t whylen)
+{
+    const mdm_http_request_t *req = mdm_exchange_request(x);
+    const struct mdm_tls_peer *peer = mdm_exchange_peer(x);
+    bool tls = mdm_exchange_is_tls(x);
+    enum mdm_identity_mode mode = tls ? o->identity : MDM_IDENTITY_SIGNATURE;
+    const char *sig =
+        mode == MDM_IDENTITY_MTLS ? NULL : mdm_http_request_header(req, "Mdm-Signature");
+    if (mode == MDM_IDENTITY_MTLS || (mode == MDM_IDENTITY_EITHER && peer->present && !sig)) {
+        if (!peer->present) {
+            snprintf(why, whylen, "no device identity: present the identity certificate as the "
+                                  "TLS client certificate");
+            return 403;
+        }
+        snprintf(hex, MDM_SHA256_HEX_LEN + 1, "%s", peer->sha256_hex);
+        return 0;
+    }
+    if (!sig) {
+        if (!tls)
+            snprintf(why, whylen, "no device identity: this listener accepts only requests "
+                                  "signed with the identity certificate (Mdm-Signature)");
+        else if (mode == MDM_IDENTITY_SIGNATURE)
+            snprintf(why, whylen, "no device identity: sign the request with the identity "
+                                  "certificate (Mdm-Signature)");
+        else
+            snprintf(why, whylen, "no device identity: present the identity certificate as the "
+                                  "TLS client certificate or sign the request (Mdm-Signature)");
+        return 403;
+    }
+    int status = verify_signature(o, req, sig, hex, why, whylen);
+    if (status != 0)
+        return status;
+    if (peer->present && strcmp(peer->sha256_hex, hex) != 0) {
+        snprintf(why, whylen, "the TLS client certificate and the Mdm-Signature signer are "
+                              "different certificates");
+        return 403;
+    }
+    return 0;
+}
+
 static void on_answer(mdm_dev_req_t *r)
 {
     mdm_exchange_t *x = r->ctx;
@@ -42,13 +168,16 @@ static void on_answer(mdm_dev_req_t *r)
     mdm_dev_req_free(r);
 }
 
-static void handle_device_request(mdm_exchange_t *x, enum mdm_dev_req_kind kind)
+static void handle_device_request(mdm_exchange_t *x, const struct mdm_mdm_options *o,
+                                  enum mdm_dev_req_kind kind)
 {
     const mdm_http_request_t *req = mdm_exchange_request(x);
-    const struct mdm_tls_peer *peer = mdm_exchange_peer(x);
-    if (!peer->present) {
-        mdm_exchange_error(x, 403, "no device identity: present the identity certificate as "
-                                   "the TLS client certificate");
+    char identity[MDM_SHA256_HEX_LEN + 1];
+    char why[200];
+    int status = resolve_identity(o, x, identity, why, sizeof(why));
+    if (status != 0) {
+        mdm_debug("mdm", "%s %s: %d %s", mdm_exchange_peer_addr(x), req->path, status, why);
+        mdm_exchange_error(x, status, why);
         return;
     }
     plist_t msg = NULL;
@@ -77,7 +206,7 @@ static void handle_device_request(mdm_exchange_t *x, enum mdm_dev_req_kind kind)
         return;
     }
     r->msg = msg;
-    snprintf(r->cert_sha256, sizeof(r->cert_sha256), "%s", peer->sha256_hex);
+    snprintf(r->cert_sha256, sizeof(r->cert_sha256), "%s", identity);
     const char *user = NULL;
     if (mdm_plist_get_string(msg, "UserID", &user) == 0 ||
         mdm_plist_get_string(msg, "EnrollmentUserID", &user) == 0)
@@ -99,25 +228,24 @@ static void handle_device_request(mdm_exchange_t *x, enum mdm_dev_req_kind kind)
 
 static void handle_checkin(mdm_exchange_t *x, void *ctx)
 {
-    (void)ctx;
-    handle_device_request(x, MDM_DEV_CHECKIN);
+    handle_device_request(x, ctx, MDM_DEV_CHECKIN);
 }
 
 static void handle_connect(mdm_exchange_t *x, void *ctx)
 {
-    (void)ctx;
-    handle_device_request(x, MDM_DEV_CONNECT);
+    handle_device_request(x, ctx, MDM_DEV_CONNECT);
 }
 
-int mdm_mdm_add_routes(mdm_http_router_t *router, const char *instance, size_t max_body_bytes)
+int mdm_mdm_add_routes(mdm_http_router_t *router, const struct mdm_mdm_options *o)
 {
     char path[160];
-    snprintf(path, sizeof(path), "/%s/mdm/checkin", instance);
-    int ret = mdm_http_router_add(router, MDM_HTTP_PUT, path, (void *)handle_checkin, NULL,
-                                  max_body_bytes);
+    void *ctx = (void *)o; /* handlers only read it */
+    snprintf(path, sizeof(path), "/%s/mdm/checkin", o->instance);
+    int ret = mdm_http_router_add(router, MDM_HTTP_PUT, path, (void *)handle_checkin, ctx,
+                                  o->max_body_bytes);
     if (ret != 0)
         return ret;
-    snprintf(path, sizeof(path), "/%s/mdm/connect", instance);
-    return mdm_http_router_add(router, MDM_HTTP_PUT, path, (void *)handle_connect, NULL,
-                               max_body_bytes);
+    snprintf(path, sizeof(path), "/%s/mdm/connect", o->instance);
+    return mdm_http_router_add(router, MDM_HTTP_PUT, path, (void *)handle_connect, ctx,
+                               o->max_body_bytes);
 }

@@ -1,11 +1,11 @@
 /*
  * `mdmd serve`: wiring of config, storage, shards, actors and listeners. See serve.h.
  *
- * Start-up order: config -> logging -> secrets key check -> storage -> TLS contexts ->
- * listening sockets (so a port clash fails before any thread starts) -> shards. SIGINT and
- * SIGTERM are blocked in every thread and taken by sigwait() on the main thread; shutdown
- * stops accepting, lets in-flight requests finish (bounded by shutdown_timeout_ms), commits
- * what is pending, joins the shards and closes the database.
+ * Start-up order: config -> logging -> secrets key check -> TLS contexts and the device
+ * identity trust set -> storage -> listening sockets (so a port clash fails before any thread
+ * starts) -> shards. SIGINT and SIGTERM are blocked in every thread and taken by sigwait() on
+ * the main thread; shutdown stops accepting, lets in-flight requests finish (bounded by
+ * shutdown_timeout_ms), commits what is pending, joins the shards and closes the database.
  */
 #include "actors/serve.h"
 
@@ -34,8 +34,11 @@ struct app {
     bool shards_ready;
     mdm_actors_t *actors;
     mdm_tls_ctx_t *device_tls, *admin_tls;
+    mdm_cms_trust_t *identity_trust; /* signer CAs for Mdm-Signature; NULL when unused */
+    struct mdm_mdm_options mdm_opts; /* read by the device routes on every shard */
     mdm_http_router_t device_router, admin_router;
     mdm_server_t *device, *admin;
+    mdm_server_t *device_plain; /* plain-HTTP device listener, NULL when not configured */
     uint8_t secrets_key[32];
 };
 
@@ -135,6 +138,49 @@ static int make_tls(struct app *app)
     return mdm_tls_ctx_new_server(&app->admin_tls, &adm);
 }
 
+/* Loads the CAs trusted for Mdm-Signature: [tls] client_ca plus [mdm] identity_cas. Skipped
+ * when no listener could accept a signature. */
+static int load_identity_trust(struct app *app)
+{
+    const mdm_config_t *c = &app->cfg;
+    if (c->identity == MDM_CFG_IDENTITY_MTLS && c->device_plain_listen[0] == '\0')
+        return 0;
+    static char paths[MDM_CMS_TRUST_MAX][PATH_MAX]; /* start-up only, one thread */
+    const char *list[MDM_CMS_TRUST_MAX];
+    size_t n = 0;
+    mdm_config_path(c, c->client_ca, paths[n], sizeof(paths[n]));
+    list[n] = paths[n];
+    n++;
+    for (const char *p = c->identity_cas; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *end = p + len;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end > p) {
+            if (n == MDM_CMS_TRUST_MAX) {
+                mdm_error("serve", "mdm.identity_cas: more than %d files", MDM_CMS_TRUST_MAX - 1);
+                return MDM_ECONFIG;
+            }
+            char one[PATH_MAX];
+            snprintf(one, sizeof(one), "%.*s", (int)(end - p), p);
+            mdm_config_path(c, one, paths[n], sizeof(paths[n]));
+            list[n] = paths[n];
+            n++;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    int ret = mdm_cms_trust_load(list, n, &app->identity_trust);
+    if (ret != 0)
+        mdm_error("serve", "cannot load the CAs for device identities ([tls] client_ca, [mdm] "
+                           "identity_cas): %s",
+                  mdm_strerror(ret));
+    return ret;
+}
+
 static int make_servers(struct app *app, unsigned n)
 {
     const mdm_config_t *c = &app->cfg;
@@ -149,8 +195,19 @@ static int make_servers(struct app *app, unsigned n)
     int ret = mdm_probe_add_routes(&app->device_router, app->actors);
     if (ret == 0)
         ret = mdm_probe_add_routes(&app->admin_router, app->actors);
+    static const enum mdm_identity_mode identity_map[] = {
+        [MDM_CFG_IDENTITY_MTLS] = MDM_IDENTITY_MTLS,
+        [MDM_CFG_IDENTITY_SIGNATURE] = MDM_IDENTITY_SIGNATURE,
+        [MDM_CFG_IDENTITY_EITHER] = MDM_IDENTITY_EITHER,
+    };
+    app->mdm_opts = (struct mdm_mdm_options){
+        .instance = c->instance,
+        .max_body_bytes = (size_t)c->mdm_max_body_bytes,
+        .identity = identity_map[c->identity],
+        .trust = app->identity_trust,
+    };
     if (ret == 0)
-        ret = mdm_mdm_add_routes(&app->device_router, c->instance, (size_t)c->mdm_max_body_bytes);
+        ret = mdm_mdm_add_routes(&app->device_router, &app->mdm_opts);
     if (ret == 0)
         ret = mdm_api_add_routes(&app->admin_router, app->actors, c->dir);
     if (ret != 0)
@@ -176,7 +233,18 @@ static int make_servers(struct app *app, unsigned n)
         return ret;
     if ((ret = mdm_server_attach(app->device, &app->shards, MDM_SLOT_SERVER_DEVICE)) != 0)
         return ret;
-    return mdm_server_attach(app->admin, &app->shards, MDM_SLOT_SERVER_ADMIN);
+    if ((ret = mdm_server_attach(app->admin, &app->shards, MDM_SLOT_SERVER_ADMIN)) != 0)
+        return ret;
+    if (c->device_plain_listen[0] == '\0')
+        return 0;
+    /* Same routes; without TLS the device handlers accept only Mdm-Signature. */
+    struct mdm_server_opts plain = dev;
+    plain.name = "device-plain";
+    plain.listen = c->device_plain_listen;
+    plain.tls = NULL;
+    if ((ret = mdm_server_new(&app->device_plain, &plain, n)) != 0)
+        return ret;
+    return mdm_server_attach(app->device_plain, &app->shards, MDM_SLOT_SERVER_DEVICE_PLAIN);
 }
 
 /* First host name of the config, bracketed when it is an IPv6 address. */
@@ -198,11 +266,19 @@ static void print_ready(const struct app *app, unsigned n, FILE *out)
     fprintf(out, "mdmd is running with %u shard%s (Ctrl-C stops it)\n", n, n == 1 ? "" : "s");
     fprintf(out, "  device URL:    https://%s:%d/%s/\n", host, mdm_server_port(app->device),
             app->cfg.instance);
+    if (app->device_plain) {
+        const char *listen = app->cfg.device_plain_listen;
+        int hlen = (int)(strrchr(listen, ':') - listen); /* the address parsed as host:port */
+        fprintf(out, "  device plain:  http://%.*s:%d/%s/ (behind a TLS-terminating proxy; "
+                     "Mdm-Signature only)\n",
+                hlen, listen, mdm_server_port(app->device_plain), app->cfg.instance);
+    }
     fprintf(out, "  admin URL:     https://%s:%d/\n", host, mdm_server_port(app->admin));
     fprintf(out, "  admin API key: printed once by `mdmd init`; its hash is in %s/admin-api-key.sha256\n",
             app->cfg.dir);
-    fprintf(out, "listening device=%d admin=%d\n", mdm_server_port(app->device),
-            mdm_server_port(app->admin));
+    fprintf(out, "listening device=%d admin=%d device_plain=%d\n", mdm_server_port(app->device),
+            mdm_server_port(app->admin),
+            app->device_plain ? mdm_server_port(app->device_plain) : 0);
     fflush(out);
 }
 
@@ -215,7 +291,9 @@ static void app_free(struct app *app)
         mdm_shards_dispose(&app->shards);
     mdm_server_free(app->device);
     mdm_server_free(app->admin);
+    mdm_server_free(app->device_plain);
     mdm_actors_free(app->actors);
+    mdm_cms_trust_free(app->identity_trust);
     mdm_tls_ctx_free(app->device_tls);
     mdm_tls_ctx_free(app->admin_tls);
     mdm_tls_thread_cleanup();
@@ -243,7 +321,7 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
 
     unsigned n = shard_count(&app->cfg);
     if (load_secrets_key(app) != 0 || mdm_tls_global_init() != 0 || make_tls(app) != 0 ||
-        open_storage(app) != 0)
+        load_identity_trust(app) != 0 || open_storage(app) != 0)
         goto out;
     if (mdm_shards_init(&app->shards, n) != 0)
         goto out;
@@ -272,8 +350,9 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
         goto out;
     }
     print_ready(app, n, out);
-    mdm_info("serve", "ready: %u shards, device port %d, admin port %d", n,
-             mdm_server_port(app->device), mdm_server_port(app->admin));
+    mdm_info("serve", "ready: %u shards, device port %d, admin port %d, plain device port %d", n,
+             mdm_server_port(app->device), mdm_server_port(app->admin),
+             app->device_plain ? mdm_server_port(app->device_plain) : 0);
 
     int sig = 0;
     sigwait(&sigs, &sig);

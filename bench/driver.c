@@ -80,6 +80,7 @@ struct slot {
     bool restart;       /* start a new connection once closed */
     bool recv_retry;    /* recv ran out of provided buffers: re-arm at the end of the tick */
     bool deferred;      /* on run->deferred */
+    bool done;          /* the scenario said client_done: counted in run->done */
     struct slot *next_deferred;
     uint64_t restart_delay_ms;
     uint64_t conn_start_ns, req_start_ns;
@@ -99,6 +100,7 @@ struct run {
     void *session;     /* resumable session of the first full handshake (resume) */
     bool stopping;     /* no new requests */
     unsigned active;   /* slots not IDLE */
+    unsigned done;     /* slots whose scenario client is done */
     struct slot *deferred; /* slots to look at once the tick's callbacks are done */
     uint64_t start_ns;
 };
@@ -146,6 +148,17 @@ static bool may_start(const struct run *r)
 
 static void slot_start(struct slot *s);
 static void maybe_finalize(struct slot *s);
+
+/* True (and counted once) when the scenario has nothing more for this slot. */
+static bool slot_done(struct slot *s)
+{
+    const struct bench_scenario *sc = s->run->o->scenario;
+    if (!s->done && sc->client_done && sc->client_done(sc->arg, s->client_state)) {
+        s->done = true;
+        s->run->done++;
+    }
+    return s->done;
+}
 
 /* Queues s for run_deferred at the end of this tick. */
 static void defer(struct slot *s)
@@ -212,7 +225,7 @@ static void send_request(struct slot *s)
 {
     struct run *r = s->run;
     if (!s->in_request) {
-        if (!may_start(r)) {
+        if (!may_start(r) || slot_done(s)) {
             slot_close(s, false, 0);
             return;
         }
@@ -292,6 +305,11 @@ static void finish_response(struct slot *s)
     }
     r->st->elapsed_ns = t - r->start_ns;
     keep_session(s);
+    if (!r->o->new_conn && resp.keep_alive && sc->end_connection &&
+        sc->end_connection(sc->arg, s->client_state)) {
+        slot_close(s, true, 0); /* the client ends this connection and opens the next */
+        return;
+    }
     if (r->o->new_conn || !resp.keep_alive) {
         if (!r->o->new_conn)
             r->st->server_closes++;
@@ -459,8 +477,10 @@ static void slot_start(struct slot *s)
 {
     struct run *r = s->run;
     const struct bench_options *o = r->o;
-    if (s->state != S_IDLE || !may_start(r))
+    if (s->state != S_IDLE || !may_start(r) || slot_done(s))
         return;
+    const struct bench_scenario *sc = o->scenario;
+    mdm_tls_ctx_t *ctx = sc->conn_tls ? sc->conn_tls(sc->arg, s->client_state) : NULL;
     s->conn_start_ns = now_ns();
     if (o->new_conn) {
         r->st->started++;
@@ -476,7 +496,7 @@ static void slot_start(struct slot *s)
     }
     int one = 1;
     (void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    int ret = mdm_tls_conn_new(&s->tls, o->tls, o->sni);
+    int ret = mdm_tls_conn_new(&s->tls, ctx ? ctx : o->tls, o->sni);
     if (ret == 0 && o->resume && r->session)
         ret = mdm_tls_conn_set_session(s->tls, r->session);
     if (ret != 0) {
@@ -664,8 +684,8 @@ int bench_run(const struct bench_options *o, struct bench_stats *st)
             break;
         }
         uint64_t t = now_ns();
-        if (!r->stopping &&
-            (t >= stop_at || limit_reached(r) || (o->interrupted && *o->interrupted))) {
+        if (!r->stopping && (t >= stop_at || limit_reached(r) || r->done == o->connections ||
+                             (o->interrupted && *o->interrupted))) {
             r->stopping = true;
             cut_at = t + grace_ms * 1000000u;
         }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/tls.h"
 
 /** How one request ended. The error kinds are what the report breaks errors down by. */
 enum bench_outcome {
@@ -59,6 +60,19 @@ struct bench_scenario {
                                          const struct bench_response *r);
     /** Frees arg. */
     void (*free)(void *arg);
+
+    /* Optional hooks for scenarios that play many identities (mdm-bench checkin). */
+
+    /** The client TLS context for the next connection of this client (e.g. the one holding
+     * the identity certificate of the device it plays now); NULL = the run's context. Called
+     * when a connection starts. */
+    mdm_tls_ctx_t *(*conn_tls)(void *arg, void *client_state);
+    /** After each response (any outcome): true closes the connection (the client does) and
+     * opens a new one, which calls conn_tls again. */
+    bool (*end_connection)(void *arg, void *client_state);
+    /** True once this client has nothing more to do: it starts no more requests. The run
+     * ends when every client is done (or at the duration / request limit). */
+    bool (*client_done)(void *arg, void *client_state);
 };
 
 /**

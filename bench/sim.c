@@ -3,8 +3,9 @@
  *
  * Bodies are built as libplist trees and written as XML, as macOS sends them; replies are
  * read with libplist too. The blocking client underneath is a plain socket driven through
- * core/tls (sans-I/O): poll, recv, mdm_tls_feed, mdm_tls_advance, send cipher_out. Every wait
- * is bounded by env->timeout_ms.
+ * core/tls (sans-I/O): poll, recv, mdm_tls_feed, mdm_tls_advance, send cipher_out; with
+ * plain_http the io_* helpers skip TLS and keep received bytes in m->plain_in. Every wait is
+ * bounded by env->timeout_ms.
  */
 #include "bench/sim.h"
 
@@ -23,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cms.h"
 #include "core/crypto.h"
 #include "core/x509.h"
 
@@ -117,6 +119,7 @@ int sim_mac_init(sim_mac_t *m, const sim_env_t *env, const char *udid, unsigned 
     memset(m, 0, sizeof(*m));
     m->env = env;
     m->fd = -1;
+    mdm_buf_init(&m->plain_in, 0);
     size_t mi = seq % (sizeof(models) / sizeof(models[0]));
     size_t oi = seq % (sizeof(oses) / sizeof(oses[0]));
     snprintf(m->model, sizeof(m->model), "%s", models[mi].model);
@@ -167,6 +170,7 @@ void sim_mac_disconnect(sim_mac_t *m)
     m->tls = NULL;
     m->ctx = NULL;
     m->fd = -1;
+    mdm_buf_dispose(&m->plain_in);
 }
 
 void sim_mac_dispose(sim_mac_t *m) { sim_mac_disconnect(m); }
@@ -617,9 +621,51 @@ int sim_build_http_put(const sim_env_t *env, const char *path, const char *conte
     return ret;
 }
 
+int sim_sign(const sim_mac_t *m, const void *body, size_t len, mdm_buf_t *out)
+{
+    char key[640], crt[640];
+    key_path(m, key, sizeof(key));
+    cert_path(m, crt, sizeof(crt));
+    mdm_buf_t der;
+    mdm_buf_init(&der, 0);
+    int ret = mdm_cms_sign_detached(m->sign_key ? m->sign_key : key,
+                                    m->sign_cert ? m->sign_cert : crt, body, len, &der);
+    if (ret == 0)
+        ret = mdm_base64_encode(mdm_buf_head(&der), der.len, out);
+    mdm_buf_dispose(&der);
+    return ret;
+}
+
+/* The request m sends: PUT with, when m->sign, an Mdm-Signature header. */
+static int build_request(const sim_mac_t *m, const char *path, const char *content_type,
+                         const void *body, size_t len, mdm_buf_t *out)
+{
+    if (!m->sign)
+        return sim_build_http_put(m->env, path, content_type, body, len, out);
+    mdm_buf_t sig;
+    mdm_buf_init(&sig, 0);
+    int ret = sim_sign(m, body, len, &sig);
+    if (ret == 0)
+        ret = mdm_buf_printf(out,
+                             "PUT %s HTTP/1.1\r\nHost: localhost:%d\r\nUser-Agent: MDM/1.0\r\n"
+                             "Content-Type: %s\r\nContent-Length: %zu\r\n"
+                             "Mdm-Signature: %.*s\r\n\r\n",
+                             path, m->plain_http ? m->env->plain_port : m->env->port,
+                             content_type, len, (int)sig.len, (const char *)mdm_buf_head(&sig));
+    size_t body_off = out->len;
+    if (ret == 0 && len)
+        ret = mdm_buf_append(out, body, len);
+    if (ret == 0 && len && m->sign_tamper)
+        ((uint8_t *)mdm_buf_head(out))[body_off + len / 2] ^= 0x20; /* e.g. a letter's case */
+    mdm_buf_dispose(&sig);
+    return ret;
+}
+
 long sim_parse_http_response(const uint8_t *p, size_t len, int *status, size_t *body_off,
                              size_t *body_len, bool *close)
 {
+    if (len < 4)
+        return 0; /* also keeps an empty buffer's NULL away from memmem */
     const char *s = (const char *)p;
     const char *end = memmem(s, len, "\r\n\r\n", 4);
     if (!end)
@@ -766,8 +812,35 @@ int sim_parse_bootstrap(const uint8_t *body, size_t len, mdm_buf_t *token)
 
 /* ---- blocking client ---- */
 
+static bool connected(const sim_mac_t *m) { return m->fd >= 0; }
+
+/* Received request bytes not yet parsed. */
+static mdm_buf_t *io_plain_in(sim_mac_t *m)
+{
+    return m->tls ? mdm_tls_plain_in(m->tls) : &m->plain_in;
+}
+
+/* TLS: handshake and decryption. Plain HTTP: nothing to do. */
+static int io_advance(sim_mac_t *m) { return m->tls ? mdm_tls_advance(m->tls) : 0; }
+
+static int send_all(sim_mac_t *m, const uint8_t *p, size_t len)
+{
+    while (len) {
+        ssize_t w = send(m->fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 static int flush_out(sim_mac_t *m)
 {
+    if (!m->tls)
+        return 0; /* plain HTTP writes straight to the socket */
     mdm_buf_t *out = mdm_tls_cipher_out(m->tls);
     while (out->len) {
         ssize_t w = send(m->fd, mdm_buf_head(out), out->len, MSG_NOSIGNAL);
@@ -794,14 +867,47 @@ static int pump_in(sim_mac_t *m, int timeout_ms)
     if (r < 0)
         return errno == EINTR || errno == EAGAIN ? 0 : -1;
     if (r == 0) {
-        mdm_tls_feed_eof(m->tls);
+        if (m->tls)
+            mdm_tls_feed_eof(m->tls);
         return -1;
     }
+    if (!m->tls)
+        return mdm_buf_append(&m->plain_in, buf, (size_t)r) == 0 ? 1 : -1;
     return mdm_tls_feed(m->tls, buf, (size_t)r) == 0 ? 1 : -1;
+}
+
+/* Sends len request bytes. */
+static int io_write(sim_mac_t *m, const void *data, size_t len)
+{
+    if (!m->tls)
+        return send_all(m, data, len);
+    return mdm_tls_write(m->tls, data, len) == 0 ? flush_out(m) : -1;
+}
+
+/* A TCP connection to port (fd in m->fd). */
+static int tcp_connect(sim_mac_t *m, int port)
+{
+    m->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (m->fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, m->env->host, &a.sin_addr) != 1 ||
+        connect(m->fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+        return -1;
+    int one = 1;
+    setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    m->connects++;
+    return 0;
 }
 
 static int open_connection(sim_mac_t *m)
 {
+    if (m->plain_http) {
+        if (tcp_connect(m, m->env->plain_port) == 0)
+            return 0;
+        sim_mac_disconnect(m);
+        return -1;
+    }
     char key[640], crt[640];
     key_path(m, key, sizeof(key));
     cert_path(m, crt, sizeof(crt));
@@ -811,18 +917,8 @@ static int open_connection(sim_mac_t *m)
         .key_path = m->no_identity ? NULL : key,
     };
     if (mdm_tls_ctx_new_client(&m->ctx, &o) != 0 ||
-        mdm_tls_conn_new(&m->tls, m->ctx, "localhost") != 0)
+        mdm_tls_conn_new(&m->tls, m->ctx, "localhost") != 0 || tcp_connect(m, m->env->port) != 0)
         goto fail;
-    m->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (m->fd < 0)
-        goto fail;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)m->env->port)};
-    if (inet_pton(AF_INET, m->env->host, &a.sin_addr) != 1 ||
-        connect(m->fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-        goto fail;
-    int one = 1;
-    setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    m->connects++;
     long long deadline = mono_ms() + m->env->timeout_ms;
     while (mono_ms() < deadline) {
         if (mdm_tls_advance(m->tls) != 0 || flush_out(m) != 0)
@@ -846,21 +942,21 @@ static bool connection_stale(sim_mac_t *m)
         ;
     if (r < 0)
         return true;
-    if (mdm_tls_advance(m->tls) != 0)
+    if (io_advance(m) != 0)
         return true;
-    return mdm_tls_plain_in(m->tls)->len != 0;
+    return io_plain_in(m)->len != 0;
 }
 
 /* One attempt: 0 with *status, 1 when nothing at all came back (retryable), -1 otherwise. */
 static int exchange(sim_mac_t *m, const mdm_buf_t *req, int *status, mdm_buf_t *out)
 {
-    if (mdm_tls_write(m->tls, mdm_buf_head(req), req->len) != 0 || flush_out(m) != 0)
+    if (io_write(m, mdm_buf_head(req), req->len) != 0)
         return 1;
     long long deadline = mono_ms() + m->env->timeout_ms;
     bool got_any = false;
     for (;;) {
-        int ret = mdm_tls_advance(m->tls);
-        mdm_buf_t *plain = mdm_tls_plain_in(m->tls);
+        int ret = io_advance(m);
+        mdm_buf_t *plain = io_plain_in(m);
         got_any = got_any || plain->len != 0;
         int st;
         size_t off, blen;
@@ -886,8 +982,8 @@ static int exchange(sim_mac_t *m, const mdm_buf_t *req, int *status, mdm_buf_t *
         if (left <= 0)
             return -1;
         if (pump_in(m, (int)left) < 0) {
-            (void)!mdm_tls_advance(m->tls); /* decrypt what came before the close */
-            plain = mdm_tls_plain_in(m->tls);
+            (void)!io_advance(m); /* decrypt what came before the close */
+            plain = io_plain_in(m);
             n = sim_parse_http_response(mdm_buf_head(plain), plain->len, &st, &off, &blen, &cls);
             if (n > 0)
                 continue;
@@ -904,15 +1000,15 @@ int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *s
     mdm_buf_t req;
     mdm_buf_init(&req, 0);
     int ret = -1;
-    if (sim_build_http_put(m->env, path, type, body, len, &req) != 0)
+    if (build_request(m, path, type, body, len, &req) != 0)
         goto out;
     for (int attempt = 0; attempt < 2; attempt++) {
-        bool reused = m->tls != NULL;
+        bool reused = connected(m);
         if (reused && connection_stale(m)) {
             sim_mac_disconnect(m);
             reused = false;
         }
-        if (!m->tls && open_connection(m) != 0)
+        if (!connected(m) && open_connection(m) != 0)
             goto out;
         int r = exchange(m, &req, status, out);
         if (r == 0) {

@@ -7,6 +7,12 @@
  * files live in the environment's work dir), and one keep-alive TLS connection to the device
  * listener that it opens on first use and reopens when the server has closed it.
  *
+ * Identity: by default the Mac presents its certificate as the TLS client certificate. With
+ * sign it also signs every request body (header Mdm-Signature: base64 of a detached CMS
+ * SignedData, as macOS does when the enrollment profile sets SignMessage); with no_identity it
+ * presents no client certificate; with plain_http it talks plain HTTP to env->plain_port (a
+ * device listener behind a TLS-terminating proxy), where only the signature identifies it.
+ *
  * The protocol part is separate from the I/O: sim_build_* write request bodies (XML plists,
  * shaped after Apple's schema in shared/apple-device-management/mdm) and HTTP requests into an
  * mdm_buf_t, and sim_parse_* read replies, so a non-blocking driver can reuse them. The
@@ -36,6 +42,7 @@ typedef struct sim_env {
     char topic[160];    /* APNs topic sent in Authenticate/TokenUpdate */
     char host[64];      /* IPv4 literal to connect to, "127.0.0.1" by default */
     int port;           /* device listener */
+    int plain_port;     /* plain-HTTP device listener, 0 = none (for plain_http Macs) */
     int timeout_ms;     /* per request; 10 s by default */
 } sim_env_t;
 
@@ -84,11 +91,18 @@ typedef struct sim_mac {
     char push_magic[40];
     unsigned notnow_mask;  /* bit (1u << enum sim_request_type): sim_answer says NotNow */
     bool no_identity;      /* connect without a client certificate */
+    bool sign;             /* add Mdm-Signature to every request */
+    bool sign_tamper;      /* tests: flip one body byte after signing (the signature breaks) */
+    bool plain_http;       /* plain HTTP to env->plain_port instead of TLS to env->port */
     bool apple_silicon;
-    /* connection (NULL/-1 when closed) */
+    /* Key and certificate that sign (PEM paths, borrowed); NULL = the Mac's own identity. */
+    const char *sign_key;
+    const char *sign_cert;
+    /* connection (NULL/-1 when closed; tls and ctx stay NULL with plain_http) */
     int fd;
     mdm_tls_ctx_t *ctx;
     mdm_tls_conn_t *tls;
+    mdm_buf_t plain_in; /* plain_http: bytes received and not yet parsed */
     unsigned connects; /* TLS connections opened so far */
 } sim_mac_t;
 
@@ -132,6 +146,11 @@ int sim_build_response(const sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status
 /** "PUT <path> HTTP/1.1" with headers and body, for the env's host. */
 int sim_build_http_put(const sim_env_t *env, const char *path, const char *content_type,
                        const void *body, size_t len, mdm_buf_t *out);
+
+/** Appends the Mdm-Signature value for body (base64 of a detached CMS SignedData made with
+ * m->sign_key/sign_cert, or the Mac's own key and certificate) to out. Returns 0 or a cms
+ * code. */
+int sim_sign(const sim_mac_t *m, const void *body, size_t len, mdm_buf_t *out);
 
 /**
  * Looks for one complete HTTP response at the start of p[0..len). Returns its total length

@@ -4,6 +4,12 @@
  * A connection moves through: handshake -> reading a request -> handling (the handler owns
  * the exchange) -> writing -> reading the next request ... -> closing.
  *
+ * Transport: the few tr_* functions below are the only code that touches TLS. A listener
+ * without a TLS context (plain HTTP, behind a TLS-terminating proxy) has conn->tls == NULL;
+ * its bytes move straight from the receive buffers into conn->plain_in (read by the parser)
+ * and from the response writer into conn->plain_out (swapped into conn->sending), and its
+ * "handshake" is done at once.
+ *
  * Invariants:
  * - at most one recv and one send in flight; the send reads from conn->sending, whose bytes
  *   stay put until the send completes (new TLS output collects in the TLS layer's buffer and
@@ -48,7 +54,9 @@ struct conn {
     struct shard_server *ss;
     int fd;
     enum conn_state state;
-    mdm_tls_conn_t *tls;
+    mdm_tls_conn_t *tls;   /* NULL on a plain-HTTP listener */
+    mdm_buf_t plain_in;    /* plain HTTP only: received bytes not yet parsed */
+    mdm_buf_t plain_out;   /* plain HTTP only: bytes to send (the TLS layer's cipher_out) */
     mdm_http_parser_t parser;
     mdm_exchange_t exchange;
     const mdm_http_route_t *route; /* matched at headers time */
@@ -217,6 +225,65 @@ void mdm_server_free(mdm_server_t *s)
     free(s);
 }
 
+/* ---- transport: TLS, or plaintext when the listener has no TLS context ---- */
+
+/* Caps of the plaintext buffers, as the TLS layer's defaults: past PLAIN_IN_MAX the
+ * connection closes, as it does when TLS refuses more ciphertext. */
+#define PLAIN_IN_MAX MDM_TLS_CIPHER_IN_MAX_DEFAULT
+#define PLAIN_OUT_MAX MDM_TLS_CIPHER_OUT_MAX_DEFAULT
+
+static const struct mdm_tls_peer no_peer = {.present = false};
+
+static int tr_new(struct conn *c, mdm_tls_ctx_t *ctx)
+{
+    mdm_buf_init(&c->plain_in, PLAIN_IN_MAX);
+    mdm_buf_init(&c->plain_out, PLAIN_OUT_MAX);
+    return ctx ? mdm_tls_conn_new(&c->tls, ctx, NULL) : 0;
+}
+
+static void tr_free(struct conn *c)
+{
+    mdm_tls_conn_free(c->tls);
+    c->tls = NULL;
+    mdm_buf_dispose(&c->plain_in);
+    mdm_buf_dispose(&c->plain_out);
+}
+
+/* Bytes received from the socket. */
+static int tr_feed(struct conn *c, const void *data, size_t len)
+{
+    return c->tls ? mdm_tls_feed(c->tls, data, len) : mdm_buf_append(&c->plain_in, data, len);
+}
+
+static void tr_feed_eof(struct conn *c)
+{
+    if (c->tls)
+        mdm_tls_feed_eof(c->tls);
+}
+
+/* Handshake and decryption; plaintext has nothing to do (EOF is seen through peer_eof). */
+static int tr_advance(struct conn *c) { return c->tls ? mdm_tls_advance(c->tls) : 0; }
+
+static bool tr_ready(const struct conn *c) { return !c->tls || mdm_tls_handshake_done(c->tls); }
+
+/* Request bytes for the parser. */
+static mdm_buf_t *tr_plain_in(struct conn *c)
+{
+    return c->tls ? mdm_tls_plain_in(c->tls) : &c->plain_in;
+}
+
+/* Queues response bytes; all or nothing. */
+static int tr_write(struct conn *c, const void *data, size_t len)
+{
+    return c->tls ? mdm_tls_write(c->tls, data, len) : mdm_buf_append(&c->plain_out, data, len);
+}
+
+/* Bytes to send next. */
+static mdm_buf_t *tr_out(struct conn *c)
+{
+    return c->tls ? mdm_tls_cipher_out(c->tls) : &c->plain_out;
+}
+
 /* ---- connection lifecycle ---- */
 
 static mdm_loop_t *conn_loop(struct conn *c) { return &c->ss->shard->loop; }
@@ -249,7 +316,7 @@ static void conn_maybe_free(struct conn *c)
     mdm_timer_disarm(conn_loop(c), &c->retry_timer);
     conn_unlink(c);
     mdm_http_parser_dispose(&c->parser);
-    mdm_tls_conn_free(c->tls);
+    tr_free(c);
     mdm_buf_dispose(&c->sending);
     free(c);
 }
@@ -291,7 +358,7 @@ static void on_timer(mdm_timer_t *t)
         mdm_buf_t out;
         mdm_buf_init(&out, 0);
         if (mdm_http_write_error(&out, 408, "request not received in time", false) == 0 &&
-            mdm_tls_write(c->tls, mdm_buf_head(&out), out.len) == 0) {
+            tr_write(c, mdm_buf_head(&out), out.len) == 0) {
             mdm_buf_dispose(&out);
             conn_close_after_flush(c);
             return;
@@ -351,10 +418,10 @@ static void on_recv(mdm_op_t *op)
     }
     if (res == 0) {
         c->peer_eof = true;
-        mdm_tls_feed_eof(c->tls);
+        tr_feed_eof(c);
     } else {
         uint8_t *data = mdm_loop_buffer(loop, op);
-        int ret = data ? mdm_tls_feed(c->tls, data, (size_t)res) : MDM_ETLS;
+        int ret = data ? tr_feed(c, data, (size_t)res) : MDM_ETLS;
         mdm_loop_release_buffer(loop, op);
         if (ret != 0) {
             conn_close(c);
@@ -389,16 +456,16 @@ static void on_send(mdm_op_t *op)
     arm_recv(c);
 }
 
-/* Starts a send of whatever TLS has produced, unless one is in flight. */
+/* Starts a send of whatever the transport has produced, unless one is in flight. */
 static void conn_flush(struct conn *c)
 {
     if (c->send_inflight || c->fd < 0)
         return;
     if (c->sending.len == 0) {
-        mdm_buf_t *out = mdm_tls_cipher_out(c->tls);
+        mdm_buf_t *out = tr_out(c);
         if (out->len == 0)
             return;
-        mdm_buf_t tmp = c->sending; /* swap: TLS keeps filling the other buffer */
+        mdm_buf_t tmp = c->sending; /* swap: the transport keeps filling the other buffer */
         tmp.max = out->max;
         c->sending = *out;
         *out = tmp;
@@ -411,7 +478,7 @@ static void conn_flush(struct conn *c)
 
 static void write_plain(struct conn *c, const mdm_buf_t *resp)
 {
-    if (mdm_tls_write(c->tls, mdm_buf_head(resp), resp->len) != 0)
+    if (tr_write(c, mdm_buf_head(resp), resp->len) != 0)
         c->close_after_send = true;
 }
 
@@ -487,19 +554,19 @@ static void conn_process(struct conn *c)
 {
     if (c->state == CONN_CLOSING || c->state == CONN_HANDLING || c->dispatching)
         return;
-    int ret = mdm_tls_advance(c->tls);
+    int ret = tr_advance(c);
     if (ret == MDM_ETLS) {
         mdm_debug("server", "%s: TLS: %s", c->ss->server->name, mdm_tls_last_error(c->tls));
         conn_close_after_flush(c); /* sends the alert, if any */
         return;
     }
-    if (c->state == CONN_HANDSHAKE && mdm_tls_handshake_done(c->tls)) {
+    if (c->state == CONN_HANDSHAKE && tr_ready(c)) {
         c->state = CONN_READING;
-        c->request_started = mdm_tls_plain_in(c->tls)->len > 0;
+        c->request_started = tr_plain_in(c)->len > 0;
         arm_read_timer(c, !c->request_started);
     }
     while (c->state == CONN_READING && !c->close_after_send) {
-        mdm_buf_t *plain = mdm_tls_plain_in(c->tls);
+        mdm_buf_t *plain = tr_plain_in(c);
         if (plain->len == 0)
             break;
         bool done = false;
@@ -540,8 +607,11 @@ static struct conn *exchange_conn(const mdm_exchange_t *x)
 
 const struct mdm_tls_peer *mdm_exchange_peer(mdm_exchange_t *x)
 {
-    return mdm_tls_peer(exchange_conn(x)->tls);
+    struct conn *c = exchange_conn(x);
+    return c->tls ? mdm_tls_peer(c->tls) : &no_peer;
 }
+
+bool mdm_exchange_is_tls(const mdm_exchange_t *x) { return exchange_conn(x)->tls != NULL; }
 
 mdm_shard_t *mdm_exchange_shard(const mdm_exchange_t *x) { return exchange_conn(x)->ss->shard; }
 
@@ -593,7 +663,7 @@ void mdm_exchange_respond(mdm_exchange_t *x, int status, const mdm_http_header_t
     mdm_http_parser_reset(&c->parser);
     c->route = NULL;
     c->state = CONN_READING;
-    c->request_started = mdm_tls_plain_in(c->tls)->len > 0;
+    c->request_started = tr_plain_in(c)->len > 0;
     if (!keep_alive) {
         conn_close_after_flush(c);
         return;
@@ -643,15 +713,17 @@ static void on_accept(mdm_op_t *op)
         return;
     }
     struct conn *c = calloc(1, sizeof(*c));
-    if (!c || mdm_tls_conn_new(&c->tls, o->tls, NULL) != 0) {
+    if (!c || tr_new(c, o->tls) != 0) {
         mdm_warn("server", "%s: cannot set up a connection (out of memory)", ss->server->name);
+        if (c)
+            tr_free(c);
         free(c);
         close(fd);
         return;
     }
     if (mdm_http_parser_init(&c->parser, &o->limits, on_headers, c) != 0) {
         mdm_warn("server", "%s: cannot set up a connection (out of memory)", ss->server->name);
-        mdm_tls_conn_free(c->tls);
+        tr_free(c);
         free(c);
         close(fd);
         return;
@@ -735,7 +807,7 @@ static void on_shard_finish(mdm_shard_t *sh, void *arg)
         if (c->fd >= 0)
             close(c->fd);
         mdm_http_parser_dispose(&c->parser);
-        mdm_tls_conn_free(c->tls);
+        tr_free(c);
         mdm_buf_dispose(&c->sending);
         free(c);
     }

@@ -4,7 +4,8 @@
  * One mdm_server_t describes a listener (address, TLS context, router, limits, timeouts) and
  * is shared read-only by all shards; each shard owns its own SO_REUSEPORT socket, its
  * connections and their timers. The loop moves only ciphertext: recv completions feed TLS,
- * plaintext feeds the HTTP parser, a complete request calls its route's handler with an
+ * plaintext feeds the HTTP parser (a listener without a TLS context serves plain HTTP: the
+ * received bytes go to the parser as they are), a complete request calls its route's handler with an
  * mdm_exchange_t. The handler answers with mdm_exchange_respond(), at once or later (after
  * a storage commit or a reply from another shard), always on the connection's shard.
  *
@@ -32,7 +33,7 @@ typedef void (*mdm_handler_fn)(mdm_exchange_t *x, void *ctx);
 struct mdm_server_opts {
     const char *name;   /* for logs: "device", "admin" */
     const char *listen; /* "127.0.0.1:8443", "[::]:8443", "0.0.0.0:0" (ephemeral) */
-    mdm_tls_ctx_t *tls; /* borrowed; must outlive the server */
+    mdm_tls_ctx_t *tls; /* borrowed; must outlive the server; NULL = plain HTTP */
     const mdm_http_router_t *router; /* borrowed; routes' handler is an mdm_handler_fn */
     struct mdm_http_limits limits;
     uint64_t header_timeout_ms;
@@ -61,8 +62,11 @@ void mdm_server_free(mdm_server_t *s);
 /* ---- for handlers; every call must run on the exchange's shard ---- */
 
 const mdm_http_request_t *mdm_exchange_request(const mdm_exchange_t *x);
-/** The verified TLS client certificate (present=false when none). */
+/** The verified TLS client certificate (present=false when none, and always on plain HTTP).
+ * Owned by the connection; valid until the exchange ends. */
 const struct mdm_tls_peer *mdm_exchange_peer(mdm_exchange_t *x);
+/** True when the request came over TLS, false on a plain-HTTP listener. */
+bool mdm_exchange_is_tls(const mdm_exchange_t *x);
 mdm_shard_t *mdm_exchange_shard(const mdm_exchange_t *x);
 /** The client's address as text, "ip:port" or "[ip6]:port" ("" when unknown), captured at
  * accept. Owned by the connection; valid until the exchange ends. */

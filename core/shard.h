@@ -60,7 +60,13 @@ struct mdm_shard {
     uint64_t msgs_handled;
 };
 
-enum mdm_shard_slot { MDM_SLOT_SERVER_DEVICE, MDM_SLOT_SERVER_ADMIN, MDM_SLOT_ACTORS, MDM_SLOT_APP };
+enum mdm_shard_slot {
+    MDM_SLOT_SERVER_DEVICE,
+    MDM_SLOT_SERVER_ADMIN,
+    MDM_SLOT_ACTORS,
+    MDM_SLOT_APP,
+    MDM_SLOT_SERVER_DEVICE_PLAIN,
+};
 
 typedef struct mdm_shard_group {
     unsigned n;

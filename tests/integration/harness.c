@@ -142,8 +142,9 @@ int harness_start(server_proc_t *p, const char *dir, const char *const *extra)
         len += (size_t)r;
         buf[len] = '\0';
         const char *line = strstr(buf, "listening device=");
-        if (line && sscanf(line, "listening device=%d admin=%d", &p->device_port,
-                           &p->admin_port) == 2)
+        if (line && strchr(line, '\n') &&
+            sscanf(line, "listening device=%d admin=%d device_plain=%d", &p->device_port,
+                   &p->admin_port, &p->device_plain_port) >= 2)
             return 0;
     }
     buf[len] = '\0';

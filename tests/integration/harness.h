@@ -16,6 +16,7 @@
 typedef struct server_proc {
     pid_t pid;
     int device_port, admin_port;
+    int device_plain_port; /* plain-HTTP device listener, 0 when not configured */
     char dir[512];
     int out_fd; /* reads the server's log file (stdout and stderr) */
 } server_proc_t;

@@ -130,8 +130,11 @@ int main(void)
         for (size_t i = 0; i < mdm_config_keys_len; i++) {
             char section[64], row[128];
             snprintf(section, sizeof(section), "## [%s]", mdm_config_keys[i].section);
-            snprintf(row, sizeof(row), "| `%s` | `%s` |", mdm_config_keys[i].name,
-                     mdm_config_keys[i].def);
+            if (mdm_config_keys[i].def[0])
+                snprintf(row, sizeof(row), "| `%s` | `%s` |", mdm_config_keys[i].name,
+                         mdm_config_keys[i].def);
+            else /* an empty default is an empty cell */
+                snprintf(row, sizeof(row), "| `%s` | |", mdm_config_keys[i].name);
             const char *sec = strstr(doc, section);
             CHECK(sec != NULL && strstr(sec, row) != NULL);
             if (!sec || !strstr(sec, row))
