@@ -697,6 +697,7 @@ struct enqueue {
     struct call c; /* first */
     char uuid[37];
     char request_type[64];
+    char channel[MDM_CHANNEL_MAX + 1]; /* "" device channel, else a user channel's UserID */
     uint8_t *plist;
     size_t plist_len;
     char (*udids)[MDM_UDID_MAX + 1];
@@ -777,7 +778,7 @@ static void pump(struct enqueue *e)
         r->plist = copy;
         r->plist_len = e->plist_len;
         snprintf(r->uuid, sizeof(r->uuid), "%s", e->uuid);
-        r->channel[0] = '\0';
+        snprintf(r->channel, sizeof(r->channel), "%s", e->channel);
         r->done = on_enqueued;
         r->ctx = e;
         e->outstanding++;
@@ -856,6 +857,16 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
     struct verr ve;
     memset(&ve, 0, sizeof(ve));
     char detail[600];
+    /* ?channel=<UserID> queues for a user channel instead of the device channel. */
+    char channel[256] = "";
+    bool has_channel = query_param(r->query, "channel", channel, sizeof(channel));
+    if ((has_channel || (r->query && strstr(r->query, "channel="))) &&
+        (!has_channel || strlen(channel) > MDM_CHANNEL_MAX || !valid_id(channel, strlen(channel)))) {
+        call_fail(&e->c, 422, "invalid parameter",
+                  "channel: a user channel's UserID (1-63 of A-Z a-z 0-9 - _ . :)");
+        return NULL;
+    }
+    snprintf(e->channel, sizeof(e->channel), "%s", channel);
 
     if (is_plist_type(ct)) {
         if (bulk) {

@@ -307,6 +307,48 @@ static void test_device_lifecycle(void)
     CHECK_EQ_INT(harness_run(dir, a9, 30000, out, sizeof(out)), 1);
     CHECK(contains(out, "401"));
 
+    /* A user channel has its own queue: ?channel=<UserID>. */
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/commands?channel=501", mac.udid);
+    CHECK_EQ_INT(api("POST", path, api_key, "application/json",
+                     "{\"request_type\":\"ProfileList\"}", &j),
+                 201);
+    char uuid_user[64];
+    snprintf(uuid_user, sizeof(uuid_user), "%s", jstr(j, "command_uuid"));
+    json_decref(j);
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/commands?channel=bad/user", mac.udid);
+    CHECK_EQ_INT(api("POST", path, api_key, "application/json",
+                     "{\"request_type\":\"ProfileList\"}", &j),
+                 422);
+    json_decref(j);
+    /* Drain the device channel (the CLI queued a DeviceInformation): the user channel's
+     * command never shows up there. */
+    for (int k = 0; k < 5; k++) {
+        CHECK_EQ_INT(sim_connect_idle(&mac, &cmd), 200);
+        if (!cmd.uuid[0])
+            break;
+        CHECK(strcmp(cmd.uuid, uuid_user) != 0);
+        CHECK_EQ_INT(sim_respond(&mac, &cmd, SIM_ACKNOWLEDGED, &next), 200);
+        if (!next.uuid[0])
+            break;
+        cmd = next;
+        CHECK(strcmp(cmd.uuid, uuid_user) != 0);
+    }
+    char body[1024];
+    int blen = snprintf(body, sizeof(body),
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><plist version=\"1.0\"><dict>"
+                        "<key>Status</key><string>Idle</string><key>UDID</key><string>%s</string>"
+                        "<key>UserID</key><string>501</string></dict></plist>",
+                        mac.udid);
+    mdm_buf_t reply;
+    mdm_buf_init(&reply, 0);
+    int st = 0;
+    snprintf(path, sizeof(path), "/zdm/mdm/connect");
+    CHECK_EQ_INT(sim_put(&mac, path, body, (size_t)blen, &st, &reply), 0);
+    CHECK_EQ_INT(st, 200);
+    CHECK(reply.len > 0 && memmem(mdm_buf_head(&reply), reply.len, uuid_user,
+                                  strlen(uuid_user)) != NULL);
+    mdm_buf_dispose(&reply);
+
     /* Delete: the device, its queue and its secrets go. */
     snprintf(path, sizeof(path), "/api/v1/devices/%s", mac.udid);
     CHECK_EQ_INT(api("DELETE", path, api_key, NULL, NULL, &j), 200);
