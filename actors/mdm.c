@@ -6,9 +6,11 @@
  *
  * Identity is decided in resolve_identity() alone, before the body is parsed, and yields the
  * certificate fingerprint that the device actor binds at Authenticate and checks afterwards.
- * Mdm-Signature costs two signature verifications per request (the CMS signature and the
- * certificate's issuer signature), on the shard thread; wolfCrypt's per-thread caches that
- * this warms are freed by the server's shard finish hook (mdm_tls_thread_cleanup).
+ * Mdm-Signature costs a signature verification per request (the CMS signature) on the shard
+ * thread, plus one for the certificate's issuer signature the first time a shard sees that
+ * certificate in a while (a small per-shard cache of trusted signer fingerprints); wolfCrypt's
+ * per-thread caches that this warms are freed by the server's shard finish hook
+ * (mdm_tls_thread_cleanup).
  */
 #include "actors/mdm.h"
 
@@ -25,6 +27,34 @@
 #include "core/server.h"
 
 #define PLIST_MAX_DEPTH 32
+#define TRUSTED_CACHE_SLOTS 1024         /* per shard, direct-mapped */
+#define TRUSTED_CACHE_TTL_S 600          /* an expiry or a CA change is seen within this */
+
+/* Signer certificates this shard verified against the trust set recently, by SHA-256. The
+ * trust set is immutable while the server runs, so the answer only ages with the clock. */
+struct trusted_slot {
+    uint8_t sha256[32];
+    time_t until;
+};
+static _Thread_local struct trusted_slot trusted_cache[TRUSTED_CACHE_SLOTS];
+
+static struct trusted_slot *trusted_slot(const uint8_t sha[32])
+{
+    return &trusted_cache[(sha[0] | (unsigned)sha[1] << 8) % TRUSTED_CACHE_SLOTS];
+}
+
+static bool trusted_recently(const uint8_t sha[32], time_t now)
+{
+    const struct trusted_slot *s = trusted_slot(sha);
+    return s->until > now && memcmp(s->sha256, sha, 32) == 0;
+}
+
+static void remember_trusted(const uint8_t sha[32], time_t now)
+{
+    struct trusted_slot *s = trusted_slot(sha);
+    memcpy(s->sha256, sha, 32);
+    s->until = now + TRUSTED_CACHE_TTL_S;
+}
 
 static bool valid_udid(const char *s)
 {
@@ -82,10 +112,20 @@ static int verify_signature(const struct mdm_mdm_options *o, const mdm_http_requ
         snprintf(why, whylen, "Mdm-Signature does not verify");
         goto out;
     }
+    uint8_t sha[32];
+    if (mdm_sha256(mdm_buf_head(&cert), cert.len, sha) != 0) {
+        status = 503;
+        snprintf(why, whylen, "cannot hash the signer certificate");
+        goto out;
+    }
     char err[200] = "";
-    ret = o->trust ? mdm_cms_trust_verify(o->trust, mdm_buf_head(&cert), cert.len, time(NULL),
-                                          err, sizeof(err))
-                   : MDM_ECERT;
+    time_t now = time(NULL);
+    if (o->trust && trusted_recently(sha, now))
+        ret = 0;
+    else
+        ret = o->trust ? mdm_cms_trust_verify(o->trust, mdm_buf_head(&cert), cert.len, now, err,
+                                              sizeof(err))
+                       : MDM_ECERT;
     if (ret == -ENOMEM) {
         status = 503;
         snprintf(why, whylen, "out of memory");
@@ -98,11 +138,8 @@ static int verify_signature(const struct mdm_mdm_options *o, const mdm_http_requ
             snprintf(why, whylen, "signer certificate not accepted: %s", err);
         goto out;
     }
-    if (mdm_sha256_hex(mdm_buf_head(&cert), cert.len, hex) != 0) {
-        status = 503;
-        snprintf(why, whylen, "cannot hash the signer certificate");
-        goto out;
-    }
+    remember_trusted(sha, now);
+    mdm_hex_encode(sha, sizeof(sha), hex);
     status = 0;
 out:
     mdm_buf_dispose(&der);

@@ -138,8 +138,8 @@ start_mdmd() {
         --admin-listen 127.0.0.1:0 >"$TMP/mdmd.log" 2>&1 &
     MDMD_PID=$!
     for ((i = 0; i < 100; i++)); do
-        port=$(sed -n 's/^listening device=\([0-9]*\) admin=\([0-9]*\)$/\1/p' "$TMP/mdmd.log")
-        admin=$(sed -n 's/^listening device=\([0-9]*\) admin=\([0-9]*\)$/\2/p' "$TMP/mdmd.log")
+        port=$(sed -n 's/^listening device=\([0-9]*\) admin=\([0-9]*\).*$/\1/p' "$TMP/mdmd.log")
+        admin=$(sed -n 's/^listening device=\([0-9]*\) admin=\([0-9]*\).*$/\2/p' "$TMP/mdmd.log")
         [ -n "$port" ] && [ -n "$admin" ] && break
         kill -0 "$MDMD_PID" 2>/dev/null || break
         sleep 0.1

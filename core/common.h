@@ -36,6 +36,9 @@ uint64_t mdm_now_ms(void);
 /** Wall clock in milliseconds since the Unix epoch. */
 uint64_t mdm_wall_ms(void);
 
+/** Writes n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
+void mdm_hex_encode(const uint8_t *in, size_t n, char *out);
+
 /** Value of a hexadecimal digit (either case), or -1. */
 int mdm_hex_digit(int c);
 

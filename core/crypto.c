@@ -82,16 +82,11 @@ int mdm_sha256(const void *data, size_t len, uint8_t out[MDM_SHA256_LEN])
 int mdm_sha256_hex(const void *data, size_t len, char hex[MDM_SHA256_HEX_LEN + 1])
 {
     assert(hex);
-    static const char digits[] = "0123456789abcdef";
     uint8_t digest[MDM_SHA256_LEN];
     hex[0] = 0;
     int ret = mdm_sha256(data, len, digest);
     if (ret != 0)
         return ret;
-    for (size_t i = 0; i < sizeof(digest); i++) {
-        hex[2 * i] = digits[digest[i] >> 4];
-        hex[2 * i + 1] = digits[digest[i] & 15];
-    }
-    hex[MDM_SHA256_HEX_LEN] = 0;
+    mdm_hex_encode(digest, sizeof(digest), hex);
     return 0;
 }

@@ -38,12 +38,7 @@ static uint64_t get_be64(const uint8_t *p)
 
 static void key_to_id(const uint8_t *key, char id[MDM_AUDIT_ID_LEN + 1])
 {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < AUDIT_KEY_LEN; i++) {
-        id[2 * i] = hex[key[i] >> 4];
-        id[2 * i + 1] = hex[key[i] & 15];
-    }
-    id[MDM_AUDIT_ID_LEN] = '\0';
+    mdm_hex_encode(key, AUDIT_KEY_LEN, id);
 }
 
 static int id_to_key(const char *id, uint8_t key[AUDIT_KEY_LEN])
