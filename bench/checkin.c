@@ -352,10 +352,10 @@ static mdm_tls_ctx_t *mac_ctx(const bench_fleet_t *f, struct bench_mac *m)
     return m->ctx;
 }
 
-int bench_fleet_prepare_tls(bench_fleet_t *f)
+int bench_fleet_prepare_tls(bench_fleet_t *f, const volatile sig_atomic_t *stop)
 {
     for (unsigned i = 0; i < f->n; i++)
-        if (!mac_ctx(f, &f->macs[i]))
+        if ((stop && *stop) || !mac_ctx(f, &f->macs[i]))
             return -1;
     return 0;
 }

@@ -33,6 +33,7 @@
 #ifndef MDM_BENCH_CHECKIN_H
 #define MDM_BENCH_CHECKIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -62,8 +63,9 @@ int bench_fleet_load(bench_fleet_t *f, const char *instance_dir, const char *cac
 void bench_fleet_free(bench_fleet_t *f);
 
 /** Makes every Mac's client TLS context now (mTLS), so that the measured phase does not pay
- * for loading them. Returns 0 or -1. */
-int bench_fleet_prepare_tls(bench_fleet_t *f);
+ * for loading them (a P-256 sign and verify each: core/tls checks the key pair). Returns 0,
+ * or -1 when one cannot be made or *stop became non-zero. */
+int bench_fleet_prepare_tls(bench_fleet_t *f, const volatile sig_atomic_t *stop);
 
 /** Counters of one checkin run, by message. */
 struct ck_counts {

@@ -653,7 +653,7 @@ static int checkin_setup(const struct cli *cli, struct bench_options o, bench_fl
         if (ret != 0 || enroll->enrolled == 0 || interrupted)
             return -1;
     }
-    if (!cli->signature && bench_fleet_prepare_tls(fleet) != 0) {
+    if (!cli->signature && bench_fleet_prepare_tls(fleet, &interrupted) != 0) {
         fprintf(stderr, "mdm-bench: cannot load a Mac's identity into a TLS context\n");
         return -1;
     }
