@@ -80,6 +80,8 @@ const mdm_cfg_key_t mdm_config_keys[] = {
         "largest check-in or command response a Mac may send (an app list can be megabytes)"),
     INT("mdm", "command_ttl_hours", command_ttl_hours, "720", 0, 87600,
         "queued commands not yet sent expire after this many hours; 0 = never"),
+    INT("mdm", "verify_threads", verify_threads, "2", 1, 256,
+        "threads that verify Mdm-Signature (kept off the shard threads)"),
     INT("mdm", "max_queue", max_queue, "1000", 1, 1000000,
         "commands waiting per device; more are refused with 409"),
     ENUM("mdm", "user_authenticate", user_authenticate, "decline", user_auths,

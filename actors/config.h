@@ -55,6 +55,7 @@ typedef struct mdm_config {
     long long mdm_max_body_bytes;
     long long command_ttl_hours;
     long long max_queue;
+    long long verify_threads;
     int user_authenticate; /* enum mdm_cfg_user_auth */
     int identity;          /* enum mdm_cfg_identity */
     char identity_cas[1024]; /* comma-separated PEM files, besides [tls] client_ca */

@@ -711,10 +711,16 @@ static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
     q->plist = r->plist; /* the request hands its copy over */
     q->plist_len = r->plist_len;
     r->plist = NULL;
-    /* Append at the tail: enqueued_ms never goes backwards within this actor. */
+    /* Append at the tail. The stored key orders by enqueued_ms (then UUID), so keep it
+     * strictly increasing per channel: two commands in one millisecond, or a wall clock that
+     * stepped back, must not swap places when the queue is reloaded. */
     struct qentry **pp = &da->queue;
-    while (*pp)
+    while (*pp) {
+        const mdm_queue_entry_t *e = &(*pp)->e;
+        if (strcmp(e->channel, q->e.channel) == 0 && e->enqueued_ms >= q->e.enqueued_ms)
+            q->e.enqueued_ms = e->enqueued_ms + 1;
         pp = &(*pp)->next;
+    }
     *pp = q;
     da->queue_len++;
     mdm_store_put_queue_entry(batch(da), &q->e);

@@ -6,15 +6,18 @@
  *
  * Identity is decided in resolve_identity() alone, before the body is parsed, and yields the
  * certificate fingerprint that the device actor binds at Authenticate and checks afterwards.
- * Mdm-Signature costs a signature verification per request (the CMS signature) on the shard
- * thread, plus one for the certificate's issuer signature the first time a shard sees that
- * certificate in a while (a small per-shard cache of trusted signer fingerprints); wolfCrypt's
- * per-thread caches that this warms are freed by the server's shard finish hook
- * (mdm_tls_thread_cleanup).
+ * Mdm-Signature costs a signature verification per request (the CMS signature), plus one for
+ * the certificate's issuer signature the first time a verifier thread sees that certificate in
+ * a while (a per-thread cache of trusted signer fingerprints). Verification runs on the
+ * verifier pool, never on a shard thread, and each verifier drops wolfSSL's per-thread ECC
+ * point cache after every request: that cache builds a table (about 3 ms here) for every
+ * public key it sees twice and holds only a few, so with thousands of devices it would
+ * rebuild a table for nearly every request.
  */
 #include "actors/mdm.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +30,8 @@
 #include "core/server.h"
 
 #define PLIST_MAX_DEPTH 32
-#define TRUSTED_CACHE_SLOTS 1024         /* per shard, direct-mapped */
+#define TRUSTED_CACHE_SLOTS 65536        /* per shard, direct-mapped: 2.6 MB; sized for the
+                                            devices one shard hears from within the TTL */
 #define TRUSTED_CACHE_TTL_S 600          /* an expiry or a CA change is seen within this */
 
 /* Signer certificates this shard verified against the trust set recently, by SHA-256. The
@@ -36,22 +40,39 @@ struct trusted_slot {
     uint8_t sha256[32];
     time_t until;
 };
-static _Thread_local struct trusted_slot trusted_cache[TRUSTED_CACHE_SLOTS];
+static pthread_key_t trusted_key; /* each thread's cache, freed when the thread exits */
+static pthread_once_t trusted_once = PTHREAD_ONCE_INIT;
 
+static void make_trusted_key(void) { (void)pthread_key_create(&trusted_key, free); }
+
+/* The slot for sha, or NULL when the cache cannot be allocated (then nothing is cached). */
 static struct trusted_slot *trusted_slot(const uint8_t sha[32])
 {
-    return &trusted_cache[(sha[0] | (unsigned)sha[1] << 8) % TRUSTED_CACHE_SLOTS];
+    pthread_once(&trusted_once, make_trusted_key);
+    struct trusted_slot *trusted_cache = pthread_getspecific(trusted_key);
+    if (!trusted_cache) {
+        trusted_cache = calloc(TRUSTED_CACHE_SLOTS, sizeof(*trusted_cache));
+        if (!trusted_cache || pthread_setspecific(trusted_key, trusted_cache) != 0) {
+            free(trusted_cache);
+            return NULL;
+        }
+    }
+    unsigned i = ((unsigned)sha[0] | (unsigned)sha[1] << 8 | (unsigned)sha[2] << 16) %
+                 TRUSTED_CACHE_SLOTS;
+    return &trusted_cache[i];
 }
 
 static bool trusted_recently(const uint8_t sha[32], time_t now)
 {
     const struct trusted_slot *s = trusted_slot(sha);
-    return s->until > now && memcmp(s->sha256, sha, 32) == 0;
+    return s && s->until > now && memcmp(s->sha256, sha, 32) == 0;
 }
 
 static void remember_trusted(const uint8_t sha[32], time_t now)
 {
     struct trusted_slot *s = trusted_slot(sha);
+    if (!s)
+        return;
     memcpy(s->sha256, sha, 32);
     s->until = now + TRUSTED_CACHE_TTL_S;
 }
@@ -147,14 +168,66 @@ out:
     return status;
 }
 
+/* A request whose identity is being checked on the verifier pool. */
+struct verify_job {
+    mdm_shard_msg_t msg; /* posts the outcome back to the request's shard */
+    mdm_exchange_t *x;   /* stays valid: the handler owns it until it answers */
+    mdm_shard_t *shard;
+    const struct mdm_mdm_options *o;
+    enum mdm_dev_req_kind kind;
+    const char *sig;     /* the header value, in the request (read-only meanwhile) */
+    int status;
+    char hex[MDM_SHA256_HEX_LEN + 1];
+    char why[200];
+};
+
+static void dispatch_to_device(mdm_exchange_t *x, enum mdm_dev_req_kind kind,
+                               const char *identity);
+
+static void refuse(mdm_exchange_t *x, int status, const char *why)
+{
+    mdm_debug("mdm", "%s %s: %d %s", mdm_exchange_peer_addr(x), mdm_exchange_request(x)->path,
+              status, why);
+    mdm_exchange_error(x, status, why);
+}
+
+/* Back on the request's shard with the signer's fingerprint (or a refusal). */
+static void on_verified(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct verify_job *j = MDM_CONTAINER_OF(m, struct verify_job, msg);
+    const struct mdm_tls_peer *peer = mdm_exchange_peer(j->x);
+    if (j->status == 0 && peer->present && strcmp(peer->sha256_hex, j->hex) != 0) {
+        j->status = 403;
+        snprintf(j->why, sizeof(j->why), "the TLS client certificate and the Mdm-Signature "
+                                         "signer are different certificates");
+    }
+    if (j->status != 0)
+        refuse(j->x, j->status, j->why);
+    else
+        dispatch_to_device(j->x, j->kind, j->hex);
+    free(j);
+}
+
+/* On a verifier thread. */
+static void verify_job_run(void *arg)
+{
+    struct verify_job *j = arg;
+    j->status = verify_signature(j->o, mdm_exchange_request(j->x), j->sig, j->hex, j->why,
+                                 sizeof(j->why));
+    mdm_cms_forget_keys();
+    j->msg.fn = on_verified;
+    mdm_shard_post(j->shard, &j->msg);
+}
+
 /*
  * Who sent this request: the fingerprint of its identity certificate, from the TLS client
  * certificate or the Mdm-Signature header as o->identity allows (plain HTTP: the header
- * only). Returns 0 with hex set, or an HTTP status (403; 503 when out of memory) with a
- * one-line reason in why.
+ * only). With a certificate alone, dispatches at once; a signature is verified on the
+ * verifier pool first. Refusals are 403 (503 when out of resources) with a one-line reason.
  */
-static int resolve_identity(const struct mdm_mdm_options *o, mdm_exchange_t *x,
-                            char hex[MDM_SHA256_HEX_LEN + 1], char *why, size_t whylen)
+static void identify_and_dispatch(mdm_exchange_t *x, const struct mdm_mdm_options *o,
+                                  enum mdm_dev_req_kind kind)
 {
     const mdm_http_request_t *req = mdm_exchange_request(x);
     const struct mdm_tls_peer *peer = mdm_exchange_peer(x);
@@ -164,34 +237,39 @@ static int resolve_identity(const struct mdm_mdm_options *o, mdm_exchange_t *x,
         mode == MDM_IDENTITY_MTLS ? NULL : mdm_http_request_header(req, "Mdm-Signature");
     if (mode == MDM_IDENTITY_MTLS || (mode == MDM_IDENTITY_EITHER && peer->present && !sig)) {
         if (!peer->present) {
-            snprintf(why, whylen, "no device identity: present the identity certificate as the "
-                                  "TLS client certificate");
-            return 403;
+            refuse(x, 403, "no device identity: present the identity certificate as the TLS "
+                           "client certificate");
+            return;
         }
-        snprintf(hex, MDM_SHA256_HEX_LEN + 1, "%s", peer->sha256_hex);
-        return 0;
+        dispatch_to_device(x, kind, peer->sha256_hex);
+        return;
     }
     if (!sig) {
         if (!tls)
-            snprintf(why, whylen, "no device identity: this listener accepts only requests "
-                                  "signed with the identity certificate (Mdm-Signature)");
+            refuse(x, 403, "no device identity: this listener accepts only requests signed "
+                           "with the identity certificate (Mdm-Signature)");
         else if (mode == MDM_IDENTITY_SIGNATURE)
-            snprintf(why, whylen, "no device identity: sign the request with the identity "
-                                  "certificate (Mdm-Signature)");
+            refuse(x, 403, "no device identity: sign the request with the identity "
+                           "certificate (Mdm-Signature)");
         else
-            snprintf(why, whylen, "no device identity: present the identity certificate as the "
-                                  "TLS client certificate or sign the request (Mdm-Signature)");
-        return 403;
+            refuse(x, 403, "no device identity: present the identity certificate as the TLS "
+                           "client certificate or sign the request (Mdm-Signature)");
+        return;
     }
-    int status = verify_signature(o, req, sig, hex, why, whylen);
-    if (status != 0)
-        return status;
-    if (peer->present && strcmp(peer->sha256_hex, hex) != 0) {
-        snprintf(why, whylen, "the TLS client certificate and the Mdm-Signature signer are "
-                              "different certificates");
-        return 403;
+    struct verify_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        refuse(x, 503, "out of memory");
+        return;
     }
-    return 0;
+    j->x = x;
+    j->shard = mdm_exchange_shard(x);
+    j->o = o;
+    j->kind = kind;
+    j->sig = sig;
+    if (!o->verifiers || mdm_workers_run(o->verifiers, verify_job_run, j) != 0) {
+        free(j);
+        refuse(x, 503, "signature verification is not available, retry later");
+    }
 }
 
 static void on_answer(mdm_dev_req_t *r)
@@ -205,18 +283,11 @@ static void on_answer(mdm_dev_req_t *r)
     mdm_dev_req_free(r);
 }
 
-static void handle_device_request(mdm_exchange_t *x, const struct mdm_mdm_options *o,
-                                  enum mdm_dev_req_kind kind)
+/* Parses the body and hands the request to the device actor of its UDID. */
+static void dispatch_to_device(mdm_exchange_t *x, enum mdm_dev_req_kind kind,
+                               const char *identity)
 {
     const mdm_http_request_t *req = mdm_exchange_request(x);
-    char identity[MDM_SHA256_HEX_LEN + 1];
-    char why[200];
-    int status = resolve_identity(o, x, identity, why, sizeof(why));
-    if (status != 0) {
-        mdm_debug("mdm", "%s %s: %d %s", mdm_exchange_peer_addr(x), req->path, status, why);
-        mdm_exchange_error(x, status, why);
-        return;
-    }
     plist_t msg = NULL;
     char err[160];
     if (mdm_plist_parse_dict(mdm_buf_head(&req->body), req->body.len, PLIST_MAX_DEPTH, &msg, err,
@@ -265,12 +336,12 @@ static void handle_device_request(mdm_exchange_t *x, const struct mdm_mdm_option
 
 static void handle_checkin(mdm_exchange_t *x, void *ctx)
 {
-    handle_device_request(x, ctx, MDM_DEV_CHECKIN);
+    identify_and_dispatch(x, ctx, MDM_DEV_CHECKIN);
 }
 
 static void handle_connect(mdm_exchange_t *x, void *ctx)
 {
-    handle_device_request(x, ctx, MDM_DEV_CONNECT);
+    identify_and_dispatch(x, ctx, MDM_DEV_CONNECT);
 }
 
 int mdm_mdm_add_routes(mdm_http_router_t *router, const struct mdm_mdm_options *o)

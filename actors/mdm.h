@@ -16,6 +16,7 @@
 
 #include "core/cms.h"
 #include "core/http.h"
+#include "core/workers.h"
 
 /** Which proofs of identity a TLS device listener accepts. Plain HTTP: always SIGNATURE. */
 enum mdm_identity_mode {
@@ -35,6 +36,9 @@ struct mdm_mdm_options {
     /* CAs whose certificates may sign Mdm-Signature; immutable, shared by every shard.
      * NULL: every signature is refused. Borrowed. */
     const mdm_cms_trust_t *trust;
+    /* Threads that verify Mdm-Signature off the shard threads. Borrowed; required when
+     * signatures can be accepted. */
+    mdm_workers_t *verifiers;
 };
 
 /**

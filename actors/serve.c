@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/seal.h"
 #include "core/server.h"
+#include "core/workers.h"
 #include "storage/store.h"
 
 struct app {
@@ -35,6 +36,7 @@ struct app {
     mdm_actors_t *actors;
     mdm_tls_ctx_t *device_tls, *admin_tls;
     mdm_cms_trust_t *identity_trust; /* signer CAs for Mdm-Signature; NULL when unused */
+    mdm_workers_t *verifiers;        /* verify Mdm-Signature off the shards; NULL when unused */
     struct mdm_mdm_options mdm_opts; /* read by the device routes on every shard */
     mdm_http_router_t device_router, admin_router;
     mdm_server_t *device, *admin;
@@ -174,10 +176,16 @@ static int load_identity_trust(struct app *app)
             p++;
     }
     int ret = mdm_cms_trust_load(list, n, &app->identity_trust);
-    if (ret != 0)
+    if (ret != 0) {
         mdm_error("serve", "cannot load the CAs for device identities ([tls] client_ca, [mdm] "
                            "identity_cas): %s",
                   mdm_strerror(ret));
+        return ret;
+    }
+    ret = mdm_workers_new(&app->verifiers, (unsigned)c->verify_threads, "mdm-verify",
+                          mdm_tls_thread_cleanup);
+    if (ret != 0)
+        mdm_error("serve", "cannot start the signature verifiers: %s", mdm_strerror(ret));
     return ret;
 }
 
@@ -205,6 +213,7 @@ static int make_servers(struct app *app, unsigned n)
         .max_body_bytes = (size_t)c->mdm_max_body_bytes,
         .identity = identity_map[c->identity],
         .trust = app->identity_trust,
+        .verifiers = app->verifiers,
     };
     if (ret == 0)
         ret = mdm_mdm_add_routes(&app->device_router, &app->mdm_opts);
@@ -286,7 +295,8 @@ static void app_free(struct app *app)
 {
     if (app->shards_ready)
         mdm_shards_join(&app->shards);
-    mdm_store_close(app->store); /* waits for commits still in flight */
+    mdm_workers_free(app->verifiers); /* idle by now: their requests were answered */
+    mdm_store_close(app->store);      /* waits for commits still in flight */
     if (app->shards.shards)
         mdm_shards_dispose(&app->shards);
     mdm_server_free(app->device);

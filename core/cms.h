@@ -119,4 +119,12 @@ MDM_MUST_CHECK int mdm_cms_trust_verify(const mdm_cms_trust_t *trust, const uint
 MDM_MUST_CHECK int mdm_cms_cert_verify_chain(const uint8_t *cert_der, size_t len,
                                              const char *ca_pem_path, int64_t now);
 
+/**
+ * Drops this thread's cache of ECC point tables. wolfSSL builds a table (milliseconds) for
+ * every public key a thread uses twice and keeps only a few; a thread that verifies
+ * signatures from many different keys calls this after each verification so that every
+ * verification costs the plain amount instead.
+ */
+void mdm_cms_forget_keys(void);
+
 #endif
