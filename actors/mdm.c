@@ -9,10 +9,8 @@
  * Mdm-Signature costs a signature verification per request (the CMS signature), plus one for
  * the certificate's issuer signature the first time a verifier thread sees that certificate in
  * a while (a per-thread cache of trusted signer fingerprints). Verification runs on the
- * verifier pool, never on a shard thread, and each verifier drops wolfSSL's per-thread ECC
- * point cache after every request: that cache builds a table (about 3 ms here) for every
- * public key it sees twice and holds only a few, so with thousands of devices it would
- * rebuild a table for nearly every request.
+ * verifier pool, never on a shard thread: with Debian's wolfSSL a check against a device key
+ * the thread has not cached costs milliseconds (see cms.h), which must not stall a shard.
  */
 #include "actors/mdm.h"
 
@@ -215,7 +213,6 @@ static void verify_job_run(void *arg)
     struct verify_job *j = arg;
     j->status = verify_signature(j->o, mdm_exchange_request(j->x), j->sig, j->hex, j->why,
                                  sizeof(j->why));
-    mdm_cms_forget_keys();
     j->msg.fn = on_verified;
     mdm_shard_post(j->shard, &j->msg);
 }

@@ -590,5 +590,3 @@ int mdm_cms_cert_verify_chain(const uint8_t *cert_der, size_t len, const char *c
     mdm_cms_trust_free(t);
     return ret;
 }
-
-void mdm_cms_forget_keys(void) { wc_ecc_fp_free(); }
