@@ -866,7 +866,7 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
                   "channel: a user channel's UserID (1-63 of A-Z a-z 0-9 - _ . :)");
         return NULL;
     }
-    snprintf(e->channel, sizeof(e->channel), "%s", channel);
+    memcpy(e->channel, channel, strlen(channel) + 1); /* checked: at most MDM_CHANNEL_MAX */
 
     if (is_plist_type(ct)) {
         if (bulk) {
