@@ -338,9 +338,14 @@ static void on_commit_done_msg(mdm_shard_t *sh, mdm_shard_msg_t *msg)
     struct actor_shard *as = shard_state(sh);
     struct commit_group *cg = &as->cg;
     int status = cg->inflight_status;
-    if (status != 0)
-        mdm_error("actor", "shard %u: group commit failed: %s", sh->index, mdm_strerror(status));
-    else {
+    if (status != 0) {
+        /* The actors already changed their state in memory for writes that are not on disk,
+         * and a failed fsync may have lost earlier ones too: no reply can be trusted any
+         * more. Stop, so that a restart reloads every actor from what is durable. */
+        mdm_error("actor", "shard %u: group commit failed: %s; stopping so that state is "
+                           "reloaded from disk", sh->index, mdm_strerror(status));
+        abort();
+    } else {
         as->stats.commits++;
         as->stats.committed_records += mdm_batch_count(cg->inflight);
     }
@@ -419,11 +424,23 @@ static void on_shard_start(mdm_shard_t *sh, void *arg)
     sh->slots[MDM_SLOT_ACTORS] = as;
 }
 
+/* True while some actor is loading, handling a message or has mail: storage workers and
+ * other shards may still hand work back to it. Walks the table: shutdown only. */
+static bool actors_active(const struct actor_shard *as)
+{
+    for (size_t i = 0; i < as->table_size; i++)
+        for (const mdm_actor_t *a = as->table[i]; a; a = a->_chain)
+            if (a->_loading || a->_busy || a->_mbox_len)
+                return true;
+    return false;
+}
+
 static bool on_shard_drained(mdm_shard_t *sh, void *arg)
 {
     (void)arg;
     struct actor_shard *as = shard_state(sh);
-    return !as->cg.in_flight && mdm_batch_count(as->cg.open) == 0 && !as->cg.open_waiters;
+    return !as->cg.in_flight && mdm_batch_count(as->cg.open) == 0 && !as->cg.open_waiters &&
+           !actors_active(as);
 }
 
 static void on_shard_finish(mdm_shard_t *sh, void *arg)

@@ -46,7 +46,7 @@ const mdm_cfg_key_t mdm_config_keys[] = {
     INT("server", "max_connections", max_connections, "10000", 1, 10000000,
         "open connections per shard; past it new connections get 503"),
     INT("server", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000,
-        "time allowed for the TLS handshake and a request's headers before 408"),
+        "for the TLS handshake and a request's headers, and between pieces of a body (408)"),
     INT("server", "idle_timeout_ms", idle_timeout_ms, "60000", 100, 86400000,
         "keep-alive connections idle this long are closed"),
     INT("server", "shutdown_timeout_ms", shutdown_timeout_ms, "10000", 0, 600000,

@@ -652,19 +652,9 @@ static void handle_connect(struct device_actor *da, mdm_dev_req_t *r)
     }
     if (outcome == MDM_CMD_NOTNOW) {
         set_entry_status(da, q, MDM_CMD_NOTNOW);
-        /* Hand out the next command that was not NotNow'd, if any. */
-        struct qentry *n = NULL;
-        for (struct qentry *c = da->queue; c; c = c->next)
-            if (strcmp(c->e.channel, r->channel) == 0 && c->e.status == MDM_CMD_QUEUED) {
-                n = c;
-                break;
-            }
-        r->status = 200;
-        if (n && n->plist) {
-            set_entry_status(da, n, MDM_CMD_SENT);
-            if (mdm_buf_append(&r->reply, n->plist, n->plist_len) == 0)
-                r->reply_type = "application/xml";
-        }
+        /* Hand out the next command that was not NotNow'd, if any (next_command skips the
+         * NotNow'd one: nothing is SENT on this channel any more). */
+        hand_out_next(da, r);
         return;
     }
     retire_entry(da, q, outcome, r->body, r->body_len);
@@ -752,6 +742,7 @@ struct purge {
     mdm_batch_t *b;
     int status;
     mdm_shard_msg_t msg;
+    mdm_commit_waiter_t waiter;
 };
 
 static void on_purged(mdm_shard_t *sh, mdm_shard_msg_t *m)
@@ -786,6 +777,17 @@ static void purge_job(mdm_store_t *s, void *arg)
         on_purge_committed(p, ret);
 }
 
+static void on_prior_writes_durable(mdm_commit_waiter_t *w, int status)
+{
+    struct purge *p = MDM_CONTAINER_OF(w, struct purge, waiter);
+    p->status = status;
+    if (status == 0 &&
+        mdm_store_run_async(mdm_actors_store(mdm_actors_of(&p->da->base)), purge_job, p) == 0)
+        return;
+    p->status = status ? status : -ESHUTDOWN;
+    on_purged(mdm_actor_shard(&p->da->base), &p->msg);
+}
+
 /* Deletes everything of the device. Returns true when the actor must stay busy. */
 static bool handle_delete(struct device_actor *da, mdm_dev_req_t *r)
 {
@@ -806,12 +808,10 @@ static bool handle_delete(struct device_actor *da, mdm_dev_req_t *r)
     da->queue_len = 0;
     da->exists = false;
     memset(&da->dev, 0, sizeof(da->dev));
-    if (mdm_store_run_async(mdm_actors_store(mdm_actors_of(&da->base)), purge_job, p) != 0) {
-        mdm_batch_free(p->b);
-        free(p);
-        fail(r, 503, "storage is shutting down");
-        return false;
-    }
+    /* The purge lists what is on disk: start it only once this device's earlier writes (still
+     * in the shard's batches) are durable, or they would land after it and bring it back. */
+    p->waiter.fn = on_prior_writes_durable;
+    mdm_actors_after_commit(mdm_actor_shard(&da->base), &p->waiter);
     return true;
 }
 
@@ -842,9 +842,7 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
             r->queued = da->queue_len;
             r->status = 200;
         }
-        answer(r); /* reads wait for nothing */
-        mdm_actor_done(a);
-        return;
+        break; /* answered once what it shows is durable */
     case MDM_DEV_DELETE:
         if (handle_delete(da, r))
             return; /* answered and done once the purge is durable */

@@ -94,9 +94,9 @@ static bool valid_udid(const char *s)
  * certificate against the trust set. Returns 0 with the signer's fingerprint in hex, or an
  * HTTP status (403, or 503 when out of memory) with a one-line reason in why.
  */
-static int verify_signature(const struct mdm_mdm_options *o, const mdm_http_request_t *req,
-                            const char *sig, char hex[MDM_SHA256_HEX_LEN + 1], char *why,
-                            size_t whylen)
+static int verify_signature(const struct mdm_mdm_options *o, const uint8_t *body,
+                            size_t body_len, const char *sig, char hex[MDM_SHA256_HEX_LEN + 1],
+                            char *why, size_t whylen)
 {
     mdm_buf_t der, cert;
     mdm_buf_init(&der, MDM_SIGNATURE_MAX_BYTES);
@@ -116,8 +116,7 @@ static int verify_signature(const struct mdm_mdm_options *o, const mdm_http_requ
         snprintf(why, whylen, "Mdm-Signature is not base64 of a CMS SignedData");
         goto out;
     }
-    ret = mdm_cms_verify_detached(mdm_buf_head(&der), der.len, mdm_buf_head(&req->body),
-                                  req->body.len, &cert);
+    ret = mdm_cms_verify_detached(mdm_buf_head(&der), der.len, body, body_len, &cert);
     if (ret == -ENOMEM) {
         status = 503;
         snprintf(why, whylen, "out of memory");
@@ -173,7 +172,9 @@ struct verify_job {
     mdm_shard_t *shard;
     const struct mdm_mdm_options *o;
     enum mdm_dev_req_kind kind;
-    const char *sig;     /* the header value, in the request (read-only meanwhile) */
+    char *sig;           /* copies: the worker never touches the connection's memory, which */
+    uint8_t *body;       /* a shutdown past its deadline may free under it */
+    size_t body_len;
     int status;
     char hex[MDM_SHA256_HEX_LEN + 1];
     char why[200];
@@ -194,6 +195,8 @@ static void on_verified(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     (void)sh;
     struct verify_job *j = MDM_CONTAINER_OF(m, struct verify_job, msg);
+    free(j->sig);
+    free(j->body);
     const struct mdm_tls_peer *peer = mdm_exchange_peer(j->x);
     if (j->status == 0 && peer->present && strcmp(peer->sha256_hex, j->hex) != 0) {
         j->status = 403;
@@ -211,7 +214,7 @@ static void on_verified(mdm_shard_t *sh, mdm_shard_msg_t *m)
 static void verify_job_run(void *arg)
 {
     struct verify_job *j = arg;
-    j->status = verify_signature(j->o, mdm_exchange_request(j->x), j->sig, j->hex, j->why,
+    j->status = verify_signature(j->o, j->body, j->body_len, j->sig, j->hex, j->why,
                                  sizeof(j->why));
     j->msg.fn = on_verified;
     mdm_shard_post(j->shard, &j->msg);
@@ -262,8 +265,15 @@ static void identify_and_dispatch(mdm_exchange_t *x, const struct mdm_mdm_option
     j->shard = mdm_exchange_shard(x);
     j->o = o;
     j->kind = kind;
-    j->sig = sig;
-    if (!o->verifiers || mdm_workers_run(o->verifiers, verify_job_run, j) != 0) {
+    j->sig = strdup(sig);
+    j->body_len = req->body.len;
+    j->body = malloc(j->body_len ? j->body_len : 1);
+    if (j->body)
+        memcpy(j->body, mdm_buf_head(&req->body), j->body_len);
+    if (!j->sig || !j->body || !o->verifiers ||
+        mdm_workers_run(o->verifiers, verify_job_run, j) != 0) {
+        free(j->sig);
+        free(j->body);
         free(j);
         refuse(x, 503, "signature verification is not available, retry later");
     }

@@ -736,6 +736,11 @@ bool mdm_http_parser_in_progress(const mdm_http_parser_t *p)
     return p->_hdr_bytes > 0 || p->_headers_done;
 }
 
+bool mdm_http_parser_in_body(const mdm_http_parser_t *p)
+{
+    return p->_headers_done && !p->_complete;
+}
+
 int mdm_http_parser_error_status(const mdm_http_parser_t *p)
 {
     return p->_status;

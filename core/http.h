@@ -191,6 +191,9 @@ void mdm_http_parser_reset(mdm_http_parser_t *p);
  * deserves a 408; before that the connection can be closed silently). */
 bool mdm_http_parser_in_progress(const mdm_http_parser_t *p);
 
+/** True while the current request's body is being received (its headers are complete). */
+bool mdm_http_parser_in_body(const mdm_http_parser_t *p);
+
 /** HTTP status to answer after a failed feed (400..599), or 0 when feed has not failed. */
 int mdm_http_parser_error_status(const mdm_http_parser_t *p);
 

@@ -88,8 +88,12 @@ int mdm_https_connect(mdm_https_client_t *c, const struct mdm_https_connect_opts
     int ret = mdm_tls_global_init();
     if (ret != 0)
         return ret;
-    struct mdm_tls_client_opts to = {
-        .ca_path = o->ca_path, .cert_path = o->cert_path, .key_path = o->key_path};
+    /* A whole response is gathered in the plaintext buffer: allow big ones (device lists,
+     * command histories with responses). */
+    struct mdm_tls_client_opts to = {.ca_path = o->ca_path,
+                                     .cert_path = o->cert_path,
+                                     .key_path = o->key_path,
+                                     .plain_in_max = MDM_HTTPS_RESPONSE_MAX};
     if ((ret = mdm_tls_ctx_new_client(&c->ctx, &to)) != 0)
         return ret;
     if ((ret = mdm_tls_conn_new(&c->tls, c->ctx, o->sni ? o->sni : o->host)) != 0)

@@ -18,6 +18,9 @@
 #include "core/common.h"
 #include "core/tls.h"
 
+/** Largest response a client reads (bytes): 256 MiB. */
+#define MDM_HTTPS_RESPONSE_MAX (256u * 1024u * 1024u)
+
 typedef struct mdm_https_client {
     int fd;
     mdm_tls_ctx_t *ctx;

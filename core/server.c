@@ -70,6 +70,8 @@ struct conn {
     char allow[96];        /* Allow header value for a 405 answer */
     char peer_addr[64];    /* client "ip:port" ("[ip6]:port"), captured at accept */
     mdm_buf_t sending;     /* bytes of the send in flight */
+    mdm_buf_t pending;     /* response bytes not yet handed to the transport (large
+                              responses go out in pieces as sends complete) */
     mdm_timer_t timer;       /* handshake/header or idle deadline */
     mdm_timer_t retry_timer; /* re-arms recv after the shard ran out of receive buffers */
     struct conn *prev, *next;
@@ -100,6 +102,8 @@ struct mdm_server {
 };
 
 static void conn_process(struct conn *c);
+static void pump_pending(struct conn *c);
+static void write_plain(struct conn *c, const mdm_buf_t *resp);
 static void conn_flush(struct conn *c);
 static void conn_close(struct conn *c);
 
@@ -278,6 +282,14 @@ static int tr_write(struct conn *c, const void *data, size_t len)
     return c->tls ? mdm_tls_write(c->tls, data, len) : mdm_buf_append(&c->plain_out, data, len);
 }
 
+/* Response bytes the transport can take now. */
+static size_t tr_room(struct conn *c)
+{
+    if (c->tls)
+        return mdm_tls_write_room(c->tls);
+    return c->plain_out.len < PLAIN_OUT_MAX ? PLAIN_OUT_MAX - c->plain_out.len : 0;
+}
+
 /* Bytes to send next. */
 static mdm_buf_t *tr_out(struct conn *c)
 {
@@ -318,6 +330,7 @@ static void conn_maybe_free(struct conn *c)
     mdm_http_parser_dispose(&c->parser);
     tr_free(c);
     mdm_buf_dispose(&c->sending);
+    mdm_buf_dispose(&c->pending);
     free(c);
 }
 
@@ -337,28 +350,36 @@ static void conn_close(struct conn *c)
     c->state = CONN_CLOSING;
     mdm_timer_disarm(conn_loop(c), &c->timer);
     mdm_timer_disarm(conn_loop(c), &c->retry_timer);
-    if (c->recv_inflight && c->fd >= 0)
-        shutdown(c->fd, SHUT_RDWR); /* completes the pending recv at once */
+    if ((c->recv_inflight || c->send_inflight) && c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR); /* completes the pending recv or send at once */
     conn_maybe_free(c);
 }
 
-/* Closes after what is queued has been sent (used after error responses). */
+static void arm_read_timer(struct conn *c, bool idle);
+
+/* Closes after what is queued has been sent; a peer that stops reading gets the header
+ * timeout to take it, then the connection closes anyway. */
 static void conn_close_after_flush(struct conn *c)
 {
     c->close_after_send = true;
+    arm_read_timer(c, false);
     conn_flush(c);
-    if (!c->send_inflight)
+    if (!c->send_inflight && c->pending.len == 0)
         conn_close(c);
 }
 
 static void on_timer(mdm_timer_t *t)
 {
     struct conn *c = MDM_CONTAINER_OF(t, struct conn, timer);
+    if (c->close_after_send || c->pending.len > 0) {
+        conn_close(c); /* the peer does not take what we send */
+        return;
+    }
     if (c->state == CONN_READING && c->request_started) {
         mdm_buf_t out;
         mdm_buf_init(&out, 0);
-        if (mdm_http_write_error(&out, 408, "request not received in time", false) == 0 &&
-            tr_write(c, mdm_buf_head(&out), out.len) == 0) {
+        if (mdm_http_write_error(&out, 408, "request not received in time", false) == 0) {
+            write_plain(c, &out);
             mdm_buf_dispose(&out);
             conn_close_after_flush(c);
             return;
@@ -387,7 +408,8 @@ static void arm_read_timer(struct conn *c, bool idle)
 
 static void arm_recv(struct conn *c)
 {
-    if (c->recv_inflight || c->peer_eof || c->close_after_send || c->state == CONN_CLOSING ||
+    if (c->recv_inflight || c->peer_eof || c->close_after_send || c->pending.len > 0 ||
+        c->state == CONN_CLOSING ||
         c->state == CONN_HANDLING)
         return;
     mdm_loop_recv_select(conn_loop(c), &c->recv_op, c->fd, MDM_LOOP_BGID, RECV_BUFFER_SIZE);
@@ -430,6 +452,10 @@ static void on_recv(mdm_op_t *op)
         if (c->state == CONN_READING && !c->request_started) {
             c->request_started = true;
             arm_read_timer(c, false);
+        } else if (c->state == CONN_READING && mdm_http_parser_in_body(&c->parser)) {
+            /* The headers had header_timeout_ms in all; a body (a response with an app list
+             * can be megabytes) gets that long between pieces, however long it is. */
+            arm_read_timer(c, false);
         }
     }
     conn_process(c);
@@ -448,9 +474,16 @@ static void on_send(mdm_op_t *op)
         conn_maybe_free(c);
         return;
     }
+    bool was_pending = c->pending.len > 0;
+    pump_pending(c);
     conn_flush(c);
-    if (!c->send_inflight && c->close_after_send) {
+    if (!c->send_inflight && c->close_after_send && c->pending.len == 0) {
         conn_close(c);
+        return;
+    }
+    if (was_pending && c->pending.len == 0 && !c->close_after_send) {
+        arm_read_timer(c, !c->request_started);
+        conn_process(c); /* pipelined requests waited for this response to go out */
         return;
     }
     arm_recv(c);
@@ -476,10 +509,31 @@ static void conn_flush(struct conn *c)
 
 /* ---- HTTP ---- */
 
+/* Hands as much of the pending response to the transport as it takes now. */
+static void pump_pending(struct conn *c)
+{
+    while (c->pending.len > 0) {
+        size_t room = tr_room(c);
+        if (room == 0)
+            return; /* the rest goes when a send completes */
+        size_t n = c->pending.len < room ? c->pending.len : room;
+        if (tr_write(c, mdm_buf_head(&c->pending), n) != 0) {
+            mdm_buf_reset(&c->pending);
+            c->close_after_send = true;
+            return;
+        }
+        mdm_buf_consume(&c->pending, n);
+    }
+}
+
+/* Queues a whole response (any size) behind what is still pending. */
 static void write_plain(struct conn *c, const mdm_buf_t *resp)
 {
-    if (tr_write(c, mdm_buf_head(resp), resp->len) != 0)
-        c->close_after_send = true;
+    if (mdm_buf_append(&c->pending, mdm_buf_head(resp), resp->len) != 0) {
+        c->close_after_send = true; /* out of memory: nothing sane to send */
+        return;
+    }
+    pump_pending(c);
 }
 
 static int on_headers(void *ctx, mdm_http_request_t *req, size_t *max_body)
@@ -565,7 +619,7 @@ static void conn_process(struct conn *c)
         c->request_started = tr_plain_in(c)->len > 0;
         arm_read_timer(c, !c->request_started);
     }
-    while (c->state == CONN_READING && !c->close_after_send) {
+    while (c->state == CONN_READING && !c->close_after_send && c->pending.len == 0) {
         mdm_buf_t *plain = tr_plain_in(c);
         if (plain->len == 0)
             break;
@@ -739,6 +793,7 @@ static void on_accept(mdm_op_t *op)
     c->send_op.cb = on_send;
     c->close_op.cb = on_close_done;
     mdm_buf_init(&c->sending, 0);
+    mdm_buf_init(&c->pending, 0);
     mdm_timer_init(&c->timer, on_timer);
     mdm_timer_init(&c->retry_timer, on_retry_timer);
     c->next = ss->conns;
@@ -809,6 +864,7 @@ static void on_shard_finish(mdm_shard_t *sh, void *arg)
         mdm_http_parser_dispose(&c->parser);
         tr_free(c);
         mdm_buf_dispose(&c->sending);
+        mdm_buf_dispose(&c->pending);
         free(c);
     }
     ss->conns = NULL;

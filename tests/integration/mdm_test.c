@@ -808,6 +808,19 @@ static void *bulk_worker(void *arg)
 }
 
 /* One bulk call queues a command for the whole fleet; every Mac gets it on Idle and answers. */
+/* A response far larger than the TLS output buffer (256 KiB) goes out whole, in pieces. */
+static void test_large_response(void)
+{
+    json_t *j = NULL;
+    CHECK_EQ_INT(api("GET", "/api/v1/devices?limit=1000", NULL, &j), 200);
+    json_t *list = json_object_get(j, "devices");
+    CHECK(json_array_size(list) >= 1000);
+    char *text = json_dumps(j, JSON_COMPACT);
+    CHECK(text && strlen(text) > 300000);
+    free(text);
+    json_decref(j);
+}
+
 static void test_bulk(void)
 {
     CHECK(fleet != NULL);
@@ -904,6 +917,7 @@ int main(void)
     test_order_across_shards();
     drain_server();
     test_fleet();
+    test_large_response();
     test_bulk();
     fleet_dispose();
 
