@@ -599,18 +599,94 @@ static void hand_out_next(struct device_actor *da, mdm_dev_req_t *r)
     r->reply_type = "application/xml";
 }
 
-static void handle_connect(struct device_actor *da, mdm_dev_req_t *r)
+static void refuse_not_in_flight(struct device_actor *da, mdm_dev_req_t *r, const char *status,
+                                 const char *uuid)
+{
+    mdm_warn("device", "%s: response %s for command %.64s, which is not in flight",
+             da->dev.udid, status, uuid);
+    fail(r, 400, "command %.64s is not in flight on this channel", uuid);
+}
+
+/* A response for a command no longer in the queue, looked up in the stored history (the
+ * answer to an earlier copy of it may have been lost in a crash, or the actor reloaded). */
+struct answered_check {
+    struct device_actor *da;
+    mdm_dev_req_t *r;
+    char uuid[MDM_UUID_MAX + 1];
+    int found_status; /* -1: no final result stored */
+    mdm_shard_msg_t msg;
+};
+
+static void finish_connect(struct device_actor *da, mdm_dev_req_t *r);
+
+static void on_answered_checked(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct answered_check *c = MDM_CONTAINER_OF(m, struct answered_check, msg);
+    const char *status = NULL;
+    if (mdm_plist_get_string(c->r->msg, "Status", &status) != 0)
+        status = "?";
+    if (c->found_status >= 0)
+        hand_out_next(c->da, c->r); /* answered before: recorded once */
+    else
+        refuse_not_in_flight(c->da, c->r, status, c->uuid);
+    finish_connect(c->da, c->r);
+    free(c);
+}
+
+static void answered_job(mdm_store_t *s, void *arg)
+{
+    struct answered_check *c = arg;
+    mdm_result_t res;
+    c->found_status = -1;
+    if (mdm_store_get_result(s, c->da->base.id, c->uuid, &res) == 0) {
+        switch (res.status) {
+        case MDM_CMD_ACKNOWLEDGED:
+        case MDM_CMD_ERROR:
+        case MDM_CMD_FORMAT_ERROR:
+            c->found_status = res.status;
+            break;
+        default:
+            break;
+        }
+        mdm_result_dispose(&res);
+    }
+    c->msg.fn = on_answered_checked;
+    mdm_shard_post(mdm_actor_shard(&c->da->base), &c->msg);
+}
+
+/* Starts the history lookup; returns true when the actor must wait for it. */
+static bool check_answered_before(struct device_actor *da, mdm_dev_req_t *r, const char *uuid)
+{
+    struct answered_check *c = calloc(1, sizeof(*c));
+    if (!c) {
+        fail(r, 503, "out of memory");
+        return false;
+    }
+    c->da = da;
+    c->r = r;
+    snprintf(c->uuid, sizeof(c->uuid), "%s", uuid);
+    if (mdm_store_run_async(mdm_actors_store(mdm_actors_of(&da->base)), answered_job, c) != 0) {
+        free(c);
+        fail(r, 503, "storage is shutting down");
+        return false;
+    }
+    return true;
+}
+
+/* Handles a command-channel request; returns true when it finishes later (history lookup). */
+static bool handle_connect(struct device_actor *da, mdm_dev_req_t *r)
 {
     if (!identity_matches(da, r))
-        return;
+        return false;
     if (da->dev.state != MDM_DEVICE_ENROLLED) {
         fail(r, 403, "device %s is not enrolled", da->dev.udid);
-        return;
+        return false;
     }
     const char *status = dict_string(r->msg, "Status");
     if (!status) {
         fail(r, 400, "command response without Status");
-        return;
+        return false;
     }
     da->dev.last_seen_ms = mdm_wall_ms();
     if (strcmp(status, "Idle") == 0) {
@@ -619,7 +695,7 @@ static void handle_connect(struct device_actor *da, mdm_dev_req_t *r)
             if (q->e.status == MDM_CMD_NOTNOW && strcmp(q->e.channel, r->channel) == 0)
                 set_entry_status(da, q, MDM_CMD_QUEUED);
         hand_out_next(da, r);
-        return;
+        return false;
     }
     enum mdm_command_status outcome;
     if (strcmp(status, "Acknowledged") == 0)
@@ -632,33 +708,38 @@ static void handle_connect(struct device_actor *da, mdm_dev_req_t *r)
         outcome = MDM_CMD_NOTNOW;
     else {
         fail(r, 400, "unknown Status '%.32s'", status);
-        return;
+        return false;
     }
     const char *uuid = dict_string(r->msg, "CommandUUID");
     if (!uuid) {
         fail(r, 400, "Status %s without CommandUUID", status);
-        return;
+        return false;
     }
     struct qentry *q = find_entry(da, r->channel, uuid);
+    if (q && q->e.status == MDM_CMD_NOTNOW && outcome == MDM_CMD_NOTNOW) {
+        hand_out_next(da, r); /* the same NotNow again (its reply was lost): nothing new */
+        return false;
+    }
     if (!q || q->e.status != MDM_CMD_SENT) {
         if (!q && recently_done(da, uuid)) {
             hand_out_next(da, r); /* the same response again: recorded once */
-            return;
+            return false;
         }
-        mdm_warn("device", "%s: response %s for command %.64s, which is not in flight",
-                 da->dev.udid, status, uuid);
-        fail(r, 400, "command %.64s is not in flight on this channel", uuid);
-        return;
+        if (!q)
+            return check_answered_before(da, r, uuid);
+        refuse_not_in_flight(da, r, status, uuid);
+        return false;
     }
     if (outcome == MDM_CMD_NOTNOW) {
         set_entry_status(da, q, MDM_CMD_NOTNOW);
         /* Hand out the next command that was not NotNow'd, if any (next_command skips the
          * NotNow'd one: nothing is SENT on this channel any more). */
         hand_out_next(da, r);
-        return;
+        return false;
     }
     retire_entry(da, q, outcome, r->body, r->body_len);
     hand_out_next(da, r);
+    return false;
 }
 
 /* ---- admin requests ---- */
@@ -815,6 +896,16 @@ static bool handle_delete(struct device_actor *da, mdm_dev_req_t *r)
     return true;
 }
 
+/* Saves last_seen and any state change of a command-channel request, answers it after the
+ * commit and takes the next message. */
+static void finish_connect(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (r->status == 200)
+        save_device(da);
+    answer_after_commit(da, r);
+    mdm_actor_done(&da->base);
+}
+
 static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
 {
     struct device_actor *da = (struct device_actor *)a;
@@ -824,10 +915,10 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
         handle_checkin(da, r);
         break;
     case MDM_DEV_CONNECT:
-        handle_connect(da, r);
-        if (r->status == 200)
-            save_device(da); /* last_seen and any state change */
-        break;
+        if (handle_connect(da, r))
+            return; /* finish_connect runs when the history lookup is back */
+        finish_connect(da, r);
+        return;
     case MDM_DEV_ENQUEUE:
         handle_enqueue(da, r);
         break;

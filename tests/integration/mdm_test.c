@@ -255,6 +255,30 @@ static void test_lifecycle(void)
     CHECK_EQ_INT(sim_respond(&m, &cmd, SIM_ACKNOWLEDGED, &next), 200);
     CHECK_STR(next.uuid, "");
     CHECK_EQ_INT(sim_respond(&m, &cmd, SIM_ACKNOWLEDGED, &next), 200); /* a repeat: once */
+    /* The repeat after a crash (the server forgot what it answered recently): found in the
+     * stored history, still recorded once. */
+    sim_cmd_t answered = cmd;
+    restart(SIGKILL);
+    CHECK_EQ_INT(sim_respond(&m, &answered, SIM_ACKNOWLEDGED, &next), 200);
+    CHECK_STR(next.uuid, "");
+    {
+        char hp[200];
+        snprintf(hp, sizeof(hp), "/api/v1/devices/%s/commands", m.udid);
+        json_t *h = NULL;
+        CHECK_EQ_INT(api("GET", hp, NULL, &h), 200);
+        json_t *cmds = json_object_get(h, "commands");
+        CHECK_EQ_INT(json_array_size(cmds), 1);
+        json_t *evs = json_object_get(json_array_get(cmds, 0), "events");
+        int acks = 0;
+        for (size_t e = 0; e < json_array_size(evs); e++)
+            acks += strcmp(jstr(json_array_get(evs, e), "status"), "acknowledged") == 0;
+        CHECK_EQ_INT(acks, 1);
+        json_decref(h);
+    }
+    /* A response for a command this device never had is refused. */
+    sim_cmd_t bogus = answered;
+    snprintf(bogus.uuid, sizeof(bogus.uuid), "%s", "00000000-0000-4000-8000-000000000000");
+    CHECK_EQ_INT(sim_respond(&m, &bogus, SIM_ACKNOWLEDGED, &next), 400);
     CHECK_EQ_INT(sim_connect_idle(&m, &cmd), 200);
     CHECK_STR(cmd.uuid, "");
     CHECK_STR(api_result(m.udid, q.uuid, &out), "acknowledged");
