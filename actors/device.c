@@ -2,7 +2,8 @@
  * The device actor. See device.h.
  *
  * State: the device record, the sealed bootstrap token, and the command queue in memory
- * (every entry with its command plist and status history), loaded once by a job on a storage
+ * (every entry with its status history; command plists are shared per shard, so a command
+ * sent to many devices is in memory once per shard), loaded once by a job on a storage
  * worker and then kept current by the actor's own writes. Rules:
  * - every answer waits for the group commit of the writes behind it;
  * - per channel, FIFO; at most one command SENT; an Idle while one is SENT hands the same
@@ -28,13 +29,108 @@
 
 #define RECENT_DONE 8 /* answered command UUIDs remembered for duplicate responses */
 
+/*
+ * A command's plist, shared by every queue entry of the shard that holds it: a command sent to
+ * many devices is in memory once per shard, as it is on disk once. Shard thread only.
+ */
+struct cmd_blob {
+    char uuid[MDM_UUID_MAX + 1];
+    uint8_t *plist;
+    size_t len;
+    unsigned refs;
+    struct cmd_blob *next; /* hash chain */
+};
+
 struct qentry {
     mdm_queue_entry_t e;
     mdm_result_t result;
-    uint8_t *plist;
-    size_t plist_len;
+    struct cmd_blob *cmd;  /* NULL when the command record is missing */
+    uint8_t *loaded_plist; /* from the load job, until interned on the shard */
+    size_t loaded_len;
     struct qentry *next;
 };
+
+static _Thread_local struct blob_table {
+    struct cmd_blob **slots;
+    size_t size, count; /* size: power of two */
+} blobs;
+
+static size_t blob_slot(const char *uuid)
+{
+    return (size_t)mdm_hash64(uuid, strlen(uuid)) & (blobs.size - 1);
+}
+
+static void blobs_grow(void)
+{
+    size_t size = blobs.size ? blobs.size * 2 : 256;
+    struct cmd_blob **slots = calloc(size, sizeof(*slots));
+    if (!slots)
+        return; /* keep the current table: chains just get longer */
+    for (size_t i = 0; i < blobs.size; i++) {
+        for (struct cmd_blob *b = blobs.slots[i], *next; b; b = next) {
+            next = b->next;
+            size_t j = (size_t)mdm_hash64(b->uuid, strlen(b->uuid)) & (size - 1);
+            b->next = slots[j];
+            slots[j] = b;
+        }
+    }
+    free(blobs.slots);
+    blobs.slots = slots;
+    blobs.size = size;
+}
+
+/* Takes plist (owned) for command uuid and returns the shard's shared copy with one more
+ * reference; NULL (plist freed) when out of memory. */
+static struct cmd_blob *blob_intern(const char *uuid, uint8_t *plist, size_t len)
+{
+    if (blobs.count >= blobs.size)
+        blobs_grow();
+    if (!blobs.slots) {
+        free(plist);
+        return NULL;
+    }
+    size_t i = blob_slot(uuid);
+    for (struct cmd_blob *b = blobs.slots[i]; b; b = b->next) {
+        if (strcmp(b->uuid, uuid) == 0) {
+            free(plist);
+            b->refs++;
+            return b;
+        }
+    }
+    struct cmd_blob *b = calloc(1, sizeof(*b));
+    if (!b) {
+        free(plist);
+        return NULL;
+    }
+    snprintf(b->uuid, sizeof(b->uuid), "%s", uuid);
+    b->plist = plist;
+    b->len = len;
+    b->refs = 1;
+    b->next = blobs.slots[i];
+    blobs.slots[i] = b;
+    blobs.count++;
+    return b;
+}
+
+static void blob_unref(struct cmd_blob *b)
+{
+    if (!b || --b->refs > 0)
+        return;
+    for (struct cmd_blob **pp = &blobs.slots[blob_slot(b->uuid)]; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    }
+    blobs.count--;
+    free(b->plist);
+    free(b);
+    if (blobs.count == 0) { /* nothing queued on this shard: give the table back */
+        free(blobs.slots);
+        blobs.slots = NULL;
+        blobs.size = 0;
+    }
+}
 
 struct device_actor {
     mdm_actor_t base;
@@ -171,8 +267,8 @@ static int load_queue_entry(void *arg, const mdm_queue_entry_t *e)
     mdm_command_t cmd;
     int ret = mdm_store_get_command(lc->store, e->uuid, &cmd);
     if (ret == 0) {
-        q->plist = cmd.plist;
-        q->plist_len = cmd.plist_len;
+        q->loaded_plist = cmd.plist;
+        q->loaded_len = cmd.plist_len;
         cmd.plist = NULL;
         mdm_command_dispose(&cmd);
     } else if (ret != MDM_ENOTFOUND) {
@@ -188,7 +284,7 @@ static int load_queue_entry(void *arg, const mdm_queue_entry_t *e)
         ret = 0;
     }
     if (ret != 0) {
-        free(q->plist);
+        free(q->loaded_plist);
         free(q);
         return ret;
     }
@@ -202,6 +298,11 @@ static void on_loaded(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     (void)sh;
     struct device_actor *da = MDM_CONTAINER_OF(m, struct device_actor, load_msg);
+    for (struct qentry *q = da->queue; q; q = q->next) {
+        if (q->loaded_plist)
+            q->cmd = blob_intern(q->e.uuid, q->loaded_plist, q->loaded_len);
+        q->loaded_plist = NULL;
+    }
     mdm_actor_loaded(&da->base, da->load_status);
 }
 
@@ -238,7 +339,8 @@ static void device_load(mdm_actor_t *a)
 static void free_entry(struct qentry *q)
 {
     mdm_result_dispose(&q->result);
-    free(q->plist);
+    blob_unref(q->cmd);
+    free(q->loaded_plist);
     free(q);
 }
 
@@ -584,7 +686,7 @@ static void hand_out_next(struct device_actor *da, mdm_dev_req_t *r)
     r->status = 200;
     if (!q)
         return; /* empty 200: nothing to do */
-    if (!q->plist) {
+    if (!q->cmd) {
         /* The command record is gone (should not happen): never send an empty command. */
         retire_entry(da, q, MDM_CMD_ERROR, NULL, 0);
         hand_out_next(da, r);
@@ -592,7 +694,7 @@ static void hand_out_next(struct device_actor *da, mdm_dev_req_t *r)
     }
     if (q->e.status != MDM_CMD_SENT)
         set_entry_status(da, q, MDM_CMD_SENT);
-    if (mdm_buf_append(&r->reply, q->plist, q->plist_len) != 0) {
+    if (mdm_buf_append(&r->reply, q->cmd->plist, q->cmd->len) != 0) {
         fail(r, 503, "out of memory");
         return;
     }
@@ -779,9 +881,13 @@ static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
     memcpy(q->result.udid, q->e.udid, sizeof(q->result.udid));
     memcpy(q->result.uuid, q->e.uuid, sizeof(q->result.uuid));
     memcpy(q->result.channel, q->e.channel, sizeof(q->result.channel));
-    q->plist = r->plist; /* the request hands its copy over */
-    q->plist_len = r->plist_len;
+    q->cmd = blob_intern(r->uuid, r->plist, r->plist_len); /* takes the request's copy */
     r->plist = NULL;
+    if (!q->cmd) {
+        free(q);
+        fail(r, 503, "out of memory");
+        return;
+    }
     /* Append at the tail. The stored key orders by enqueued_ms (then UUID), so keep it
      * strictly increasing per channel: two commands in one millisecond, or a wall clock that
      * stepped back, must not swap places when the queue is reloaded. */
