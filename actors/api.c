@@ -11,6 +11,8 @@
  *   DELETE devices/{udid}/commands/{u}  MDM_DEV_CANCEL                          (audited)
  *   POST   commands                     enqueue to a list of devices            (audited)
  *   GET    audit                        audit log (job)
+ *   GET    push-certificate             topic and expiry of the APNs certificate (job)
+ *   PUT    push-certificate             upload it, PEM or PKCS#12 (job, then audited)
  *
  * Enqueue: the command is checked against the schema table below (JSON params are converted
  * to plist with it), gets an uppercase UUID v4, and its record goes into the shard's open batch.
@@ -37,13 +39,16 @@
 
 #include "actors/device.h"
 #include "actors/instance.h"
+#include "actors/pushcert.h"
 #include "core/cms.h"
 #include "core/crypto.h"
 #include "core/log.h"
 #include "core/plist.h"
+#include "core/seal.h"
 #include "core/server.h"
 #include "storage/audit.h"
 #include "storage/mdm.h"
+#include "storage/pushcert.h"
 
 #define API_PREFIX "/api/v1/"
 #define LIST_LIMIT_DEFAULT 100
@@ -57,6 +62,7 @@ static struct {
     bool have_key;
     char key_hash[65];
     char who[64]; /* audit name of the admin key */
+    uint8_t seal_key[MDM_SEAL_KEY_LEN]; /* seals the push certificate's key */
 } api;
 
 /* ------------------------------------------------------------------------------------------
@@ -1448,6 +1454,268 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Push certificate: parsing, checks and sealing run on a storage worker (RSA and the PKCS#12
+ * KDF are too slow for a shard); the records and the audit event go into the shard's batch.
+ */
+
+struct pushjob {
+    struct call c; /* first */
+    mdm_shard_msg_t msg;
+    bool is_put, force;
+    char *cert_pem, *key_pem, *password;
+    mdm_buf_t p12;
+    /* result, built on the worker */
+    int status;
+    json_t *body;
+    char detail[300];
+    mdm_pushcert_t pc;
+    mdm_buf_t sealed;
+};
+
+static void pushjob_free(struct call *c)
+{
+    struct pushjob *j = (struct pushjob *)c;
+    free(j->cert_pem);
+    free(j->key_pem);
+    if (j->password) {
+        memset(j->password, 0, strlen(j->password));
+        free(j->password);
+    }
+    mdm_buf_dispose(&j->p12);
+    mdm_buf_dispose(&j->sealed);
+    mdm_pushcert_dispose(&j->pc);
+    json_decref(j->body);
+    free(j);
+}
+
+static json_t *pushcert_json(const mdm_pushcert_t *pc, int64_t now)
+{
+    int64_t days = mdm_pushcert_days_left(pc, now);
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    set_str(o, "topic", pc->topic);
+    set_str(o, "subject", pc->info.subject);
+    set_str(o, "issuer", pc->info.issuer);
+    set_str(o, "serial", pc->info.serial_hex);
+    set_str(o, "fingerprint_sha256", pc->info.fingerprint);
+    json_object_set_new(o, "not_before", json_integer(pc->info.not_before));
+    json_object_set_new(o, "not_after", json_integer(pc->info.not_after));
+    json_object_set_new(o, "days_left", json_integer(days));
+    if (days < 0)
+        set_str(o, "warning", "the push certificate has expired: Macs can no longer be woken; "
+                              "renew it and upload the new one");
+    else if (days < MDM_PUSHCERT_WARN_DAYS) {
+        char w[200];
+        snprintf(w, sizeof(w), "the push certificate expires in %lld day(s): renew it with the "
+                               "same Apple ID and upload the new one",
+                 (long long)days);
+        set_str(o, "warning", w);
+    }
+    return o;
+}
+
+static void pushjob_set_error(struct pushjob *j, int status, const char *error,
+                              const char *detail)
+{
+    j->status = status;
+    j->body = error_json(error, detail);
+    snprintf(j->detail, sizeof(j->detail), "%.40s: %.250s", error, detail);
+}
+
+static void on_pushjob_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct pushjob *j = MDM_CONTAINER_OF(m, struct pushjob, msg);
+    json_t *body = j->body;
+    j->body = NULL;
+    if (!j->is_put) {
+        respond_json(j->c.x, j->status, body, NULL, 0);
+        pushjob_free(&j->c);
+        return;
+    }
+    if (j->status == 200) {
+        mdm_store_put_pushcert(mdm_actors_shard_batch(j->c.shard), j->pc.cert_der,
+                               j->pc.cert_len, mdm_wall_ms(), mdm_buf_head(&j->sealed),
+                               j->sealed.len);
+        int64_t days = mdm_pushcert_days_left(&j->pc, (int64_t)(mdm_wall_ms() / 1000));
+        if (days < MDM_PUSHCERT_WARN_DAYS)
+            mdm_warn("api", "push certificate %s expires in %lld day(s)", j->pc.topic,
+                     (long long)days);
+        mdm_info("api", "push certificate uploaded: topic %s, %lld day(s) left", j->pc.topic,
+                 (long long)days);
+    }
+    call_finish(&j->c, j->status, body, j->detail);
+}
+
+static void run_pushjob(mdm_store_t *s, void *arg)
+{
+    struct pushjob *j = arg;
+    int64_t now = (int64_t)(mdm_wall_ms() / 1000);
+    mdm_pushcert_t cur;
+    int ret = mdm_pushcert_load(s, NULL, &cur, NULL);
+    if (!j->is_put) {
+        if (ret == 0) {
+            j->status = 200;
+            j->body = pushcert_json(&cur, now);
+            if (!j->body)
+                pushjob_set_error(j, 503, "out of memory", "");
+            else if (mdm_pushcert_days_left(&cur, now) < MDM_PUSHCERT_WARN_DAYS)
+                mdm_warn("api", "push certificate %s expires in %lld day(s)", cur.topic,
+                         (long long)mdm_pushcert_days_left(&cur, now));
+        } else if (ret == MDM_ENOTFOUND) {
+            pushjob_set_error(j, 404, "not found",
+                              "no push certificate uploaded yet (PUT /api/v1/push-certificate)");
+        } else {
+            pushjob_set_error(j, 503, "storage failure", mdm_strerror(ret));
+        }
+        goto out;
+    }
+    if (ret != 0 && ret != MDM_ENOTFOUND) {
+        pushjob_set_error(j, 503, "storage failure", mdm_strerror(ret));
+        goto out;
+    }
+    char err[400] = "";
+    int pr = j->cert_pem
+                 ? mdm_pushcert_parse_pem(j->cert_pem, strlen(j->cert_pem), j->key_pem,
+                                          strlen(j->key_pem), now, &j->pc, err, sizeof(err))
+                 : mdm_pushcert_parse_pkcs12(mdm_buf_head(&j->p12), j->p12.len, j->password, now,
+                                             &j->pc, err, sizeof(err));
+    if (pr == -ENOMEM) {
+        pushjob_set_error(j, 503, "out of memory", "");
+    } else if (pr == -EINVAL) {
+        pushjob_set_error(j, 400, "invalid body", err);
+    } else if (pr != 0) {
+        pushjob_set_error(j, 422, "invalid push certificate", err);
+    } else if (ret == 0 && strcmp(cur.topic, j->pc.topic) != 0 && !j->force) {
+        char d[600];
+        snprintf(d, sizeof(d),
+                 "the new certificate's topic %.100s differs from the current %.100s: every "
+                 "enrolled Mac is bound to the current topic and would have to re-enroll. Renew "
+                 "the existing certificate instead, or add ?force=1 to replace it anyway",
+                 j->pc.topic, cur.topic);
+        pushjob_set_error(j, 409, "topic mismatch", d);
+    } else if (mdm_seal(api.seal_key, MDM_PUSHCERT_SEAL_AAD, strlen(MDM_PUSHCERT_SEAL_AAD),
+                        j->pc.key_der, j->pc.key_len, &j->sealed) != 0) {
+        pushjob_set_error(j, 503, "internal error", "cannot seal the private key");
+    } else {
+        j->status = 200;
+        j->body = pushcert_json(&j->pc, now);
+        if (!j->body) {
+            pushjob_set_error(j, 503, "out of memory", "");
+        } else {
+            if (ret == 0 && strcmp(cur.topic, j->pc.topic) != 0)
+                json_object_set_new(j->body, "replaced_topic", json_string(cur.topic));
+            snprintf(j->detail, sizeof(j->detail), "topic %.100s, not_after %lld%s%.100s",
+                     j->pc.topic, (long long)j->pc.info.not_after,
+                     ret == 0 && strcmp(cur.topic, j->pc.topic) != 0 ? ", forced over " : "",
+                     ret == 0 && strcmp(cur.topic, j->pc.topic) != 0 ? cur.topic : "");
+        }
+    }
+out:
+    mdm_pushcert_dispose(&cur);
+    j->msg.fn = on_pushjob_result;
+    mdm_shard_post(j->c.shard, &j->msg);
+}
+
+/* Copies a JSON string member into a malloc'ed C string; NULL when absent. */
+static bool dup_member(json_t *o, const char *key, char **out, bool *bad)
+{
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v)
+        return false;
+    if (!json_is_string(v)) {
+        *bad = true;
+        return false;
+    }
+    *out = strdup(json_string_value(v));
+    if (!*out)
+        *bad = true;
+    return *out != NULL;
+}
+
+static void handle_pushcert(mdm_exchange_t *x, bool is_put)
+{
+    const mdm_http_request_t *r = mdm_exchange_request(x);
+    struct pushjob *j = (struct pushjob *)call_new(x, sizeof(*j), "push_certificate.upload",
+                                                   "push-certificate");
+    if (!j) {
+        respond_error(x, 503, "out of memory", NULL);
+        return;
+    }
+    j->c.free_fn = pushjob_free;
+    j->is_put = is_put;
+    mdm_buf_init(&j->p12, 0);
+    mdm_buf_init(&j->sealed, 0);
+    if (is_put) {
+        char v[8];
+        j->force = query_param(r->query, "force", v, sizeof(v)) &&
+                   (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+        const char *why = NULL;
+        json_error_t je;
+        json_t *body = r->body.len ? json_loadb((const char *)mdm_buf_head(&r->body),
+                                                 r->body.len, 0, &je)
+                                    : NULL;
+        bool bad = false;
+        char *b64 = NULL;
+        if (!json_is_object(body)) {
+            why = "expected a JSON object: {\"certificate_pem\", \"key_pem\"} or "
+                  "{\"pkcs12_base64\", \"password\"}";
+        } else {
+            bool pem = dup_member(body, "certificate_pem", &j->cert_pem, &bad);
+            bool key = dup_member(body, "key_pem", &j->key_pem, &bad);
+            bool p12 = dup_member(body, "pkcs12_base64", &b64, &bad);
+            dup_member(body, "password", &j->password, &bad);
+            if (bad)
+                why = "certificate_pem, key_pem, pkcs12_base64 and password must be strings";
+            else if (p12 == (pem || key))
+                why = "give either certificate_pem and key_pem, or pkcs12_base64 (and password)";
+            else if (pem != key)
+                why = "certificate_pem and key_pem go together";
+            else if (p12 && mdm_base64_decode(b64, strlen(b64), &j->p12) != 0)
+                why = "pkcs12_base64: not base64";
+        }
+        free(b64);
+        json_decref(body);
+        if (why) {
+            call_fail(&j->c, 400, "invalid body", why);
+            return;
+        }
+    }
+    if (mdm_store_run_async(api.store, run_pushjob, j) != 0) {
+        if (is_put) {
+            call_fail(&j->c, 503, "unavailable", "storage is shutting down");
+        } else {
+            respond_error(x, 503, "unavailable", "storage is shutting down");
+            pushjob_free(&j->c);
+        }
+    }
+}
+
+/* Start-up: a look at the stored push certificate, sealed under the instance secrets key. */
+static void pushcert_setup(const uint8_t seal_key[32])
+{
+    memcpy(api.seal_key, seal_key, sizeof(api.seal_key));
+    mdm_pushcert_t pc;
+    int ret = mdm_pushcert_load(api.store, api.seal_key, &pc, NULL);
+    if (ret == 0) {
+        int64_t days = mdm_pushcert_days_left(&pc, (int64_t)(mdm_wall_ms() / 1000));
+        if (days < MDM_PUSHCERT_WARN_DAYS)
+            mdm_warn("api", "push certificate %s expires in %lld day(s): renew it", pc.topic,
+                     (long long)days);
+        else
+            mdm_info("api", "push certificate %s: %lld day(s) left", pc.topic, (long long)days);
+    } else if (ret == MDM_ENOTFOUND) {
+        mdm_warn("api", "no push certificate: Macs cannot be woken until one is uploaded "
+                        "(PUT /api/v1/push-certificate or mdmd push-cert upload)");
+    } else {
+        mdm_error("api", "the stored push certificate cannot be read: %s", mdm_strerror(ret));
+    }
+    mdm_pushcert_dispose(&pc);
+}
+
+/* ------------------------------------------------------------------------------------------
  * Dispatch
  */
 
@@ -1525,6 +1793,11 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
             handle_enqueue(x, NULL);
         else
             method_not_allowed(x, "POST");
+    } else if (n == 1 && strcmp(segs[0], "push-certificate") == 0) {
+        if (is_get || m == MDM_HTTP_PUT)
+            handle_pushcert(x, !is_get);
+        else
+            method_not_allowed(x, "GET, PUT");
     } else if (n == 1 && strcmp(segs[0], "audit") == 0) {
         if (is_get)
             handle_list(x, JOB_AUDIT, NULL);
@@ -1535,7 +1808,8 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
     }
 }
 
-int mdm_api_add_routes(mdm_http_router_t *router, mdm_actors_t *rt, const char *dir)
+int mdm_api_add_routes(mdm_http_router_t *router, mdm_actors_t *rt, const char *dir,
+                       const uint8_t seal_key[32])
 {
     api.rt = rt;
     api.store = mdm_actors_store(rt);
@@ -1546,6 +1820,7 @@ int mdm_api_add_routes(mdm_http_router_t *router, mdm_actors_t *rt, const char *
                          "every request until it is there (mdmd init creates it)",
                   dir, mdm_strerror(ret));
     snprintf(api.who, sizeof(api.who), "admin-key:%.8s", api.have_key ? api.key_hash : "none");
+    pushcert_setup(seal_key);
     return mdm_http_router_add(router, MDM_HTTP_ANY, API_PREFIX "*", (void *)handle_api, NULL,
                                MDM_API_BODY_MAX);
 }

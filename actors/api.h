@@ -28,11 +28,12 @@
 
 /**
  * Reads dir/admin-api-key.sha256 and adds the "/api/v1/" prefix route to router. rt must
- * outlive the router's use. Call once per process (the API's state is static), before the
+ * outlive the router's use; seal_key (the instance secrets key, which seals the push
+ * certificate's key) is copied. Call once per process (the API's state is static), before the
  * shards start. When the hash cannot be read the API is still routed but answers every
  * request 401 (logged at start-up). Returns 0 or the codes of mdm_http_router_add.
  */
 MDM_MUST_CHECK int mdm_api_add_routes(mdm_http_router_t *router, mdm_actors_t *rt,
-                                      const char *dir);
+                                      const char *dir, const uint8_t seal_key[32]);
 
 #endif

@@ -218,7 +218,7 @@ static int make_servers(struct app *app, unsigned n)
     if (ret == 0)
         ret = mdm_mdm_add_routes(&app->device_router, &app->mdm_opts);
     if (ret == 0)
-        ret = mdm_api_add_routes(&app->admin_router, app->actors, c->dir);
+        ret = mdm_api_add_routes(&app->admin_router, app->actors, c->dir, app->secrets_key);
     if (ret != 0)
         return ret;
     struct mdm_server_opts dev = {

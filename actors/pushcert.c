@@ -1,0 +1,278 @@
+/* The APNs push certificate. See pushcert.h. */
+#include <wolfssl/options.h>
+
+#include "actors/pushcert.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/asn_public.h>
+#include <wolfssl/wolfcrypt/pkcs12.h>
+#include <wolfssl/wolfcrypt/types.h>
+
+#include "core/crypto.h"
+#include "storage/pushcert.h"
+
+#define PEM_MAX (1u << 20)
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void wipe_free(uint8_t *p, size_t len)
+{
+    if (p) {
+        volatile uint8_t *v = p;
+        for (size_t i = 0; i < len; i++)
+            v[i] = 0;
+        free(p);
+    }
+}
+
+void mdm_pushcert_dispose(mdm_pushcert_t *pc)
+{
+    if (!pc)
+        return;
+    free(pc->cert_der);
+    wipe_free(pc->key_der, pc->key_len);
+    memset(pc, 0, sizeof(*pc));
+}
+
+int mdm_pushcert_uid(const uint8_t *der, size_t len, char *topic, size_t size)
+{
+    topic[0] = '\0';
+    if (len > INT32_MAX)
+        return MDM_ECERT;
+    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(der, (int)len, WOLFSSL_FILETYPE_ASN1);
+    if (!x)
+        return MDM_ECERT;
+    WOLFSSL_X509_NAME *name = wolfSSL_X509_get_subject_name(x);
+    int n = name ? wolfSSL_X509_NAME_get_text_by_NID(name, NID_userId, topic, (int)size) : -1;
+    wolfSSL_X509_free(x);
+    if (n <= 0) {
+        topic[0] = '\0';
+        return MDM_ECERT;
+    }
+    return 0;
+}
+
+/* Whether key (DER) is the private half of cert (DER). */
+static bool key_matches(const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len)
+{
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS)
+        return false;
+    bool ok = false;
+    WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
+    if (ctx &&
+        wolfSSL_CTX_use_certificate_buffer(ctx, cert, (long)cert_len, WOLFSSL_FILETYPE_ASN1) ==
+            WOLFSSL_SUCCESS &&
+        wolfSSL_CTX_use_PrivateKey_buffer(ctx, key, (long)key_len, WOLFSSL_FILETYPE_ASN1) ==
+            WOLFSSL_SUCCESS)
+        ok = wolfSSL_CTX_check_private_key(ctx) == WOLFSSL_SUCCESS;
+    wolfSSL_CTX_free(ctx);
+    wolfSSL_Cleanup();
+    return ok;
+}
+
+/* Takes ownership of cert and key (malloc'ed DER); checks everything and fills out. */
+static int finish(uint8_t *cert, size_t cert_len, uint8_t *key, size_t key_len, int64_t now,
+                  mdm_pushcert_t *out, char *err, size_t errlen)
+{
+    out->cert_der = cert;
+    out->cert_len = cert_len;
+    out->key_der = key;
+    out->key_len = key_len;
+    if (mdm_x509_inspect_der(cert, cert_len, &out->info) != 0) {
+        seterr(err, errlen, "the certificate cannot be parsed");
+        return MDM_ECERT;
+    }
+    if (mdm_pushcert_uid(cert, cert_len, out->topic, sizeof(out->topic)) != 0) {
+        seterr(err, errlen,
+               "not an APNs MDM push certificate: its subject has no UID (the topic, "
+               "com.apple.mgmt.External.<uuid>); subject is %s",
+               out->info.subject);
+        return MDM_ECERT;
+    }
+    if (strncmp(out->topic, MDM_PUSHCERT_TOPIC_PREFIX, strlen(MDM_PUSHCERT_TOPIC_PREFIX)) != 0) {
+        seterr(err, errlen,
+               "not an APNs MDM push certificate: its UID \"%.100s\" does not start with "
+               MDM_PUSHCERT_TOPIC_PREFIX,
+               out->topic);
+        return MDM_ECERT;
+    }
+    if (!key_matches(cert, cert_len, key, key_len)) {
+        seterr(err, errlen, "the private key does not belong to the certificate (topic %s)",
+               out->topic);
+        return MDM_ECERT;
+    }
+    if (now >= out->info.not_after) {
+        seterr(err, errlen,
+               "the push certificate for %s expired %lld day(s) ago; renew it at "
+               "https://identity.apple.com and upload the new one",
+               out->topic, (long long)((now - out->info.not_after) / 86400));
+        return MDM_ECERT;
+    }
+    if (now < out->info.not_before) {
+        seterr(err, errlen, "the push certificate for %s is not valid yet (notBefore is in %lld s)",
+               out->topic, (long long)(out->info.not_before - now));
+        return MDM_ECERT;
+    }
+    return 0;
+}
+
+int mdm_pushcert_parse_pem(const char *cert_pem, size_t cert_len, const char *key_pem,
+                           size_t key_len, int64_t now, mdm_pushcert_t *out, char *err,
+                           size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (cert_len == 0 || key_len == 0 || cert_len > PEM_MAX || key_len > PEM_MAX) {
+        seterr(err, errlen, "both the certificate and the key are needed (PEM, at most 1 MiB)");
+        return -EINVAL;
+    }
+    uint8_t *cert = malloc(cert_len);
+    uint8_t *key = malloc(key_len);
+    if (!cert || !key) {
+        free(cert);
+        free(key);
+        return -ENOMEM;
+    }
+    int cl = wc_CertPemToDer((const unsigned char *)cert_pem, (int)cert_len, cert, (int)cert_len,
+                             CERT_TYPE);
+    int kl = wc_KeyPemToDer((const unsigned char *)key_pem, (int)key_len, key, (int)key_len, NULL);
+    if (cl <= 0 || kl <= 0) {
+        free(cert);
+        wipe_free(key, key_len);
+        seterr(err, errlen, "%s",
+               cl <= 0 ? "certificate_pem holds no PEM CERTIFICATE block"
+                       : "key_pem holds no unencrypted PEM private key (RSA, EC or PKCS#8)");
+        return -EINVAL;
+    }
+    return finish(cert, (size_t)cl, key, (size_t)kl, now, out, err, errlen);
+}
+
+int mdm_pushcert_parse_pkcs12(const uint8_t *p12, size_t len, const char *password, int64_t now,
+                              mdm_pushcert_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (len == 0 || len > PEM_MAX) {
+        seterr(err, errlen, "the PKCS#12 is empty or over 1 MiB");
+        return -EINVAL;
+    }
+    WC_PKCS12 *pk = wc_PKCS12_new();
+    if (!pk)
+        return -ENOMEM;
+    byte *pkey = NULL, *pcert = NULL;
+    word32 pkey_len = 0, pcert_len = 0;
+    WC_DerCertList *ca = NULL;
+    int ret = -EINVAL;
+    if (wc_d2i_PKCS12(p12, (word32)len, pk) != 0) {
+        seterr(err, errlen, "pkcs12_base64 is not a PKCS#12 file");
+    } else if (wc_PKCS12_parse(pk, password ? password : "", &pkey, &pkey_len, &pcert,
+                               &pcert_len, &ca) != 0) {
+        seterr(err, errlen, "the PKCS#12 cannot be opened: wrong password, or an encryption "
+                            "this server does not support");
+    } else if (!pkey || !pcert) {
+        seterr(err, errlen, "the PKCS#12 must hold both the certificate and its private key");
+    } else {
+        ret = 0;
+    }
+    wc_PKCS12_free(pk);
+    while (ca) { /* wc_FreeCertList is not exported by every build */
+        WC_DerCertList *next = ca->next;
+        XFREE(ca->buffer, NULL, DYNAMIC_TYPE_PKCS);
+        XFREE(ca, NULL, DYNAMIC_TYPE_PKCS);
+        ca = next;
+    }
+    uint8_t *cert = NULL, *key = NULL;
+    if (ret == 0) {
+        cert = malloc(pcert_len);
+        key = malloc(pkey_len);
+        if (cert && key) {
+            memcpy(cert, pcert, pcert_len);
+            memcpy(key, pkey, pkey_len);
+        } else {
+            free(cert);
+            free(key);
+            ret = -ENOMEM;
+        }
+    }
+    if (pkey) {
+        memset(pkey, 0, pkey_len);
+        XFREE(pkey, NULL, DYNAMIC_TYPE_PUBLIC_KEY);
+    }
+    if (pcert)
+        XFREE(pcert, NULL, DYNAMIC_TYPE_PKCS);
+    if (ret != 0)
+        return ret;
+    return finish(cert, pcert_len, key, pkey_len, now, out, err, errlen);
+}
+
+int64_t mdm_pushcert_days_left(const mdm_pushcert_t *pc, int64_t now)
+{
+    int64_t d = pc->info.not_after - now;
+    return d >= 0 ? d / 86400 : -((-d + 86399) / 86400);
+}
+
+int mdm_pushcert_save(mdm_batch_t *b, const uint8_t seal_key[MDM_SEAL_KEY_LEN],
+                      const mdm_pushcert_t *pc, uint64_t now_ms)
+{
+    mdm_buf_t sealed;
+    mdm_buf_init(&sealed, 0);
+    int ret = mdm_seal(seal_key, MDM_PUSHCERT_SEAL_AAD, strlen(MDM_PUSHCERT_SEAL_AAD), pc->key_der,
+                       pc->key_len, &sealed);
+    if (ret == 0)
+        mdm_store_put_pushcert(b, pc->cert_der, pc->cert_len, now_ms, mdm_buf_head(&sealed),
+                               sealed.len);
+    mdm_buf_dispose(&sealed);
+    return ret;
+}
+
+int mdm_pushcert_load(mdm_store_t *s, const uint8_t *seal_key, mdm_pushcert_t *out,
+                      uint64_t *uploaded_ms)
+{
+    memset(out, 0, sizeof(*out));
+    mdm_buf_t cert, sealed, key;
+    mdm_buf_init(&cert, 0);
+    mdm_buf_init(&sealed, 0);
+    mdm_buf_init(&key, 0);
+    int ret = mdm_store_get_pushcert(s, &cert, uploaded_ms, seal_key ? &sealed : NULL);
+    if (ret == 0 && seal_key)
+        ret = mdm_unseal(seal_key, MDM_PUSHCERT_SEAL_AAD, strlen(MDM_PUSHCERT_SEAL_AAD),
+                         mdm_buf_head(&sealed), sealed.len, &key);
+    if (ret == 0) {
+        out->cert_der = malloc(cert.len);
+        out->key_der = key.len ? malloc(key.len) : NULL;
+        if (!out->cert_der || (key.len && !out->key_der)) {
+            ret = -ENOMEM;
+        } else {
+            memcpy(out->cert_der, mdm_buf_head(&cert), cert.len);
+            out->cert_len = cert.len;
+            if (key.len)
+                memcpy(out->key_der, mdm_buf_head(&key), key.len);
+            out->key_len = key.len;
+            ret = mdm_x509_inspect_der(out->cert_der, out->cert_len, &out->info);
+            if (ret == 0)
+                ret = mdm_pushcert_uid(out->cert_der, out->cert_len, out->topic,
+                                       sizeof(out->topic));
+        }
+    }
+    if (key.len)
+        memset(mdm_buf_head(&key), 0, key.len);
+    mdm_buf_dispose(&key);
+    mdm_buf_dispose(&cert);
+    mdm_buf_dispose(&sealed);
+    if (ret != 0)
+        mdm_pushcert_dispose(out);
+    return ret;
+}
