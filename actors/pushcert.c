@@ -18,34 +18,14 @@
 
 #define PEM_MAX (1u << 20)
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
-static void wipe_free(uint8_t *p, size_t len)
-{
-    if (p) {
-        volatile uint8_t *v = p;
-        for (size_t i = 0; i < len; i++)
-            v[i] = 0;
-        free(p);
-    }
-}
 
 void mdm_pushcert_dispose(mdm_pushcert_t *pc)
 {
     if (!pc)
         return;
     free(pc->cert_der);
-    wipe_free(pc->key_der, pc->key_len);
+    mdm_free_wiped(pc->key_der, pc->key_len);
     memset(pc, 0, sizeof(*pc));
 }
 
@@ -94,37 +74,37 @@ static int finish(uint8_t *cert, size_t cert_len, uint8_t *key, size_t key_len, 
     out->key_der = key;
     out->key_len = key_len;
     if (mdm_x509_inspect_der(cert, cert_len, &out->info) != 0) {
-        seterr(err, errlen, "the certificate cannot be parsed");
+        mdm_errf(err, errlen, "the certificate cannot be parsed");
         return MDM_ECERT;
     }
     if (mdm_pushcert_uid(cert, cert_len, out->topic, sizeof(out->topic)) != 0) {
-        seterr(err, errlen,
+        mdm_errf(err, errlen,
                "not an APNs MDM push certificate: its subject has no UID (the topic, "
                "com.apple.mgmt.External.<uuid>); subject is %s",
                out->info.subject);
         return MDM_ECERT;
     }
     if (strncmp(out->topic, MDM_PUSHCERT_TOPIC_PREFIX, strlen(MDM_PUSHCERT_TOPIC_PREFIX)) != 0) {
-        seterr(err, errlen,
+        mdm_errf(err, errlen,
                "not an APNs MDM push certificate: its UID \"%.100s\" does not start with "
                MDM_PUSHCERT_TOPIC_PREFIX,
                out->topic);
         return MDM_ECERT;
     }
     if (!key_matches(cert, cert_len, key, key_len)) {
-        seterr(err, errlen, "the private key does not belong to the certificate (topic %s)",
+        mdm_errf(err, errlen, "the private key does not belong to the certificate (topic %s)",
                out->topic);
         return MDM_ECERT;
     }
     if (now >= out->info.not_after) {
-        seterr(err, errlen,
+        mdm_errf(err, errlen,
                "the push certificate for %s expired %lld day(s) ago; renew it at "
                "https://identity.apple.com and upload the new one",
                out->topic, (long long)((now - out->info.not_after) / 86400));
         return MDM_ECERT;
     }
     if (now < out->info.not_before) {
-        seterr(err, errlen, "the push certificate for %s is not valid yet (notBefore is in %lld s)",
+        mdm_errf(err, errlen, "the push certificate for %s is not valid yet (notBefore is in %lld s)",
                out->topic, (long long)(out->info.not_before - now));
         return MDM_ECERT;
     }
@@ -137,7 +117,7 @@ int mdm_pushcert_parse_pem(const char *cert_pem, size_t cert_len, const char *ke
 {
     memset(out, 0, sizeof(*out));
     if (cert_len == 0 || key_len == 0 || cert_len > PEM_MAX || key_len > PEM_MAX) {
-        seterr(err, errlen, "both the certificate and the key are needed (PEM, at most 1 MiB)");
+        mdm_errf(err, errlen, "both the certificate and the key are needed (PEM, at most 1 MiB)");
         return -EINVAL;
     }
     uint8_t *cert = malloc(cert_len);
@@ -152,8 +132,8 @@ int mdm_pushcert_parse_pem(const char *cert_pem, size_t cert_len, const char *ke
     int kl = wc_KeyPemToDer((const unsigned char *)key_pem, (int)key_len, key, (int)key_len, NULL);
     if (cl <= 0 || kl <= 0) {
         free(cert);
-        wipe_free(key, key_len);
-        seterr(err, errlen, "%s",
+        mdm_free_wiped(key, key_len);
+        mdm_errf(err, errlen, "%s",
                cl <= 0 ? "certificate_pem holds no PEM CERTIFICATE block"
                        : "key_pem holds no unencrypted PEM private key (RSA, EC or PKCS#8)");
         return -EINVAL;
@@ -166,7 +146,7 @@ int mdm_pushcert_parse_pkcs12(const uint8_t *p12, size_t len, const char *passwo
 {
     memset(out, 0, sizeof(*out));
     if (len == 0 || len > PEM_MAX) {
-        seterr(err, errlen, "the PKCS#12 is empty or over 1 MiB");
+        mdm_errf(err, errlen, "the PKCS#12 is empty or over 1 MiB");
         return -EINVAL;
     }
     WC_PKCS12 *pk = wc_PKCS12_new();
@@ -177,13 +157,13 @@ int mdm_pushcert_parse_pkcs12(const uint8_t *p12, size_t len, const char *passwo
     WC_DerCertList *ca = NULL;
     int ret = -EINVAL;
     if (wc_d2i_PKCS12(p12, (word32)len, pk) != 0) {
-        seterr(err, errlen, "pkcs12_base64 is not a PKCS#12 file");
+        mdm_errf(err, errlen, "pkcs12_base64 is not a PKCS#12 file");
     } else if (wc_PKCS12_parse(pk, password ? password : "", &pkey, &pkey_len, &pcert,
                                &pcert_len, &ca) != 0) {
-        seterr(err, errlen, "the PKCS#12 cannot be opened: wrong password, or an encryption "
+        mdm_errf(err, errlen, "the PKCS#12 cannot be opened: wrong password, or an encryption "
                             "this server does not support");
     } else if (!pkey || !pcert) {
-        seterr(err, errlen, "the PKCS#12 must hold both the certificate and its private key");
+        mdm_errf(err, errlen, "the PKCS#12 must hold both the certificate and its private key");
     } else {
         ret = 0;
     }

@@ -55,25 +55,7 @@
 #define FILE_MAX (1024 * 1024)     /* largest key or certificate file we read */
 #define SIGNED_OVERHEAD 8192       /* SignedData bytes besides the certificate */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
-static void free_wiped(uint8_t *p, size_t len)
-{
-    if (p) {
-        explicit_bzero(p, len);
-        free(p);
-    }
-}
 
 /* ---- base64 ---------------------------------------------------------------------------- */
 
@@ -231,12 +213,12 @@ static int read_key_der(const char *path, uint8_t **der, size_t *len, int *key_o
         }
     }
 out:
-    free_wiped(file, file_len);
+    mdm_free_wiped(file, file_len);
     if (ret == 0) {
         *der = out;
         *len = out_len;
     } else {
-        free_wiped(out, out_len);
+        mdm_free_wiped(out, out_len);
     }
     return ret;
 }
@@ -373,7 +355,7 @@ out:
     }
     if (rng_ok)
         wc_FreeRng(&rng);
-    free_wiped(key, key_len);
+    mdm_free_wiped(key, key_len);
     free(cert);
     free(sig);
     return ret;
@@ -520,12 +502,12 @@ static int check_dates(const mdm_x509_info_t *info, const char *what, int64_t no
     char when[40];
     if (now < info->not_before) {
         fmt_time(info->not_before, when, sizeof(when));
-        set_err(err, errlen, "%s not valid before %s", what, when);
+        mdm_errf(err, errlen, "%s not valid before %s", what, when);
         return MDM_ECERT;
     }
     if (now > info->not_after) {
         fmt_time(info->not_after, when, sizeof(when));
-        set_err(err, errlen, "%s expired at %s", what, when);
+        mdm_errf(err, errlen, "%s expired at %s", what, when);
         return MDM_ECERT;
     }
     return 0;
@@ -536,7 +518,7 @@ int mdm_cms_trust_verify(const mdm_cms_trust_t *trust, const uint8_t *cert_der, 
 {
     assert(trust && (cert_der || len == 0));
     if (len == 0 || len > FILE_MAX) {
-        set_err(err, errlen, "certificate cannot be parsed");
+        mdm_errf(err, errlen, "certificate cannot be parsed");
         return MDM_ECERT;
     }
     mdm_x509_info_t *leaf = malloc(sizeof(*leaf));
@@ -544,7 +526,7 @@ int mdm_cms_trust_verify(const mdm_cms_trust_t *trust, const uint8_t *cert_der, 
         return -ENOMEM;
     int ret = MDM_ECERT;
     if (mdm_x509_inspect_der(cert_der, len, leaf) != 0) {
-        set_err(err, errlen, "certificate cannot be parsed");
+        mdm_errf(err, errlen, "certificate cannot be parsed");
         goto out;
     }
     const struct anchor *issuer = NULL;
@@ -560,12 +542,12 @@ int mdm_cms_trust_verify(const mdm_cms_trust_t *trust, const uint8_t *cert_der, 
     }
     if (!issuer) {
         if (last == ASN_SIG_CONFIRM_E)
-            set_err(err, errlen, "certificate signature does not verify (issuer %s)",
+            mdm_errf(err, errlen, "certificate signature does not verify (issuer %s)",
                     leaf->issuer);
         else if (last == ASN_NO_SIGNER_E)
-            set_err(err, errlen, "issuer not trusted (%s)", leaf->issuer);
+            mdm_errf(err, errlen, "issuer not trusted (%s)", leaf->issuer);
         else
-            set_err(err, errlen, "certificate not accepted (wolfSSL %d)", last);
+            mdm_errf(err, errlen, "certificate not accepted (wolfSSL %d)", last);
         goto out;
     }
     if ((ret = check_dates(leaf, "certificate", now, err, errlen)) != 0)

@@ -1,6 +1,9 @@
 /* Error names, clocks and the placement hash shared by all of core/. */
 #include "core/common.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,4 +71,22 @@ void mdm_hex_encode(const uint8_t *in, size_t n, char *out)
         out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * n] = '\0';
+}
+
+void mdm_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void mdm_free_wiped(void *p, size_t len)
+{
+    if (!p)
+        return;
+    explicit_bzero(p, len);
+    free(p);
 }

@@ -36,6 +36,12 @@ uint64_t mdm_now_ms(void);
 /** Wall clock in milliseconds since the Unix epoch. */
 uint64_t mdm_wall_ms(void);
 
+/** Formats a one-line reason into err (when err is non-NULL and errlen > 0). */
+void mdm_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/** Zeroes len bytes at p (a secret) and frees it; NULL is ignored. */
+void mdm_free_wiped(void *p, size_t len);
+
 /** Writes n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
 void mdm_hex_encode(const uint8_t *in, size_t n, char *out);
 

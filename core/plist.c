@@ -39,27 +39,16 @@
 #define BPLIST_MAGIC_LEN 8
 #define BPLIST_TRAILER_LEN 32
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int not_well_formed(char *err, size_t errlen)
 {
-    set_err(err, errlen, "plist is not well-formed");
+    mdm_errf(err, errlen, "plist is not well-formed");
     return -EBADMSG;
 }
 
 static int too_deep(size_t max_depth, char *err, size_t errlen)
 {
-    set_err(err, errlen, "nesting deeper than %zu", max_depth);
+    mdm_errf(err, errlen, "nesting deeper than %zu", max_depth);
     return MDM_ETOOBIG;
 }
 
@@ -175,7 +164,7 @@ static int xml_prescan(const uint8_t *p, size_t len, size_t max_open, size_t max
                     const uint8_t *text = q + 1;
                     const uint8_t *lt = memchr(text, '<', (size_t)(end - text));
                     if (!lt || !base64_text_ok(text, (size_t)(lt - text))) {
-                        set_err(err, errlen, "plist is not well-formed (bad <data> base64)");
+                        mdm_errf(err, errlen, "plist is not well-formed (bad <data> base64)");
                         return -EBADMSG;
                     }
                 }
@@ -350,7 +339,7 @@ static int bp_object(const struct bplist *b, uint64_t i, struct frame *f, uint64
 
 static int too_big(uint64_t cap, char *err, size_t errlen)
 {
-    set_err(err, errlen, "binary plist expands beyond %llu units (shared references)",
+    mdm_errf(err, errlen, "binary plist expands beyond %llu units (shared references)",
             (unsigned long long)cap);
     return MDM_ETOOBIG;
 }
@@ -419,7 +408,7 @@ static int bplist_prescan(const uint8_t *p, size_t len, size_t max_depth, char *
                 goto out;
             }
         } else if (m->state == MEMO_ACTIVE) {
-            set_err(err, errlen, "plist is not well-formed (reference cycle)");
+            mdm_errf(err, errlen, "plist is not well-formed (reference cycle)");
             ret = -EBADMSG;
             goto out;
         } else {
@@ -496,11 +485,11 @@ int mdm_plist_parse(const void *data, size_t len, size_t max_depth, plist_t *out
     *out = NULL;
     const uint8_t *p = data;
     if (len == 0) {
-        set_err(err, errlen, "plist is empty");
+        mdm_errf(err, errlen, "plist is empty");
         return -EBADMSG;
     }
     if (len > UINT32_MAX) { /* libplist takes 32-bit lengths */
-        set_err(err, errlen, "plist larger than 4 GiB");
+        mdm_errf(err, errlen, "plist larger than 4 GiB");
         return MDM_ETOOBIG;
     }
     plist_t root = NULL;
@@ -518,7 +507,7 @@ int mdm_plist_parse(const void *data, size_t len, size_t max_depth, plist_t *out
         const uint8_t *x = p + i, *end = p + len;
         if (!starts_with(x, end, "<?xml") && !starts_with(x, end, "<!") &&
             !starts_with(x, end, "<plist")) {
-            set_err(err, errlen, "not a property list (neither XML nor binary)");
+            mdm_errf(err, errlen, "not a property list (neither XML nor binary)");
             return -EBADMSG;
         }
         if ((ret = xml_prescan(x, len - i, max_depth + 2, max_depth, err, errlen)) != 0)
@@ -544,7 +533,7 @@ int mdm_plist_parse_dict(const void *data, size_t len, size_t max_depth, plist_t
     if (plist_get_node_type(*out) != PLIST_DICT) {
         plist_free(*out);
         *out = NULL;
-        set_err(err, errlen, "root is not a dictionary");
+        mdm_errf(err, errlen, "root is not a dictionary");
         return -EBADMSG;
     }
     return 0;

@@ -53,13 +53,6 @@
 /* ---- files ----------------------------------------------------------------------------- */
 
 /* Frees a buffer that held key material. */
-static void free_wiped(uint8_t *p, size_t len)
-{
-    if (p) {
-        explicit_bzero(p, len);
-        free(p);
-    }
-}
 
 /* ---- keys ------------------------------------------------------------------------------ */
 
@@ -141,8 +134,8 @@ static int key_load(const char *path, struct key **out)
     ret = MDM_ECRYPTO;
 out:
     free(k); /* never holds an initialised key here */
-    free_wiped(file, file_len);
-    free_wiped(der, der_len);
+    mdm_free_wiped(file, file_len);
+    mdm_free_wiped(der, der_len);
     return ret;
 }
 
@@ -212,8 +205,8 @@ int mdm_x509_key_generate(const char *path, enum mdm_x509_key_type type)
     ret = mdm_file_write_atomic(path, pem, (size_t)pem_len, 0600);
 out:
     key_free(k);
-    free_wiped(der, KEY_DER_MAX);
-    free_wiped(pem, KEY_PEM_MAX);
+    mdm_free_wiped(der, KEY_DER_MAX);
+    mdm_free_wiped(pem, KEY_PEM_MAX);
     wc_FreeRng(&rng);
     return ret;
 }
