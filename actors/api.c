@@ -1708,7 +1708,7 @@ static void pushcert_setup(const uint8_t seal_key[32])
             mdm_info("api", "push certificate %s: %lld day(s) left", pc.topic, (long long)days);
     } else if (ret == MDM_ENOTFOUND) {
         mdm_warn("api", "no push certificate: Macs cannot be woken until one is uploaded "
-                        "(PUT /api/v1/push-certificate or mdmd push-cert upload)");
+                        "(PUT /api/v1/push-certificate, see docs/apns.md)");
     } else {
         mdm_error("api", "the stored push certificate cannot be read: %s", mdm_strerror(ret));
     }

@@ -60,6 +60,13 @@ typedef struct mdm_config {
     int identity;          /* enum mdm_cfg_identity */
     char identity_cas[1024]; /* comma-separated PEM files, besides [tls] client_ca */
 
+    /* [apns] */
+    char apns_url[256];     /* https://host[:port]: :authority, SNI and verified name */
+    char apns_address[128]; /* IP:port to connect to; "" = the url's host when an IP literal */
+    char apns_ca[PATH_MAX]; /* PEM trust anchors for the APNs server; "" = no verification */
+    long long apns_coalesce_ms;
+    long long apns_connections;
+
     /* [actors] */
     long long actors_in_memory;
     long long mailbox_size;

@@ -66,6 +66,7 @@ enum mdm_shard_slot {
     MDM_SLOT_ACTORS,
     MDM_SLOT_APP,
     MDM_SLOT_SERVER_DEVICE_PLAIN,
+    MDM_SLOT_APNS,
 };
 
 typedef struct mdm_shard_group {

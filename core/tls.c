@@ -390,6 +390,28 @@ static int load_identity(WOLFSSL_CTX *w, const char *cert_path, const char *key_
     return prove_pair ? check_key_pair(cert_path, key_path) : 0;
 }
 
+/* A client identity from DER buffers (certificate and its key, checked to match). */
+static int load_identity_der(WOLFSSL_CTX *w, const struct mdm_tls_client_opts *o)
+{
+    if (o->cert_der_len > INT32_MAX || o->key_der_len > INT32_MAX)
+        return MDM_ECONFIG;
+    int r = wolfSSL_CTX_use_certificate_buffer(w, o->cert_der, (long)o->cert_der_len,
+                                               WOLFSSL_FILETYPE_ASN1);
+    if (r != WOLFSSL_SUCCESS) {
+        wolfSSL_ERR_clear_error();
+        mdm_error(LOG_MOD, "the client certificate (DER) does not load (%d)", r);
+        return MDM_ETLS;
+    }
+    r = wolfSSL_CTX_use_PrivateKey_buffer(w, o->key_der, (long)o->key_der_len,
+                                          WOLFSSL_FILETYPE_ASN1);
+    if (r != WOLFSSL_SUCCESS || wolfSSL_CTX_check_private_key(w) != WOLFSSL_SUCCESS) {
+        wolfSSL_ERR_clear_error();
+        mdm_error(LOG_MOD, "the client key (DER) does not load or does not match (%d)", r);
+        return MDM_ETLS;
+    }
+    return 0;
+}
+
 static int load_trust(WOLFSSL_CTX *w, const char *ca_path)
 {
     int r = check_readable("CA certificates", ca_path);
@@ -489,8 +511,9 @@ int mdm_tls_ctx_new_client(mdm_tls_ctx_t **out, const struct mdm_tls_client_opts
     mdm_tls_ctx_t *ctx = NULL;
     int ret;
     *out = NULL;
-    if (!o->cert_path != !o->key_path) {
-        mdm_error(LOG_MOD, "client certificate and key must be given together");
+    if (!o->cert_path != !o->key_path || !o->cert_der != !o->key_der ||
+        (o->cert_path && o->cert_der)) {
+        mdm_error(LOG_MOD, "client certificate and key must be given together, once");
         return MDM_ECONFIG;
     }
     if (o->alpn && (strlen(o->alpn) == 0 || strlen(o->alpn) > ALPN_NAME_MAX)) {
@@ -508,6 +531,8 @@ int mdm_tls_ctx_new_client(mdm_tls_ctx_t **out, const struct mdm_tls_client_opts
         goto out;
     }
     if (o->cert_path && (ret = load_identity(w, o->cert_path, o->key_path, false)) != 0)
+        goto out;
+    if (o->cert_der && (ret = load_identity_der(w, o)) != 0)
         goto out;
     if (o->ca_path) {
         if ((ret = load_trust(w, o->ca_path)) != 0)

@@ -63,6 +63,12 @@ struct mdm_tls_client_opts {
     const char *ca_path;   /* PEM trust anchors; NULL = no verification (tests/bench only) */
     const char *cert_path; /* client certificate (PEM, may be a chain), optional */
     const char *key_path;  /* its private key; required when cert_path is set */
+    /* or a client certificate and key as DER buffers (copied by wolfSSL; not with cert_path):
+     * the APNs push certificate, whose key lives sealed in the database, never in a file */
+    const uint8_t *cert_der;
+    size_t cert_der_len;
+    const uint8_t *key_der; /* PKCS#1/SEC1/PKCS#8 DER; required when cert_der is set */
+    size_t key_der_len;
     const char *alpn;      /* protocol to offer, e.g. "h2", or NULL */
     bool tls12_only;       /* cap the version at TLS 1.2 (tests/bench) */
     size_t cipher_in_max;  /* bytes; 0 = MDM_TLS_CIPHER_IN_MAX_DEFAULT */
