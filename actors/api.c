@@ -11,6 +11,7 @@
  *   DELETE devices/{udid}/commands/{u}  MDM_DEV_CANCEL                          (audited)
  *   POST   commands                     enqueue to a list of devices            (audited)
  *   GET    audit                        audit log (job)
+ *   POST   devices/{udid}/push          MDM_DEV_PUSH: wake the Mac through APNs  (audited)
  *   GET    push-certificate             topic and expiry of the APNs certificate (job)
  *   PUT    push-certificate             upload it, PEM or PKCS#12 (job, then audited)
  *
@@ -30,6 +31,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +39,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "actors/apns.h"
 #include "actors/device.h"
 #include "actors/instance.h"
 #include "actors/pushcert.h"
@@ -55,6 +58,8 @@
 #define LIST_LIMIT_MAX 1000
 #define SEGMENTS_MAX 6
 #define PLIST_DEPTH 32
+
+static atomic_bool have_pushcert; /* a push certificate is stored (start-up, then uploads) */
 
 static struct {
     mdm_actors_t *rt;
@@ -1102,8 +1107,15 @@ static void on_device_got(mdm_dev_req_t *r)
         respond_error(x, r->status, r->status == 404 ? "not found" : "unavailable", r->error);
     } else {
         json_t *o = device_json(&r->device);
-        if (o)
+        if (o) {
             set_int(o, "queued", r->queued);
+            json_t *push = json_object();
+            set_int(push, "requested_ms", r->push_requested_ms);
+            set_int(push, "result_ms", r->push_result_ms);
+            json_object_set_new(push, "status", json_integer(r->push_result_status));
+            set_str(push, "reason", r->push_result_reason);
+            json_object_set_new(o, "last_push", push);
+        }
         respond_json(x, 200, o, NULL, 0);
     }
     mdm_dev_req_free(r);
@@ -1125,13 +1137,18 @@ static void on_device_answer(mdm_dev_req_t *r)
 {
     struct call *c = r->ctx;
     int status = r->status;
-    if (status == 200 || status == 201) {
+    if (status == 200 || status == 201 || status == 202) {
         json_t *body;
         if (r->kind == MDM_DEV_DELETE)
             body = json_pack("{s:s}", "deleted", r->base.id);
+        else if (r->kind == MDM_DEV_PUSH)
+            body = json_pack("{s:s, s:b}", "udid", r->base.id, "push_queued", 1);
         else
             body = json_pack("{s:s, s:s}", "cancelled", r->uuid, "udid", r->base.id);
-        call_finish(c, 200, body, r->kind == MDM_DEV_DELETE ? "deleted" : "cancelled");
+        if (r->kind == MDM_DEV_PUSH)
+            call_finish(c, 202, body, "push queued");
+        else
+            call_finish(c, 200, body, r->kind == MDM_DEV_DELETE ? "deleted" : "cancelled");
     } else {
         call_fail(c, status, status == 404 ? "not found" : status == 409 ? "conflict"
                                                                           : "unavailable",
@@ -1146,10 +1163,22 @@ static void handle_device_change(mdm_exchange_t *x, enum mdm_dev_req_kind kind,
     char target[128];
     snprintf(target, sizeof(target), "%s%s%s", udid, uuid ? "/" : "", uuid ? uuid : "");
     struct call *c = call_new(x, sizeof(struct call),
-                              kind == MDM_DEV_DELETE ? "device.delete" : "command.cancel",
+                              kind == MDM_DEV_DELETE ? "device.delete"
+                              : kind == MDM_DEV_PUSH ? "device.push"
+                                                     : "command.cancel",
                               target);
     if (!c) {
         respond_error(x, 503, "out of memory", NULL);
+        return;
+    }
+    if (kind == MDM_DEV_PUSH && !mdm_apns_enabled()) {
+        call_fail(c, 503, "unavailable",
+                  "the APNs pusher is off: set [apns] url and address (see the server log)");
+        return;
+    }
+    if (kind == MDM_DEV_PUSH && !atomic_load(&have_pushcert)) {
+        call_fail(c, 503, "unavailable",
+                  "no push certificate: upload one (PUT /api/v1/push-certificate)");
         return;
     }
     mdm_dev_req_t *r = mdm_dev_req_new(kind, udid);
@@ -1523,6 +1552,20 @@ static void pushjob_set_error(struct pushjob *j, int status, const char *error,
     snprintf(j->detail, sizeof(j->detail), "%.40s: %.250s", error, detail);
 }
 
+/* After a new push certificate is durable, the pushers reload it. */
+struct cert_notice {
+    mdm_commit_waiter_t w;
+};
+
+static void on_cert_durable(mdm_commit_waiter_t *w, int status)
+{
+    if (status == 0) {
+        atomic_store(&have_pushcert, true);
+        mdm_apns_cert_changed();
+    }
+    free(MDM_CONTAINER_OF(w, struct cert_notice, w));
+}
+
 static void on_pushjob_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     (void)sh;
@@ -1544,6 +1587,14 @@ static void on_pushjob_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
                      (long long)days);
         mdm_info("api", "push certificate uploaded: topic %s, %lld day(s) left", j->pc.topic,
                  (long long)days);
+        struct cert_notice *n = calloc(1, sizeof(*n));
+        if (n) {
+            n->w.fn = on_cert_durable;
+            mdm_actors_after_commit(j->c.shard, &n->w);
+        } else {
+            mdm_error("api", "out of memory: the pushers keep the previous certificate until "
+                             "a restart");
+        }
     }
     call_finish(&j->c, j->status, body, j->detail);
 }
@@ -1700,6 +1751,7 @@ static void pushcert_setup(const uint8_t seal_key[32])
     mdm_pushcert_t pc;
     int ret = mdm_pushcert_load(api.store, api.seal_key, &pc, NULL);
     if (ret == 0) {
+        atomic_store(&have_pushcert, true);
         int64_t days = mdm_pushcert_days_left(&pc, (int64_t)(mdm_wall_ms() / 1000));
         if (days < MDM_PUSHCERT_WARN_DAYS)
             mdm_warn("api", "push certificate %s expires in %lld day(s): renew it", pc.topic,
@@ -1783,6 +1835,11 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
             handle_enqueue(x, segs[1]);
         else
             method_not_allowed(x, "GET, POST");
+    } else if (n == 3 && strcmp(segs[0], "devices") == 0 && strcmp(segs[2], "push") == 0) {
+        if (m == MDM_HTTP_POST)
+            handle_device_change(x, MDM_DEV_PUSH, segs[1], NULL);
+        else
+            method_not_allowed(x, "POST");
     } else if (n == 4 && strcmp(segs[0], "devices") == 0 && strcmp(segs[2], "commands") == 0) {
         if (m == MDM_HTTP_DELETE)
             handle_device_change(x, MDM_DEV_CANCEL, segs[1], segs[3]);

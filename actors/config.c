@@ -95,17 +95,16 @@ const mdm_cfg_key_t mdm_config_keys[] = {
         "(besides [tls] client_ca)"),
 
     STR("apns", "url", apns_url, "https://api.push.apple.com:443",
-        "APNs endpoint: its host name is the HTTP/2 :authority, the TLS server name and the "
-        "name checked in the server certificate (sandbox: https://api.sandbox.push.apple.com)"),
+        "APNs endpoint; its host is the :authority, TLS server name and certificate name "
+        "(sandbox: https://api.sandbox.push.apple.com)"),
     STR("apns", "address", apns_address, "",
-        "IP:port ([v6]:port) to connect to for url; empty = url's host when it is an IP "
-        "literal (mdmd does not resolve host names: without it pushes are off)"),
+        "IP:port ([v6]:port) of url's host; empty = url's host if an IP literal "
+        "(mdmd does no DNS: else pushes are off)"),
     STR("apns", "ca", apns_ca, "/etc/ssl/certs/ca-certificates.crt",
-        "PEM trust anchors that verify the APNs server certificate; empty = no verification "
-        "(tests only)"),
+        "PEM trust anchors for the APNs server certificate; empty = no verification (tests only)"),
     INT("apns", "coalesce_ms", apns_coalesce_ms, "1000", 0, 3600000,
-        "at most one push per device per this many ms; commands queued meanwhile get one "
-        "more push at the end of the window if still waiting"),
+        "at most one push per device per this many ms; one more at the window's end if "
+        "commands still wait"),
     INT("apns", "connections", apns_connections, "1", 1, 16,
         "HTTP/2 connections to APNs per shard (opened when there is something to push)"),
 

@@ -16,6 +16,8 @@
  */
 #include "actors/device.h"
 
+#include "actors/apns.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -143,6 +145,12 @@ struct device_actor {
     unsigned recent_next;
     mdm_shard_msg_t load_msg;
     int load_status;
+    /* pushes (memory only: a reloaded actor starts afresh) */
+    uint64_t push_requested_ms; /* last push handed to the pusher */
+    bool push_wake_armed;       /* a wake-up is due at the end of the coalescing window */
+    uint64_t push_result_ms;
+    int push_result_status;
+    char push_result_reason[64];
 };
 
 static struct mdm_device_options opts;
@@ -844,6 +852,85 @@ static bool handle_connect(struct device_actor *da, mdm_dev_req_t *r)
     return false;
 }
 
+/* ---- pushes ---- */
+
+static bool commands_waiting(const struct device_actor *da)
+{
+    for (const struct qentry *q = da->queue; q; q = q->next)
+        if (q->e.status == MDM_CMD_QUEUED && q->e.channel[0] == '\0')
+            return true;
+    return false;
+}
+
+/*
+ * Asks the shard's pusher to wake the Mac, at most once per coalescing window: inside one,
+ * a single wake-up is set for the window's end (which pushes only if commands still wait).
+ * Returns 0 (pushed or scheduled), 409 (no usable token) or 503 (the pusher is full or off).
+ */
+static int request_push(struct device_actor *da)
+{
+    mdm_device_t *d = &da->dev;
+    if (!da->exists || d->state != MDM_DEVICE_ENROLLED || d->push_token_len == 0 ||
+        d->push_token_invalid || d->push_magic[0] == '\0')
+        return 409;
+    if (!mdm_apns_enabled())
+        return 503;
+    uint64_t now = mdm_now_ms(), window = mdm_apns_coalesce_ms();
+    mdm_shard_t *sh = mdm_actor_shard(&da->base);
+    if (da->push_requested_ms && now - da->push_requested_ms < window) {
+        if (!da->push_wake_armed &&
+            mdm_apns_wake_later(sh, da->base.id, da->push_requested_ms + window - now) == 0)
+            da->push_wake_armed = true;
+        return da->push_wake_armed ? 0 : 503;
+    }
+    if (mdm_apns_push(sh, da->base.id, d->push_token, d->push_token_len, d->push_magic) != 0)
+        return 503;
+    da->push_requested_ms = now;
+    return 0;
+}
+
+static void handle_push(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (r->wake) {
+        da->push_wake_armed = false;
+        if (commands_waiting(da))
+            (void)request_push(da);
+        r->status = 200;
+        return;
+    }
+    if (!da->exists) {
+        fail(r, 404, "no device %s", da->base.id);
+        return;
+    }
+    int st = request_push(da);
+    if (st == 409)
+        fail(r, 409, "device %s has no valid push token (not enrolled, no TokenUpdate yet, or "
+                     "APNs refused the token: it is used again after the next TokenUpdate)",
+             da->base.id);
+    else if (st != 0)
+        fail(r, 503, "the pusher cannot take the push now");
+    else
+        r->status = 202;
+}
+
+static void handle_push_result(struct device_actor *da, mdm_dev_req_t *r)
+{
+    mdm_device_t *d = &da->dev;
+    r->status = 200;
+    if (!da->exists || r->push_token_len != d->push_token_len ||
+        memcmp(r->push_token, d->push_token, d->push_token_len) != 0)
+        return; /* about a token the device no longer has */
+    da->push_result_ms = mdm_wall_ms();
+    da->push_result_status = r->push_status;
+    snprintf(da->push_result_reason, sizeof(da->push_result_reason), "%s", r->push_reason);
+    bool invalid = r->push_status == 410 ||
+                   (r->push_status == 400 && strcmp(r->push_reason, "BadDeviceToken") == 0);
+    if (invalid && !d->push_token_invalid) {
+        d->push_token_invalid = true;
+        save_device(da);
+    }
+}
+
 /* ---- admin requests ---- */
 
 static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
@@ -903,6 +990,8 @@ static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
     mdm_store_put_queue_entry(batch(da), &q->e);
     record_event(da, q, MDM_CMD_QUEUED);
     r->status = 201;
+    if (q->e.channel[0] == '\0')
+        (void)request_push(da); /* no token or no pusher: the Mac finds it at its next poll */
 }
 
 static void handle_cancel(struct device_actor *da, mdm_dev_req_t *r)
@@ -1037,9 +1126,22 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
         } else {
             r->device = da->dev;
             r->queued = da->queue_len;
+            r->push_requested_ms = da->push_requested_ms
+                                       ? mdm_wall_ms() - (mdm_now_ms() - da->push_requested_ms)
+                                       : 0;
+            r->push_result_ms = da->push_result_ms;
+            r->push_result_status = da->push_result_status;
+            snprintf(r->push_result_reason, sizeof(r->push_result_reason), "%s",
+                     da->push_result_reason);
             r->status = 200;
         }
         break; /* answered once what it shows is durable */
+    case MDM_DEV_PUSH:
+        handle_push(da, r);
+        break;
+    case MDM_DEV_PUSH_RESULT:
+        handle_push_result(da, r);
+        break;
     case MDM_DEV_DELETE:
         if (handle_delete(da, r))
             return; /* answered and done once the purge is durable */

@@ -20,6 +20,8 @@ enum mdm_dev_req_kind {
     MDM_DEV_CANCEL,  /* admin: cancel a queued command */
     MDM_DEV_GET,     /* admin: device record and queue summary */
     MDM_DEV_DELETE,  /* admin: remove the device, its queue and its secrets */
+    MDM_DEV_PUSH,    /* admin (202/409) or the pusher's coalescing timer (wake): push it */
+    MDM_DEV_PUSH_RESULT, /* the pusher: final outcome of a push (push_status, push_reason) */
 };
 
 typedef struct mdm_dev_req mdm_dev_req_t;
@@ -37,6 +39,12 @@ struct mdm_dev_req {
     char uuid[MDM_UUID_MAX + 1];       /* ENQUEUE/CANCEL: command UUID */
     uint8_t *plist;             /* ENQUEUE: command plist (owned) */
     size_t plist_len;
+    bool wake;                  /* PUSH: end of a coalescing window (push only if commands
+                                   wait), not an admin request */
+    int push_status;            /* PUSH_RESULT: APNs :status, 0 = never answered */
+    char push_reason[64];       /* PUSH_RESULT: APNs reason or why it was not sent */
+    uint8_t push_token[128];    /* PUSH_RESULT: the token pushed to */
+    size_t push_token_len;
 
     /* out: HTTP status and body to answer with */
     int status;
@@ -45,6 +53,11 @@ struct mdm_dev_req {
     char error[200];        /* one line saying what was wrong, with status >= 400 */
     mdm_device_t device;    /* GET: copy of the record */
     unsigned queued;        /* GET: entries waiting */
+    /* GET: pushes, kept in memory by the actor (lost on eviction and restart) */
+    uint64_t push_requested_ms; /* last push handed to the pusher, 0 = none */
+    uint64_t push_result_ms;    /* when its outcome came back, 0 = none yet */
+    int push_result_status;     /* APNs :status, 0 = not answered */
+    char push_result_reason[64];
 
     /* plumbing */
     mdm_commit_waiter_t _waiter;

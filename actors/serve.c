@@ -18,6 +18,7 @@
 
 #include "actors/actor.h"
 #include "actors/api.h"
+#include "actors/apns.h"
 #include "actors/config.h"
 #include "actors/device.h"
 #include "actors/mdm.h"
@@ -349,6 +350,8 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
         .secrets_key = app->secrets_key,
     };
     mdm_device_setup(app->actors, &dopts);
+    if (mdm_apns_setup(&app->shards, &app->cfg, app->store, app->secrets_key) != 0)
+        goto out;
     if (make_servers(app, n) != 0)
         goto out;
     int ret = mdm_shards_start(&app->shards);

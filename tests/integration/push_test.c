@@ -1,0 +1,416 @@
+/*
+ * APNs pushes end to end: a real mdmd pushing to the fake APNs ($FAKE_APNS_BIN) over HTTP/2 +
+ * TLS with an uploaded push certificate (signed by a CA the fake trusts, made with the openssl
+ * CLI), simulated Macs (bench/sim) enrolling and polling.
+ *
+ * - the loop: queue a command -> the fake records a POST for the Mac's token with the right
+ *   headers and body -> the Mac connects and gets the command;
+ * - 410 marks the token invalid: no push for the next command, POST .../push is 409, a new
+ *   TokenUpdate makes pushes flow again;
+ * - 503 then 200 (the script is changed between attempts): retried and delivered;
+ * - coalescing: 5 commands inside the window -> 1 push, then one more at the window's end
+ *   because the commands still wait;
+ * - without a push certificate POST .../push is 503.
+ */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/sim.h"
+#include "check.h"
+#include "core/common.h"
+#include "core/https_client.h"
+#include "harness.h"
+
+#define TOPIC "com.apple.mgmt.External.11111111-2222-3333-4444-555555555555"
+#define COALESCE_MS 1500
+
+static char dir[512], work[600], script[700], rec[700];
+static char api_key[128];
+static server_proc_t srv;
+static sim_env_t env;
+static int apns_port;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int api(const char *method, const char *path, const char *body, json_t **out)
+{
+    char headers[256];
+    snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", api_key);
+    struct mdm_https_connect_opts o = {
+        .host = "127.0.0.1", .port = srv.admin_port, .sni = "localhost",
+        .ca_path = instance_ca(dir)};
+    mdm_buf_t resp;
+    mdm_buf_init(&resp, 0);
+    int status = mdm_https_request(&o, method, path, headers, body ? "application/json" : NULL,
+                                   body, body ? strlen(body) : 0, &resp, 30000);
+    json_t *j = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, NULL)
+                         : NULL;
+    if (getenv("VERBOSE") && resp.len)
+        fprintf(stderr, "%s %s -> %d %.*s\n", method, path, status, (int)resp.len,
+                (const char *)mdm_buf_head(&resp));
+    mdm_buf_dispose(&resp);
+    if (out)
+        *out = j;
+    else
+        json_decref(j);
+    return status;
+}
+
+static void write_script(const char *text)
+{
+    char tmp[720];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", script);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fputs(text, f);
+    fclose(f);
+    rename(tmp, script);
+}
+
+static void token_hex(const sim_mac_t *m, char out[65])
+{
+    mdm_hex_encode(m->push_token, sizeof(m->push_token), out);
+}
+
+/* Records for m's current token (with status st, or any when st == 0). */
+static int count_pushes(const sim_mac_t *m, int st)
+{
+    char hex[65], path[100], status[32];
+    token_hex(m, hex);
+    snprintf(path, sizeof(path), "\"path\":\"/3/device/%s\"", hex);
+    snprintf(status, sizeof(status), "\"status\":%d,", st);
+    FILE *f = fopen(rec, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, path) && (st == 0 || strstr(line, status)))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static bool wait_pushes(const sim_mac_t *m, int st, int n, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        if (count_pushes(m, st) >= n)
+            return true;
+        sleep_ms(50);
+    }
+    return false;
+}
+
+/* The last record for m's token, parsed. */
+static json_t *last_push(const sim_mac_t *m)
+{
+    char hex[65], path[100];
+    token_hex(m, hex);
+    snprintf(path, sizeof(path), "\"path\":\"/3/device/%s\"", hex);
+    FILE *f = fopen(rec, "r");
+    if (!f)
+        return NULL;
+    char line[4096];
+    json_t *j = NULL;
+    while (fgets(line, sizeof(line), f)) {
+        if (!strstr(line, path))
+            continue;
+        json_decref(j);
+        j = json_loads(line, 0, NULL);
+    }
+    fclose(f);
+    return j;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static int enqueue(const sim_mac_t *m)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/commands", m->udid);
+    return api("POST", path, "{\"request_type\":\"SecurityInfo\"}", NULL);
+}
+
+static int push(const sim_mac_t *m)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/push", m->udid);
+    return api("POST", path, "{}", NULL);
+}
+
+static json_t *get_device(const sim_mac_t *m)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s", m->udid);
+    json_t *j = NULL;
+    CHECK_EQ_INT(api("GET", path, NULL, &j), 200);
+    return j;
+}
+
+static void enroll(sim_mac_t *m, unsigned seq)
+{
+    CHECK_EQ_INT(sim_mac_init(m, &env, NULL, seq), 0);
+    CHECK_EQ_INT(sim_authenticate(m, NULL), 200);
+    CHECK_EQ_INT(sim_token_update(m, NULL, 0, NULL), 200);
+}
+
+static void test_loop(void)
+{
+    sim_mac_t m;
+    enroll(&m, 1);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_pushes(&m, 200, 1, 10000));
+    json_t *p = last_push(&m);
+    CHECK(p != NULL);
+    CHECK_STR(jstr(p, "method"), "POST");
+    CHECK_STR(jstr(p, "topic"), TOPIC);
+    CHECK_STR(jstr(p, "client_topic"), TOPIC);
+    CHECK_STR(jstr(p, "push_type"), "mdm");
+    CHECK_STR(jstr(p, "priority"), "10");
+    CHECK(strlen(jstr(p, "expiration")) > 0);
+    char body[128];
+    snprintf(body, sizeof(body), "{\"mdm\":\"%s\"}", m.push_magic);
+    CHECK_STR(jstr(p, "body"), body);
+    json_decref(p);
+    /* Woken, the Mac connects and gets the command. */
+    sim_cmd_t cmd;
+    CHECK_EQ_INT(sim_connect_idle(&m, &cmd), 200);
+    CHECK_STR(cmd.request_type, "SecurityInfo");
+    CHECK_EQ_INT(sim_respond(&m, &cmd, SIM_ACKNOWLEDGED, NULL), 200);
+    /* The device shows the push's outcome. */
+    json_t *d = NULL;
+    for (int i = 0; i < 100; i++) {
+        json_decref(d);
+        d = get_device(&m);
+        if (json_integer_value(json_object_get(json_object_get(d, "last_push"), "status")) == 200)
+            break;
+        sleep_ms(50);
+    }
+    json_t *lp = json_object_get(d, "last_push");
+    CHECK_EQ_INT((int)json_integer_value(json_object_get(lp, "status")), 200);
+    CHECK(json_integer_value(json_object_get(lp, "result_ms")) > 0);
+    json_decref(d);
+    /* An explicit push is taken (202) once the window is over. */
+    sleep_ms(COALESCE_MS + 100);
+    CHECK_EQ_INT(push(&m), 202);
+    CHECK(wait_pushes(&m, 200, 2, 10000));
+    sim_mac_dispose(&m);
+}
+
+static void test_unregistered(void)
+{
+    sim_mac_t m;
+    enroll(&m, 2);
+    char hex[65], line[200];
+    token_hex(&m, hex);
+    snprintf(line, sizeof(line), "%s 410\n* 200\n", hex);
+    write_script(line);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_pushes(&m, 410, 1, 10000));
+    bool invalid = false;
+    for (int i = 0; i < 100 && !invalid; i++) {
+        json_t *d = get_device(&m);
+        invalid = json_is_true(json_object_get(d, "push_token_invalid"));
+        json_decref(d);
+        if (!invalid)
+            sleep_ms(50);
+    }
+    CHECK(invalid);
+    sleep_ms(COALESCE_MS + 100);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK_EQ_INT(push(&m), 409);
+    sleep_ms(COALESCE_MS + 500);
+    CHECK_EQ_INT(count_pushes(&m, 0), 1); /* no second push to a refused token */
+    /* A new TokenUpdate (new token) makes pushes flow again. */
+    CHECK_EQ_INT(sim_token_update(&m, NULL, 0, NULL), 200);
+    json_t *d = get_device(&m);
+    CHECK(json_is_false(json_object_get(d, "push_token_invalid")));
+    json_decref(d);
+    CHECK_EQ_INT(push(&m), 202);
+    CHECK(wait_pushes(&m, 200, 1, 10000));
+    sim_mac_dispose(&m);
+}
+
+static void test_retry(void)
+{
+    sim_mac_t m;
+    enroll(&m, 3);
+    char hex[65], line[200];
+    token_hex(&m, hex);
+    snprintf(line, sizeof(line), "%s 503\n* 200\n", hex);
+    write_script(line);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_pushes(&m, 503, 1, 10000));
+    write_script("* 200\n");
+    CHECK(wait_pushes(&m, 200, 1, 15000));
+    json_t *d = NULL;
+    for (int i = 0; i < 100; i++) {
+        json_decref(d);
+        d = get_device(&m);
+        if (json_integer_value(json_object_get(json_object_get(d, "last_push"), "status")) == 200)
+            break;
+        sleep_ms(50);
+    }
+    CHECK_EQ_INT((int)json_integer_value(json_object_get(json_object_get(d, "last_push"),
+                                                         "status")),
+                 200);
+    CHECK(json_is_false(json_object_get(d, "push_token_invalid")));
+    json_decref(d);
+    sim_mac_dispose(&m);
+}
+
+static void test_coalescing(void)
+{
+    sim_mac_t m;
+    enroll(&m, 4);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_pushes(&m, 0, 1, 10000));
+    sleep_ms(COALESCE_MS / 3);
+    CHECK_EQ_INT(count_pushes(&m, 0), 1);
+    /* The commands still wait at the window's end: one more push, and only one. */
+    CHECK(wait_pushes(&m, 0, 2, COALESCE_MS + 5000));
+    sleep_ms(COALESCE_MS + 500);
+    CHECK_EQ_INT(count_pushes(&m, 0), 2);
+    sim_mac_dispose(&m);
+}
+
+static pid_t start_fake(void)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        char ca[700];
+        snprintf(ca, sizeof(ca), "%s/ca.crt", work);
+        execl(getenv("FAKE_APNS_BIN"), "fake-apns", "--cert", MDM_TEST_DATA "/server.crt",
+              "--key", MDM_TEST_DATA "/server.key", "--ca", ca, "--script", script, "--record",
+              rec, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char line[64] = "";
+    FILE *f = fdopen(pfd[0], "r");
+    if (!f || !fgets(line, sizeof(line), f) || sscanf(line, "listening %d", &apns_port) != 1)
+        apns_port = 0;
+    if (f)
+        fclose(f);
+    return pid;
+}
+
+static int upload_cert(void)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/push.crt", work);
+    char *c = NULL, *k = NULL;
+    size_t n = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        c = calloc(1, 65536);
+        n = fread(c, 1, 65535, f);
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "%s/push.key", work);
+    if ((f = fopen(path, "r"))) {
+        k = calloc(1, 65536);
+        n = fread(k, 1, 65535, f);
+        fclose(f);
+    }
+    (void)n;
+    json_t *b = json_pack("{s:s, s:s}", "certificate_pem", c ? c : "", "key_pem", k ? k : "");
+    char *text = json_dumps(b, JSON_COMPACT);
+    int st = api("PUT", "/api/v1/push-certificate", text, NULL);
+    free(text);
+    json_decref(b);
+    free(c);
+    free(k);
+    return st;
+}
+
+int main(void)
+{
+    if (!getenv("FAKE_APNS_BIN")) {
+        fprintf(stderr, "FAKE_APNS_BIN is not set\n");
+        return 77;
+    }
+    snprintf(dir, sizeof(dir), "%s", check_tmpdir("push"));
+    snprintf(work, sizeof(work), "%s-apns", dir);
+    snprintf(script, sizeof(script), "%s/script", work);
+    snprintf(rec, sizeof(rec), "%s/record.jsonl", work);
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "rm -rf '%s' && mkdir -p '%s' && cd '%s' && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt "
+             "-subj '/CN=Push CA' -days 30 2>/dev/null && "
+             "openssl req -x509 -CA ca.crt -CAkey ca.key -newkey rsa:2048 -nodes "
+             "-keyout push.key -out push.crt -subj '/UID=" TOPIC "/CN=APSP:test/C=US' "
+             "-days 30 2>/dev/null",
+             work, work, work);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "openssl failed\n");
+        return 99;
+    }
+    write_script("* 200\n");
+    pid_t fake = start_fake();
+    if (fake <= 0 || apns_port <= 0) {
+        fprintf(stderr, "fake-apns did not start\n");
+        return 99;
+    }
+    const char *args[] = {"init", dir, "--hostnames", "localhost,127.0.0.1", NULL};
+    char out[8192];
+    if (harness_run(dir, args, 60000, out, sizeof(out)) != 0)
+        return 99;
+    const char *k = strstr(out, "mdm_");
+    if (!k || sscanf(k, "%127s", api_key) != 1)
+        return 99;
+    char set_url[128], set_addr[128], set_coalesce[64];
+    snprintf(set_url, sizeof(set_url), "apns.url=https://localhost:%d", apns_port);
+    snprintf(set_addr, sizeof(set_addr), "apns.address=127.0.0.1:%d", apns_port);
+    snprintf(set_coalesce, sizeof(set_coalesce), "apns.coalesce_ms=%d", COALESCE_MS);
+    const char *extra[] = {"--shards", "2", "--set", set_url, "--set", set_addr,
+                           "--set", "apns.ca=" MDM_TEST_DATA "/test-ca.crt",
+                           "--set", set_coalesce, NULL};
+    if (harness_start(&srv, dir, extra) != 0) {
+        kill(fake, SIGKILL);
+        return 99;
+    }
+    char simdir[700];
+    snprintf(simdir, sizeof(simdir), "%s/sim", work);
+    CHECK_EQ_INT(sim_env_init(&env, dir, simdir, srv.device_port), 0);
+    snprintf(env.topic, sizeof(env.topic), "%s", TOPIC);
+
+    /* No push certificate yet: an explicit push is 503. */
+    sim_mac_t m0;
+    enroll(&m0, 0);
+    CHECK_EQ_INT(push(&m0), 503);
+    sim_mac_dispose(&m0);
+
+    CHECK_EQ_INT(upload_cert(), 200);
+    test_loop();
+    test_unregistered();
+    test_retry();
+    test_coalescing();
+
+    CHECK_EQ_INT(harness_stop(&srv, SIGTERM, 20000), 0);
+    kill(fake, SIGTERM);
+    waitpid(fake, NULL, 0);
+    return check_finish("integ-push");
+}
