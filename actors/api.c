@@ -12,6 +12,7 @@
  *   POST   commands                     enqueue to a list of devices            (audited)
  *   GET    audit                        audit log (job)
  *   POST   devices/{udid}/push          MDM_DEV_PUSH: wake the Mac through APNs  (audited)
+ *   POST   push                         MDM_DEV_PUSH to a list or every device   (audited)
  *   GET    push-certificate             topic and expiry of the APNs certificate (job)
  *   PUT    push-certificate             upload it, PEM or PKCS#12 (job, then audited)
  *
@@ -1194,6 +1195,262 @@ static void handle_device_change(mdm_exchange_t *x, enum mdm_dev_req_kind kind,
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Bulk push: POST push with {"udids":[...]} or {"all":true}. One MDM_DEV_PUSH per device (the
+ * path of POST devices/{udid}/push, so coalescing and refused tokens apply), at most
+ * MDM_API_INFLIGHT_MAX at a time. "all" reads the device list in pages of PUSH_PAGE UDIDs on
+ * a storage worker, one page at a time, the next once the current one is handed out: memory
+ * stays one page whatever the fleet's size.
+ */
+
+#define PUSH_PAGE 1000
+#define PUSH_FAILURES_MAX 100 /* failures listed in the answer (all are counted) */
+
+struct bulkpush {
+    struct call c; /* first */
+    mdm_shard_msg_t msg;
+    bool all;      /* every device, paged from storage */
+    bool fetching; /* a page job is on a storage worker: udids, n, after are its own */
+    bool eof;      /* all: the last page was read */
+    bool pumping, finished;
+    int store_err; /* a page could not be read (the call ends with 503) */
+    char (*udids)[MDM_UDID_MAX + 1]; /* the list, or the current page */
+    size_t n, next, outstanding;
+    char after[MDM_UDID_MAX + 1]; /* all: last UDID read */
+    uint64_t requested, queued, skipped, failed;
+    json_t *failures;
+};
+
+static void bulkpush_free(struct call *c)
+{
+    struct bulkpush *b = (struct bulkpush *)c;
+    free(b->udids);
+    json_decref(b->failures);
+    free(b);
+}
+
+static void bulkpush_pump(struct bulkpush *b);
+
+static void bulkpush_failure(struct bulkpush *b, const char *udid, int status, const char *error)
+{
+    b->failed++;
+    if (json_array_size(b->failures) < PUSH_FAILURES_MAX)
+        json_array_append_new(b->failures, json_pack("{s:s, s:i, s:s}", "udid", udid, "status",
+                                                     status, "error", error));
+}
+
+static void bulkpush_finish(struct bulkpush *b)
+{
+    b->finished = true;
+    char detail[200];
+    snprintf(detail, sizeof(detail),
+             "requested %llu, queued %llu, skipped_no_token %llu, failed %llu%s",
+             (unsigned long long)b->requested, (unsigned long long)b->queued,
+             (unsigned long long)b->skipped, (unsigned long long)b->failed,
+             b->store_err ? ", device list unreadable" : "");
+    json_t *body = json_pack("{s:I, s:I, s:I, s:I, s:O}", "requested", (json_int_t)b->requested,
+                             "queued", (json_int_t)b->queued, "skipped_no_token",
+                             (json_int_t)b->skipped, "failed", (json_int_t)b->failed,
+                             "failures", b->failures);
+    int status = 202;
+    if (b->store_err) {
+        status = 503;
+        json_object_set_new(body, "error", json_string("storage failure"));
+        char d[200];
+        snprintf(d, sizeof(d), "the device list could not be read (%s): devices after %s were "
+                               "not pushed", mdm_strerror(b->store_err), b->after[0] ? b->after
+                                                                                  : "the start");
+        json_object_set_new(body, "detail", json_string(d));
+    }
+    call_finish(&b->c, status, body, detail);
+}
+
+static void on_bulk_pushed(mdm_dev_req_t *r)
+{
+    struct bulkpush *b = r->ctx;
+    if (r->status == 202)
+        b->queued++;
+    else if (r->status == 409)
+        b->skipped++;
+    else
+        bulkpush_failure(b, r->base.id, r->status, r->error[0] ? r->error : "refused");
+    mdm_dev_req_free(r);
+    b->outstanding--;
+    bulkpush_pump(b);
+}
+
+static int on_page_device(void *arg, const mdm_device_t *d)
+{
+    struct bulkpush *b = arg;
+    snprintf(b->udids[b->n], sizeof(b->udids[b->n]), "%s", d->udid);
+    snprintf(b->after, sizeof(b->after), "%s", d->udid);
+    return ++b->n >= PUSH_PAGE ? 1 : 0;
+}
+
+static void on_page_read(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct bulkpush *b = MDM_CONTAINER_OF(m, struct bulkpush, msg);
+    b->fetching = false;
+    bulkpush_pump(b);
+}
+
+static void run_page(mdm_store_t *s, void *arg)
+{
+    struct bulkpush *b = arg;
+    int ret = mdm_store_list_devices(s, b->after, on_page_device, b);
+    if (ret < 0) {
+        b->store_err = ret;
+        b->eof = true;
+    } else if (ret == 0) {
+        b->eof = true; /* the list ended before a full page */
+    }
+    b->msg.fn = on_page_read;
+    mdm_shard_post(b->c.shard, &b->msg);
+}
+
+static void bulkpush_pump(struct bulkpush *b)
+{
+    if (b->pumping || b->finished)
+        return;
+    b->pumping = true;
+    while (!b->fetching) {
+        if (b->next < b->n) {
+            if (b->outstanding >= MDM_API_INFLIGHT_MAX)
+                break;
+            const char *udid = b->udids[b->next++];
+            b->requested++;
+            mdm_dev_req_t *r = mdm_dev_req_new(MDM_DEV_PUSH, udid);
+            if (!r) {
+                bulkpush_failure(b, udid, 503, "out of memory");
+                continue;
+            }
+            r->done = on_bulk_pushed;
+            r->ctx = b;
+            b->outstanding++;
+            mdm_dev_send(r); /* may answer at once (mailbox full): see pumping */
+            continue;
+        }
+        if (!b->all || b->eof)
+            break;
+        /* The page is handed out: read the next one. */
+        b->n = b->next = 0;
+        b->fetching = true;
+        int ret = mdm_store_run_async(api.store, run_page, b);
+        if (ret != 0) {
+            b->fetching = false;
+            b->store_err = ret;
+            b->eof = true;
+        }
+    }
+    b->pumping = false;
+    if (!b->fetching && b->next == b->n && b->outstanding == 0 && (!b->all || b->eof))
+        bulkpush_finish(b);
+}
+
+static void handle_bulk_push(mdm_exchange_t *x)
+{
+    const mdm_http_request_t *r = mdm_exchange_request(x);
+    struct bulkpush *b = (struct bulkpush *)call_new(x, sizeof(*b), "push.bulk", "");
+    if (!b) {
+        respond_error(x, 503, "out of memory", NULL);
+        return;
+    }
+    b->c.free_fn = bulkpush_free;
+    b->failures = json_array();
+    if (!b->failures) {
+        call_fail(&b->c, 503, "out of memory", NULL);
+        return;
+    }
+    const char *ct = mdm_http_request_header(r, "Content-Type");
+    if (ct && strncasecmp(ct, "application/json", 16) != 0) {
+        call_fail(&b->c, 415, "unsupported content type", "send application/json");
+        return;
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb((const char *)mdm_buf_head(&r->body), r->body.len,
+                              JSON_REJECT_DUPLICATES, &jerr);
+    char detail[200];
+    if (!body || !json_is_object(body)) {
+        snprintf(detail, sizeof(detail), body ? "the body must be a JSON object"
+                                              : "line %d column %d: %s",
+                 jerr.line, jerr.column, jerr.text);
+        json_decref(body);
+        call_fail(&b->c, 400, "invalid JSON", detail);
+        return;
+    }
+    const char *why = NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (strcmp(k, "udids") != 0 && strcmp(k, "all") != 0)
+            why = "unknown key (expected udids or all)";
+    }
+    json_t *udids = json_object_get(body, "udids");
+    json_t *all = json_object_get(body, "all");
+    size_t n = json_array_size(udids);
+    if (!why && (udids != NULL) == (all != NULL)) {
+        why = "give either udids (an array of UDIDs) or all: true";
+    } else if (!why && all && !json_is_true(all)) {
+        why = "all: only true is meaningful (or give udids)";
+    } else if (!why && udids &&
+               (!json_is_array(udids) || n == 0 || n > MDM_API_BULK_MAX)) {
+        snprintf(detail, sizeof(detail), "udids: expected an array of 1 to %d UDIDs",
+                 MDM_API_BULK_MAX);
+        why = detail;
+    }
+    if (!why && udids) {
+        b->udids = calloc(n, sizeof(*b->udids));
+        if (!b->udids) {
+            json_decref(body);
+            call_fail(&b->c, 503, "out of memory", NULL);
+            return;
+        }
+        for (size_t i = 0; i < n && !why; i++) {
+            const char *u = json_string_value(json_array_get(udids, i));
+            if (!u || !valid_id(u, strlen(u))) {
+                snprintf(detail, sizeof(detail),
+                         "udids[%zu]: expected a UDID (1-63 of A-Z a-z 0-9 - _ . :)", i);
+                why = detail;
+            } else {
+                snprintf(b->udids[i], sizeof(b->udids[i]), "%s", u);
+            }
+        }
+        b->n = n;
+    }
+    if (why) {
+        char copy[200];
+        snprintf(copy, sizeof(copy), "%s", why);
+        json_decref(body);
+        call_fail(&b->c, 422, "invalid parameter", copy);
+        return;
+    }
+    json_decref(body);
+    if (all) {
+        b->all = true;
+        snprintf(b->c.audit.target, sizeof(b->c.audit.target), "all devices");
+        b->udids = calloc(PUSH_PAGE, sizeof(*b->udids));
+        if (!b->udids) {
+            call_fail(&b->c, 503, "out of memory", NULL);
+            return;
+        }
+    } else {
+        snprintf(b->c.audit.target, sizeof(b->c.audit.target), "%zu device%s: %s%s", n,
+                 n == 1 ? "" : "s", b->udids[0], n > 1 ? ", ..." : "");
+    }
+    if (!mdm_apns_enabled()) {
+        call_fail(&b->c, 503, "unavailable",
+                  "the APNs pusher is off: set [apns] url and address (see the server log)");
+        return;
+    }
+    if (!atomic_load(&have_pushcert)) {
+        call_fail(&b->c, 503, "unavailable",
+                  "no push certificate: upload one (PUT /api/v1/push-certificate)");
+        return;
+    }
+    bulkpush_pump(b);
+}
+
+/* ------------------------------------------------------------------------------------------
  * Reads on a storage worker: device list, command history, audit log
  */
 
@@ -1848,6 +2105,11 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
     } else if (n == 1 && strcmp(segs[0], "commands") == 0) {
         if (m == MDM_HTTP_POST)
             handle_enqueue(x, NULL);
+        else
+            method_not_allowed(x, "POST");
+    } else if (n == 1 && strcmp(segs[0], "push") == 0) {
+        if (m == MDM_HTTP_POST)
+            handle_bulk_push(x);
         else
             method_not_allowed(x, "POST");
     } else if (n == 1 && strcmp(segs[0], "push-certificate") == 0) {

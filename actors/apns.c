@@ -30,6 +30,8 @@
 #define NOT_PROCESSED_MAX 20 /* resends of a push that never reached APNs */
 #define RECONNECT_MAX_MS 30000
 #define TOKEN_MAX 128
+#define RESEND_BASE_MS 100  /* delay before the 2nd resend of a not-processed push, doubling */
+#define RESEND_MAX_MS 5000
 
 static struct {
     bool enabled;
@@ -39,6 +41,8 @@ static struct {
     char ca[PATH_MAX];
     uint64_t coalesce_ms;
     unsigned connections;
+    uint64_t ping_interval_ms; /* 0 = no keep-alive */
+    uint64_t ping_timeout_ms;
     mdm_store_t *store;
     uint8_t seal_key[32];
     mdm_shard_group_t *group;
@@ -69,6 +73,10 @@ struct conn {
     bool was_ready;
     unsigned failures;
     mdm_timer_t reconnect;
+    /* keep-alive: a PING after ping_interval_ms without a request or an answer */
+    mdm_timer_t ping;
+    uint64_t last_active_ms;
+    uint64_t ping_sent_ms; /* 0 = no PING waiting for its ack */
 };
 
 struct pusher {
@@ -324,6 +332,59 @@ static void on_reconnect_timer(mdm_timer_t *t)
     kick(c->p);
 }
 
+/* Arms c's keep-alive timer: the PING's deadline when one is out, else the end of the idle
+ * interval. */
+static void ping_arm(struct conn *c)
+{
+    if (!G.ping_interval_ms || !c->oc || c->p->stopping)
+        return;
+    uint64_t now = mdm_now_ms(), due;
+    if (c->ping_sent_ms)
+        due = c->ping_sent_ms + G.ping_timeout_ms;
+    else
+        due = c->last_active_ms + G.ping_interval_ms;
+    mdm_timer_arm(&c->p->sh->loop, &c->ping, due > now ? due - now : 0);
+}
+
+static void on_ping_timer(mdm_timer_t *t)
+{
+    struct conn *c = MDM_CONTAINER_OF(t, struct conn, ping);
+    struct pusher *p = c->p;
+    if (p->stopping || !c->oc || !mdm_outconn_ready(c->oc))
+        return;
+    uint64_t now = mdm_now_ms();
+    if (c->ping_sent_ms) {
+        if (now - c->ping_sent_ms >= G.ping_timeout_ms) {
+            mdm_warn("apns", "shard %u: no PING ack from APNs in %llu ms: closing the connection",
+                     p->sh->index, (unsigned long long)G.ping_timeout_ms);
+            c->ping_sent_ms = 0;
+            mdm_outconn_close(c->oc, -ETIMEDOUT); /* pending pushes come back and are resent */
+            return;
+        }
+    } else if (now - c->last_active_ms >= G.ping_interval_ms) {
+        if (mdm_h2c_ping(mdm_outconn_h2c(c->oc), now) == 0) {
+            c->ping_sent_ms = now;
+            mdm_outconn_flush(c->oc);
+        } else {
+            c->last_active_ms = now; /* out of memory: try again an interval later */
+        }
+    }
+    ping_arm(c);
+}
+
+static void on_ping_ack(mdm_h2c_t *h, uint64_t sent_ms, void *arg)
+{
+    (void)h;
+    struct conn *c = arg;
+    if (c->ping_sent_ms && sent_ms == c->ping_sent_ms) {
+        mdm_debug("apns", "shard %u: PING ack in %llu ms", c->p->sh->index,
+                  (unsigned long long)(mdm_now_ms() - sent_ms));
+        c->ping_sent_ms = 0;
+        c->last_active_ms = mdm_now_ms();
+        ping_arm(c);
+    }
+}
+
 static void conn_open(struct conn *c)
 {
     struct pusher *p = c->p;
@@ -338,6 +399,7 @@ static void conn_open(struct conn *c)
                .body_max = 512,
                .capture = capture,
                .response_callback = on_response,
+               .ping_callback = on_ping_ack,
                .arg = c},
         .event_callback = on_conn_event,
         .arg = c,
@@ -361,11 +423,16 @@ static void on_conn_event(mdm_outconn_t *oc, enum mdm_outconn_event ev, int err,
     if (ev == MDM_OUTCONN_READY) {
         c->was_ready = true;
         c->failures = 0;
+        c->last_active_ms = mdm_now_ms();
+        c->ping_sent_ms = 0;
+        ping_arm(c);
         schedule_kick(p);
         return;
     }
     mdm_outconn_free(oc);
     c->oc = NULL;
+    c->ping_sent_ms = 0;
+    mdm_timer_disarm(&p->sh->loop, &c->ping);
     if (p->stopping)
         return;
     if (c->was_ready && err != MDM_ETLS) {
@@ -393,6 +460,7 @@ static void close_conns(struct pusher *p)
 {
     for (unsigned i = 0; i < G.connections; i++) {
         mdm_timer_disarm(&p->sh->loop, &p->conns[i].reconnect);
+        mdm_timer_disarm(&p->sh->loop, &p->conns[i].ping);
         if (p->conns[i].oc)
             mdm_outconn_close(p->conns[i].oc, 0);
     }
@@ -430,6 +498,7 @@ static void on_response(mdm_h2c_t *h, void *stream_user, const struct mdm_h2c_re
     struct conn *c = arg;
     struct pusher *p = c->p;
     struct item *it = stream_user;
+    c->last_active_ms = mdm_now_ms();
     if (p->stopping) {
         item_free(p, it);
         return;
@@ -439,8 +508,14 @@ static void on_response(mdm_h2c_t *h, void *stream_user, const struct mdm_h2c_re
             report(p, it, 0, "not processed (connection lost repeatedly)");
             return;
         }
-        wait_push_front(p, it); /* goes out on the next connection */
-        schedule_kick(p);
+        if (it->not_processed == 1) {
+            wait_push_front(p, it); /* goes out on the next connection */
+            schedule_kick(p);
+        } else {
+            /* refused again (e.g. GOAWAY after GOAWAY): do not spin on reconnects */
+            delay_insert(p, it, backoff_ms(p, RESEND_BASE_MS, it->not_processed - 1,
+                                           RESEND_MAX_MS));
+        }
         return;
     }
     it->tries++;
@@ -541,9 +616,13 @@ static void kick(struct pusher *p)
             break; /* every connection is full or down: the rest waits */
         (void)wait_pop(p);
     }
-    for (unsigned i = 0; i < G.connections; i++)
-        if (flush[i] && p->conns[i].oc)
+    uint64_t now = mdm_now_ms();
+    for (unsigned i = 0; i < G.connections; i++) {
+        if (flush[i] && p->conns[i].oc) {
+            p->conns[i].last_active_ms = now;
             mdm_outconn_flush(p->conns[i].oc);
+        }
+    }
 }
 
 static void on_kick_timer(mdm_timer_t *t)
@@ -650,6 +729,7 @@ static void hook_start(mdm_shard_t *sh, void *arg)
     for (unsigned i = 0; i < CONNS_MAX; i++) {
         p->conns[i].p = p;
         mdm_timer_init(&p->conns[i].reconnect, on_reconnect_timer);
+        mdm_timer_init(&p->conns[i].ping, on_ping_timer);
     }
     sh->slots[MDM_SLOT_APNS] = p;
 }
@@ -795,6 +875,12 @@ int mdm_apns_setup(mdm_shard_group_t *g, const mdm_config_t *cfg, mdm_store_t *s
     memcpy(G.seal_key, seal_key, sizeof(G.seal_key));
     G.coalesce_ms = (uint64_t)cfg->apns_coalesce_ms;
     G.connections = (unsigned)cfg->apns_connections;
+    G.ping_interval_ms = (uint64_t)cfg->apns_ping_interval_ms;
+    G.ping_timeout_ms = G.ping_interval_ms;
+    if (G.ping_timeout_ms < MDM_APNS_PING_TIMEOUT_MIN_MS)
+        G.ping_timeout_ms = MDM_APNS_PING_TIMEOUT_MIN_MS;
+    if (G.ping_timeout_ms > MDM_APNS_PING_TIMEOUT_MAX_MS)
+        G.ping_timeout_ms = MDM_APNS_PING_TIMEOUT_MAX_MS;
     if (G.connections < 1)
         G.connections = 1;
     if (G.connections > CONNS_MAX)

@@ -17,7 +17,9 @@
  * status 0 and the reason "no push certificate" (logged once per shard).
  *
  * Connections: [apns] connections per shard, opened when there is work, reconnected with
- * exponential backoff (and jitter) after a failure, round-robin over the open ones.
+ * exponential backoff (and jitter) after a failure, round-robin over the open ones. A
+ * connection idle for [apns] ping_interval_ms gets an HTTP/2 PING; without its ack within
+ * the interval (clamped to 1..10 s) it is closed (and reopened when there is work).
  *
  * Threads: mdm_apns_setup and the option getters before the shards start; mdm_apns_push and
  * mdm_apns_wake_later on the shard that owns the device; mdm_apns_cert_changed from any
@@ -40,6 +42,10 @@
 #define MDM_APNS_BACKOFF_MS 250
 /** Most pushes (waiting, in flight, delayed) a shard's pusher holds; more fail at once. */
 #define MDM_APNS_PENDING_MAX 200000
+/** A keep-alive PING ([apns] ping_interval_ms) not acked within the interval, but at least
+ * MIN and at most MAX ms, closes the connection. */
+#define MDM_APNS_PING_TIMEOUT_MIN_MS 1000
+#define MDM_APNS_PING_TIMEOUT_MAX_MS 10000
 /** apns-expiration: a Mac offline at push time still gets it within this many seconds. */
 #define MDM_APNS_EXPIRATION_S 86400
 

@@ -107,6 +107,9 @@ const mdm_cfg_key_t mdm_config_keys[] = {
         "commands still wait"),
     INT("apns", "connections", apns_connections, "1", 1, 16,
         "HTTP/2 connections to APNs per shard (opened when there is something to push)"),
+    INT("apns", "ping_interval_ms", apns_ping_interval_ms, "60000", 0, 3600000,
+        "HTTP/2 PING on a connection idle this long; no ack within as long (1 to 10 s) closes it "
+        "(0 = no pings)"),
 
     INT("actors", "max_in_memory", actors_in_memory, "100000", 16, 100000000,
         "actors kept in memory per shard; idle ones past this are evicted and reloaded on demand"),

@@ -66,6 +66,7 @@ typedef struct mdm_config {
     char apns_ca[PATH_MAX]; /* PEM trust anchors for the APNs server; "" = no verification */
     long long apns_coalesce_ms;
     long long apns_connections;
+    long long apns_ping_interval_ms; /* PING an idle connection after this; 0 = never */
 
     /* [actors] */
     long long actors_in_memory;

@@ -10,7 +10,18 @@
  * - 503 then 200 (the script is changed between attempts): retried and delivered;
  * - coalescing: 5 commands inside the window -> 1 push, then one more at the window's end
  *   because the commands still wait;
- * - without a push certificate POST .../push is 503.
+ * - without a push certificate POST .../push is 503;
+ * - keep-alive: with apns.ping_interval_ms short, an idle connection survives several
+ *   intervals (PINGs acked) and the next push goes over the same connection; with the fake
+ *   frozen (SIGSTOP) the PING goes unanswered, the connection is closed ("no PING ack" in
+ *   the log) and the next push goes over a new one;
+ * - 429 then 200: retried and delivered;
+ * - a connection dropped mid-stream (`drop`): the push is resent on a new connection and
+ *   delivered once the script says 200;
+ * - GOAWAY that excludes the stream: resent on a new connection and delivered;
+ * - 403: recorded on the device (last_push status 403, reason BadCertificate);
+ * - fake restarted with --max-streams 1 and slow answers: 20 devices pushed at once are all
+ *   delivered (h2c queues what exceeds the limit).
  */
 #include <jansson.h>
 #include <signal.h>
@@ -29,12 +40,15 @@
 
 #define TOPIC "com.apple.mgmt.External.11111111-2222-3333-4444-555555555555"
 #define COALESCE_MS 1500
+#define PING_MS 300
 
 static char dir[512], work[600], script[700], rec[700];
 static char api_key[128];
 static server_proc_t srv;
 static sim_env_t env;
 static int apns_port;
+static pid_t fake_pid;
+static int fake_max_streams; /* 0 = the fake's default */
 
 static void sleep_ms(int ms)
 {
@@ -299,11 +313,13 @@ static pid_t start_fake(void)
     if (pid == 0) {
         dup2(pfd[1], 1);
         close(pfd[0]);
-        char ca[700];
+        char ca[700], port[16], ms[16];
         snprintf(ca, sizeof(ca), "%s/ca.crt", work);
+        snprintf(port, sizeof(port), "%d", apns_port); /* 0 the first time: ephemeral */
+        snprintf(ms, sizeof(ms), "%d", fake_max_streams ? fake_max_streams : 1000);
         execl(getenv("FAKE_APNS_BIN"), "fake-apns", "--cert", MDM_TEST_DATA "/server.crt",
               "--key", MDM_TEST_DATA "/server.key", "--ca", ca, "--script", script, "--record",
-              rec, (char *)NULL);
+              rec, "--port", port, "--max-streams", ms, (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -345,6 +361,222 @@ static int upload_cert(void)
     return st;
 }
 
+/* Records for m's current token whose action is action. */
+static int count_action(const sim_mac_t *m, const char *action)
+{
+    char hex[65], path[100], act[64];
+    token_hex(m, hex);
+    snprintf(path, sizeof(path), "\"path\":\"/3/device/%s\"", hex);
+    snprintf(act, sizeof(act), "\"action\":\"%s\"", action);
+    FILE *f = fopen(rec, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, path) && strstr(line, act))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static bool wait_action(const sim_mac_t *m, const char *action, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        if (count_action(m, action) >= 1)
+            return true;
+        sleep_ms(50);
+    }
+    return false;
+}
+
+/* Polls GET /api/v1/devices/{udid} until last_push.status is st; returns the last_push
+ * reason (or "" on timeout, with the check failed). */
+static void wait_device_push(const sim_mac_t *m, int st, const char *reason, int timeout_ms)
+{
+    json_t *d = NULL;
+    int got = -1;
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        json_decref(d);
+        d = get_device(m);
+        got = (int)json_integer_value(json_object_get(json_object_get(d, "last_push"), "status"));
+        if (got == st)
+            break;
+        sleep_ms(50);
+    }
+    CHECK_EQ_INT(got, st);
+    if (reason)
+        CHECK_STR(jstr(json_object_get(d, "last_push"), "reason"), reason);
+    json_decref(d);
+}
+
+/* The fake's connection id of m's last record, -1 when none. */
+static int last_conn(const sim_mac_t *m)
+{
+    json_t *p = last_push(m);
+    int id = p ? (int)json_integer_value(json_object_get(p, "conn")) : -1;
+    json_decref(p);
+    return id;
+}
+
+static void test_ping_keepalive(void)
+{
+    sim_mac_t m;
+    enroll(&m, 5);
+    write_script("* 200\n");
+    CHECK_EQ_INT(push(&m), 202);
+    CHECK(wait_pushes(&m, 200, 1, 10000));
+    int conn1 = last_conn(&m);
+    /* Idle for several ping intervals (and past the coalescing window). */
+    sleep_ms(PING_MS * 6 + COALESCE_MS);
+    CHECK_EQ_INT(push(&m), 202);
+    CHECK(wait_pushes(&m, 200, 2, 10000));
+    CHECK_EQ_INT(last_conn(&m), conn1); /* no reconnect: the PINGs were answered */
+    CHECK_EQ_INT(count_pushes(&m, 0), 2);
+    sim_mac_dispose(&m);
+}
+
+static bool log_has(const char *needle)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s.serve.log", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+static void test_ping_timeout(void)
+{
+    sim_mac_t m;
+    enroll(&m, 10);
+    CHECK_EQ_INT(push(&m), 202);
+    CHECK(wait_pushes(&m, 200, 1, 10000));
+    int conn1 = last_conn(&m);
+    CHECK(!log_has("no PING ack"));
+    /* A frozen APNs: the PING sent after PING_MS idle is not acked within 1 s (the timeout's
+     * floor), so mdmd closes the connection. */
+    kill(fake_pid, SIGSTOP);
+    sleep_ms(PING_MS + 1000 + 1200);
+    kill(fake_pid, SIGCONT);
+    CHECK(log_has("no PING ack"));
+    CHECK_EQ_INT(push(&m), 202); /* past the coalescing window */
+    CHECK(wait_pushes(&m, 200, 2, 10000));
+    CHECK(last_conn(&m) != conn1);
+    sim_mac_dispose(&m);
+}
+
+static void test_retry_429(void)
+{
+    sim_mac_t m;
+    enroll(&m, 6);
+    char hex[65], line[200];
+    token_hex(&m, hex);
+    snprintf(line, sizeof(line), "%s 429\n* 200\n", hex);
+    write_script(line);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_pushes(&m, 429, 1, 10000));
+    write_script("* 200\n");
+    CHECK(wait_pushes(&m, 200, 1, 15000));
+    wait_device_push(&m, 200, "", 5000);
+    sim_mac_dispose(&m);
+}
+
+static void test_drop(void)
+{
+    sim_mac_t m;
+    enroll(&m, 7);
+    char hex[65], line[200];
+    token_hex(&m, hex);
+    snprintf(line, sizeof(line), "%s drop\n* 200\n", hex);
+    write_script(line);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_action(&m, "drop", 10000));
+    int dropped_conn = last_conn(&m);
+    write_script("* 200\n");
+    CHECK(wait_pushes(&m, 200, 1, 15000));
+    CHECK(last_conn(&m) != dropped_conn); /* resent on a new connection */
+    wait_device_push(&m, 200, "", 5000);
+    sim_mac_dispose(&m);
+}
+
+static void test_goaway(void)
+{
+    sim_mac_t m;
+    enroll(&m, 8);
+    char hex[65], line[200];
+    token_hex(&m, hex);
+    snprintf(line, sizeof(line), "%s goaway\n* 200\n", hex);
+    write_script(line);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_action(&m, "goaway", 10000));
+    int goaway_conn = last_conn(&m);
+    write_script("* 200\n");
+    CHECK(wait_pushes(&m, 200, 1, 15000));
+    CHECK(last_conn(&m) != goaway_conn);
+    wait_device_push(&m, 200, "", 5000);
+    sim_mac_dispose(&m);
+}
+
+static void test_forbidden(void)
+{
+    sim_mac_t m;
+    enroll(&m, 9);
+    char hex[65], line[200];
+    token_hex(&m, hex);
+    snprintf(line, sizeof(line), "%s 403\n* 200\n", hex);
+    write_script(line);
+    CHECK_EQ_INT(enqueue(&m), 201);
+    CHECK(wait_pushes(&m, 403, 1, 10000));
+    /* Final (not retried) and visible to the operator on the device. */
+    wait_device_push(&m, 403, "BadCertificate", 5000);
+    sleep_ms(1000);
+    CHECK_EQ_INT(count_pushes(&m, 0), 1);
+    json_t *d = get_device(&m);
+    CHECK(json_is_false(json_object_get(d, "push_token_invalid")));
+    json_decref(d);
+    write_script("* 200\n");
+    sim_mac_dispose(&m);
+}
+
+#define MANY 20
+
+static void test_max_streams(void)
+{
+    /* The fake again on the same port, now advertising MAX_CONCURRENT_STREAMS 1; mdmd's
+     * connections to the old one are reset and reopened. */
+    kill(fake_pid, SIGTERM);
+    waitpid(fake_pid, NULL, 0);
+    fake_max_streams = 1;
+    int port = apns_port;
+    write_script("* slow:100\n");
+    fake_pid = start_fake();
+    CHECK(fake_pid > 0 && apns_port == port);
+    sim_mac_t *macs = calloc(MANY, sizeof(*macs));
+    CHECK(macs != NULL);
+    if (!macs)
+        return;
+    for (unsigned i = 0; i < MANY; i++)
+        enroll(&macs[i], 100 + i);
+    for (unsigned i = 0; i < MANY; i++)
+        CHECK_EQ_INT(enqueue(&macs[i]), 201);
+    for (unsigned i = 0; i < MANY; i++)
+        CHECK(wait_pushes(&macs[i], 200, 1, 30000));
+    for (unsigned i = 0; i < MANY; i++) {
+        wait_device_push(&macs[i], 200, "", 5000);
+        CHECK_EQ_INT(count_pushes(&macs[i], 0), 1);
+    }
+    for (unsigned i = 0; i < MANY; i++)
+        sim_mac_dispose(&macs[i]);
+    free(macs);
+    write_script("* 200\n");
+}
+
 int main(void)
 {
     if (!getenv("FAKE_APNS_BIN")) {
@@ -369,7 +601,7 @@ int main(void)
         return 99;
     }
     write_script("* 200\n");
-    pid_t fake = start_fake();
+    pid_t fake = fake_pid = start_fake();
     if (fake <= 0 || apns_port <= 0) {
         fprintf(stderr, "fake-apns did not start\n");
         return 99;
@@ -381,13 +613,14 @@ int main(void)
     const char *k = strstr(out, "mdm_");
     if (!k || sscanf(k, "%127s", api_key) != 1)
         return 99;
-    char set_url[128], set_addr[128], set_coalesce[64];
+    char set_url[128], set_addr[128], set_coalesce[64], set_ping[64];
     snprintf(set_url, sizeof(set_url), "apns.url=https://localhost:%d", apns_port);
     snprintf(set_addr, sizeof(set_addr), "apns.address=127.0.0.1:%d", apns_port);
     snprintf(set_coalesce, sizeof(set_coalesce), "apns.coalesce_ms=%d", COALESCE_MS);
+    snprintf(set_ping, sizeof(set_ping), "apns.ping_interval_ms=%d", PING_MS);
     const char *extra[] = {"--shards", "2", "--set", set_url, "--set", set_addr,
                            "--set", "apns.ca=" MDM_TEST_DATA "/test-ca.crt",
-                           "--set", set_coalesce, NULL};
+                           "--set", set_coalesce, "--set", set_ping, NULL};
     if (harness_start(&srv, dir, extra) != 0) {
         kill(fake, SIGKILL);
         return 99;
@@ -408,9 +641,16 @@ int main(void)
     test_unregistered();
     test_retry();
     test_coalescing();
+    test_ping_keepalive();
+    test_ping_timeout();
+    test_retry_429();
+    test_drop();
+    test_goaway();
+    test_forbidden();
+    test_max_streams();
 
     CHECK_EQ_INT(harness_stop(&srv, SIGTERM, 20000), 0);
-    kill(fake, SIGTERM);
-    waitpid(fake, NULL, 0);
+    kill(fake_pid, SIGTERM);
+    waitpid(fake_pid, NULL, 0);
     return check_finish("integ-push");
 }
