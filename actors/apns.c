@@ -499,6 +499,8 @@ static void on_response(mdm_h2c_t *h, void *stream_user, const struct mdm_h2c_re
     struct pusher *p = c->p;
     struct item *it = stream_user;
     c->last_active_ms = mdm_now_ms();
+    if (p->wait_head)
+        schedule_kick(p); /* a request slot just came free: submit what waits */
     if (p->stopping) {
         item_free(p, it);
         return;
