@@ -15,6 +15,7 @@
 
 #include "actors/config.h"
 #include "core/buf.h"
+#include "core/cms.h"
 #include "core/file.h"
 #include "core/https_client.h"
 
@@ -25,10 +26,11 @@ struct opts {
     const char *dir;
     const char *pos[ARGS_MAX]; /* positional arguments after DIR */
     int n_pos;
-    bool json, yes, allow_unknown;
+    bool json, yes, allow_unknown, force, all;
     const char *url, *api_key, *ca;
     const char *limit, *after, *serial, *enrolled, *since;
     const char *params_json, *plist_file;
+    const char *cert_file, *key_file, *p12_file, *password;
 };
 
 struct target {
@@ -43,6 +45,7 @@ static const struct {
 } commands[] = {
     {"devices", 0, 0}, {"device", 1, 1},   {"send", 2, ARGS_MAX}, {"commands", 1, 1},
     {"cancel", 2, 2},  {"audit", 0, 0},    {"delete-device", 1, 1},
+    {"push-cert", 1, 1}, {"push", 0, 1},
 };
 
 bool mdm_cli_is_command(const char *cmd)
@@ -64,6 +67,10 @@ void mdm_cli_usage(FILE *f)
             "  mdmd cancel DIR UDID UUID\n"
             "  mdmd delete-device DIR UDID --yes\n"
             "  mdmd audit DIR [--since UNIX_MS] [--limit N] [--after ID]\n"
+            "  mdmd push-cert DIR show\n"
+            "  mdmd push-cert DIR upload (--cert FILE --key FILE | --p12 FILE [--password P])\n"
+            "            [--force]\n"
+            "  mdmd push DIR (UDID[,UDID...] | --all)\n"
             "      talk to the admin API of a running server; tables by default, --json for\n"
             "      scripts; --url https://HOST:PORT (default: admin_listen in DIR/mdmd.conf),\n"
             "      --api-key KEY (default: $MDMD_API_KEY), --ca FILE (default: DIR/ca/ca.crt)\n");
@@ -87,6 +94,10 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         {"--since", offsetof(struct opts, since)},
         {"--params-json", offsetof(struct opts, params_json)},
         {"--plist", offsetof(struct opts, plist_file)},
+        {"--cert", offsetof(struct opts, cert_file)},
+        {"--key", offsetof(struct opts, key_file)},
+        {"--p12", offsetof(struct opts, p12_file)},
+        {"--password", offsetof(struct opts, password)},
     };
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < argc; i++) {
@@ -102,6 +113,14 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         }
         if (strcmp(a, "--allow-unknown") == 0) {
             o->allow_unknown = true;
+            continue;
+        }
+        if (strcmp(a, "--force") == 0) {
+            o->force = true;
+            continue;
+        }
+        if (strcmp(a, "--all") == 0) {
+            o->all = true;
             continue;
         }
         for (size_t v = 0; v < MDM_ARRAY_LEN(valued); v++) {
@@ -510,6 +529,103 @@ static int cmd_send(const char *cmd, const struct opts *o, FILE *out, FILE *err)
     return code;
 }
 
+/* Reads a certificate, key or PKCS#12 file for push-cert upload (bounded). */
+static char *read_text_file(const char *cmd, const char *path, size_t *len, FILE *err)
+{
+    uint8_t *data = NULL;
+    int ret = mdm_file_read(path, 1024 * 1024, &data, len);
+    if (ret != 0) {
+        fprintf(err, "mdmd %s: %s: %s\n", cmd, path, mdm_strerror(ret));
+        return NULL;
+    }
+    return (char *)data;
+}
+
+/* The JSON body of PUT /api/v1/push-certificate from the files given, or NULL (reported). */
+static json_t *push_cert_body(const char *cmd, const struct opts *o, FILE *err)
+{
+    bool pem = o->cert_file || o->key_file;
+    if (pem == (o->p12_file != NULL) || (pem && !(o->cert_file && o->key_file))) {
+        fprintf(err, "mdmd %s: give --cert FILE --key FILE, or --p12 FILE [--password P]\n", cmd);
+        return NULL;
+    }
+    size_t a_len = 0, b_len = 0;
+    if (pem) {
+        char *cert = read_text_file(cmd, o->cert_file, &a_len, err);
+        char *key = cert ? read_text_file(cmd, o->key_file, &b_len, err) : NULL;
+        json_t *body = key ? json_pack("{s:s, s:s}", "certificate_pem", cert, "key_pem", key)
+                           : NULL;
+        if (key)
+            explicit_bzero(key, b_len);
+        free(cert);
+        free(key);
+        return body;
+    }
+    char *p12 = read_text_file(cmd, o->p12_file, &a_len, err);
+    if (!p12)
+        return NULL;
+    mdm_buf_t b64;
+    mdm_buf_init(&b64, 0);
+    json_t *body = NULL;
+    if (mdm_base64_encode(p12, a_len, &b64) == 0 && mdm_buf_append(&b64, "", 1) == 0)
+        body = json_pack("{s:s, s:s}", "pkcs12_base64", (const char *)mdm_buf_head(&b64),
+                         "password", o->password ? o->password : "");
+    explicit_bzero(p12, a_len);
+    free(p12);
+    mdm_buf_dispose(&b64);
+    return body;
+}
+
+/* mdmd push-cert DIR show|upload, and mdmd push DIR UDID[,UDID...]|--all. */
+static int cmd_push(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    const char *method = "POST", *path = "/api/v1/push";
+    json_t *body = NULL;
+    if (strcmp(cmd, "push-cert") == 0) {
+        path = "/api/v1/push-certificate";
+        if (strcmp(o->pos[0], "show") == 0) {
+            method = "GET";
+        } else if (strcmp(o->pos[0], "upload") == 0) {
+            method = "PUT";
+            if (o->force)
+                path = "/api/v1/push-certificate?force=1";
+            if (!(body = push_cert_body(cmd, o, err)))
+                return 2;
+        } else {
+            fprintf(err, "mdmd %s: expected show or upload, not '%s'\n", cmd, o->pos[0]);
+            return 2;
+        }
+    } else {
+        if ((o->n_pos == 1) == o->all) {
+            fprintf(err, "mdmd %s: give UDID[,UDID...] or --all\n", cmd);
+            return 2;
+        }
+        body = o->all ? json_pack("{s:b}", "all", 1) : json_pack("{s:[]}", "udids");
+        if (body && !o->all) {
+            char *copy = strdup(o->pos[0]);
+            for (char *save = NULL, *u = copy ? strtok_r(copy, ",", &save) : NULL; u;
+                 u = strtok_r(NULL, ",", &save))
+                json_array_append_new(json_object_get(body, "udids"), json_string(u));
+            free(copy);
+        }
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (strcmp(method, "GET") != 0 && !text)
+        return 1;
+    json_t *answer = NULL;
+    int code = call_api(cmd, o, method, path, text ? "application/json" : NULL, text,
+                        text ? strlen(text) : 0, &answer, out, err);
+    if (text) {
+        explicit_bzero(text, strlen(text)); /* it held the private key */
+        free(text);
+    }
+    if (code == 0)
+        print_json(answer, out);
+    json_decref(answer);
+    return code;
+}
+
 int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
 {
     struct opts o;
@@ -518,6 +634,8 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         return code;
     if (strcmp(cmd, "send") == 0)
         return cmd_send(cmd, &o, out, err);
+    if (strcmp(cmd, "push-cert") == 0 || strcmp(cmd, "push") == 0)
+        return cmd_push(cmd, &o, out, err);
     mdm_buf_t path;
     mdm_buf_init(&path, 0);
     mdm_buf_t q;

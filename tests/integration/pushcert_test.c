@@ -247,6 +247,34 @@ static void test_upload(void)
     json_decref(j);
 }
 
+/* The command line over the same API: mdmd push-cert show|upload, mdmd push. */
+static void test_cli(void)
+{
+    char url[64], out[8192], cert[700], key[700], p12[700];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d", srv.admin_port);
+    snprintf(cert, sizeof(cert), "%s/push.crt", certs);
+    snprintf(key, sizeof(key), "%s/push.key", certs);
+    snprintf(p12, sizeof(p12), "%s/push.p12", certs);
+    const char *up[] = {"push-cert", dir, "upload", "--cert", cert, "--key", key, "--force",
+                        "--url", url, "--api-key", api_key, NULL};
+    CHECK_EQ_INT(harness_run(dir, up, 30000, out, sizeof(out)), 0);
+    CHECK(strstr(out, TOPIC1) != NULL);
+    const char *show[] = {"push-cert", dir, "show", "--url", url, "--api-key", api_key, NULL};
+    CHECK_EQ_INT(harness_run(dir, show, 30000, out, sizeof(out)), 0);
+    CHECK(strstr(out, TOPIC1) != NULL && strstr(out, "days_left") != NULL);
+    const char *pk[] = {"push-cert", dir, "upload", "--p12", p12, "--password", "s3cret",
+                        "--url", url, "--api-key", api_key, NULL};
+    CHECK_EQ_INT(harness_run(dir, pk, 30000, out, sizeof(out)), 0);
+    const char *half[] = {"push-cert", dir, "upload", "--cert", cert, "--url", url, NULL};
+    CHECK_EQ_INT(harness_run(dir, half, 30000, out, sizeof(out)), 2);
+    /* No APNs address configured here: the pusher is off and the API says so (503). */
+    const char *all[] = {"push", dir, "--all", "--url", url, "--api-key", api_key, NULL};
+    CHECK_EQ_INT(harness_run(dir, all, 30000, out, sizeof(out)), 1);
+    CHECK(strstr(out, "503") != NULL);
+    const char *none[] = {"push", dir, "--url", url, "--api-key", api_key, NULL};
+    CHECK_EQ_INT(harness_run(dir, none, 30000, out, sizeof(out)), 2);
+}
+
 /* After the server stopped: the key in the database is sealed with the instance key. */
 static void test_sealed_at_rest(void)
 {
@@ -303,6 +331,7 @@ int main(void)
         CHECK_EQ_INT(api("GET", "/api/v1/push-certificate", NULL, &j), 200);
         CHECK_STR(jstr(j, "topic"), TOPIC2);
         json_decref(j);
+        test_cli();
         CHECK_EQ_INT(harness_stop(&srv, SIGTERM, 20000), 0);
     } else {
         CHECK(!"restart failed");
