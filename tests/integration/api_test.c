@@ -12,6 +12,7 @@
 #include "bench/sim.h"
 #include "check.h"
 #include "core/https_client.h"
+#include "admin_api.h"
 #include "harness.h"
 
 static char dir[512];
@@ -22,31 +23,9 @@ static server_proc_t srv;
 static int api(const char *method, const char *path, const char *key, const char *ctype,
                const char *body, json_t **out)
 {
-    char headers[256] = "";
-    if (key)
-        snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", key);
-    struct mdm_https_connect_opts o = {
-        .host = "127.0.0.1", .port = srv.admin_port, .sni = "localhost",
-        .ca_path = instance_ca(dir)};
-    mdm_buf_t resp;
-    mdm_buf_init(&resp, 0);
-    int status = mdm_https_request(&o, method, path, headers, body ? ctype : NULL, body,
-                                   body ? strlen(body) : 0, &resp, 20000);
-    if (out) {
-        json_error_t je;
-        *out = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, &je) : NULL;
-        if (resp.len && !*out)
-            fprintf(stderr, "not JSON (%d): %s\n", status, (const char *)mdm_buf_head(&resp));
-    }
-    mdm_buf_dispose(&resp);
-    return status;
+    return admin_api(srv.admin_port, dir, key, method, path, ctype, body, out);
 }
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
 
 static bool contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
 
@@ -419,8 +398,7 @@ int main(void)
         fprintf(stderr, "mdmd init failed:\n%s\n", out);
         return 99;
     }
-    const char *k = strstr(out, "mdm_");
-    if (!k || sscanf(k, "%127s", api_key) != 1) {
+    if (admin_key_from_init(out, api_key, sizeof(api_key)) != 0) {
         fprintf(stderr, "no admin API key in the init output:\n%s\n", out);
         return 99;
     }

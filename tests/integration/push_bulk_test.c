@@ -29,6 +29,7 @@
 #include "check.h"
 #include "core/common.h"
 #include "core/https_client.h"
+#include "admin_api.h"
 #include "harness.h"
 
 #define TOPIC "com.apple.mgmt.External.11111111-2222-3333-4444-555555555555"
@@ -73,33 +74,9 @@ static void drain_server(void)
 /* One API request on a new connection (thread-safe). */
 static int api(const char *method, const char *path, const char *body, json_t **out)
 {
-    char headers[256];
-    snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", api_key);
-    struct mdm_https_connect_opts o = {
-        .host = "127.0.0.1", .port = srv.admin_port, .sni = "localhost",
-        .ca_path = instance_ca(dir)};
-    mdm_buf_t resp;
-    mdm_buf_init(&resp, 0);
-    int status = mdm_https_request(&o, method, path, headers, body ? "application/json" : NULL,
-                                   body, body ? strlen(body) : 0, &resp, 60000);
-    json_t *j = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, NULL)
-                         : NULL;
-    if (getenv("VERBOSE") && resp.len)
-        fprintf(stderr, "%s %s -> %d %.*s\n", method, path, status, (int)resp.len > 2000 ? 2000
-                : (int)resp.len, (const char *)mdm_buf_head(&resp));
-    mdm_buf_dispose(&resp);
-    if (out)
-        *out = j;
-    else
-        json_decref(j);
-    return status;
+    return admin_api(srv.admin_port, dir, api_key, method, path, NULL, body, out);
 }
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
 
 static long long jint(json_t *o, const char *key)
 {
@@ -562,9 +539,8 @@ int main(void)
     }
     const char *args[] = {"init", dir, "--hostnames", "localhost,127.0.0.1", NULL};
     char out[8192];
-    const char *k = NULL;
-    if (harness_run(dir, args, 60000, out, sizeof(out)) != 0 || !(k = strstr(out, "mdm_")) ||
-        sscanf(k, "%127s", api_key) != 1) {
+    if (harness_run(dir, args, 60000, out, sizeof(out)) != 0 ||
+        admin_key_from_init(out, api_key, sizeof(api_key)) != 0) {
         kill(fake, SIGKILL);
         return 99;
     }

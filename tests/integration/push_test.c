@@ -36,6 +36,7 @@
 #include "check.h"
 #include "core/common.h"
 #include "core/https_client.h"
+#include "admin_api.h"
 #include "harness.h"
 
 #define TOPIC "com.apple.mgmt.External.11111111-2222-3333-4444-555555555555"
@@ -58,26 +59,7 @@ static void sleep_ms(int ms)
 
 static int api(const char *method, const char *path, const char *body, json_t **out)
 {
-    char headers[256];
-    snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", api_key);
-    struct mdm_https_connect_opts o = {
-        .host = "127.0.0.1", .port = srv.admin_port, .sni = "localhost",
-        .ca_path = instance_ca(dir)};
-    mdm_buf_t resp;
-    mdm_buf_init(&resp, 0);
-    int status = mdm_https_request(&o, method, path, headers, body ? "application/json" : NULL,
-                                   body, body ? strlen(body) : 0, &resp, 30000);
-    json_t *j = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, NULL)
-                         : NULL;
-    if (getenv("VERBOSE") && resp.len)
-        fprintf(stderr, "%s %s -> %d %.*s\n", method, path, status, (int)resp.len,
-                (const char *)mdm_buf_head(&resp));
-    mdm_buf_dispose(&resp);
-    if (out)
-        *out = j;
-    else
-        json_decref(j);
-    return status;
+    return admin_api(srv.admin_port, dir, api_key, method, path, NULL, body, out);
 }
 
 static void write_script(const char *text)
@@ -147,11 +129,6 @@ static json_t *last_push(const sim_mac_t *m)
     return j;
 }
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
 
 static int enqueue(const sim_mac_t *m)
 {
@@ -610,8 +587,7 @@ int main(void)
     char out[8192];
     if (harness_run(dir, args, 60000, out, sizeof(out)) != 0)
         return 99;
-    const char *k = strstr(out, "mdm_");
-    if (!k || sscanf(k, "%127s", api_key) != 1)
+    if (admin_key_from_init(out, api_key, sizeof(api_key)) != 0)
         return 99;
     char set_url[128], set_addr[128], set_coalesce[64], set_ping[64];
     snprintf(set_url, sizeof(set_url), "apns.url=https://localhost:%d", apns_port);

@@ -18,6 +18,7 @@
 #include "core/file.h"
 #include "core/https_client.h"
 #include "core/seal.h"
+#include "admin_api.h"
 #include "harness.h"
 #include "storage/store.h"
 
@@ -76,33 +77,9 @@ static char *slurp(const char *name, size_t *len)
 
 static int api(const char *method, const char *path, const char *body, json_t **out)
 {
-    char headers[256];
-    snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", api_key);
-    struct mdm_https_connect_opts o = {
-        .host = "127.0.0.1", .port = srv.admin_port, .sni = "localhost",
-        .ca_path = instance_ca(dir)};
-    mdm_buf_t resp;
-    mdm_buf_init(&resp, 0);
-    int status = mdm_https_request(&o, method, path, headers, body ? "application/json" : NULL,
-                                   body, body ? strlen(body) : 0, &resp, 60000);
-    json_error_t je;
-    json_t *j = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, &je) : NULL;
-    if (getenv("VERBOSE") && resp.len)
-        fprintf(stderr, "%s %s -> %d %.*s", method, path, status, (int)resp.len,
-                (const char *)mdm_buf_head(&resp));
-    mdm_buf_dispose(&resp);
-    if (out)
-        *out = j;
-    else
-        json_decref(j);
-    return status;
+    return admin_api(srv.admin_port, dir, api_key, method, path, NULL, body, out);
 }
 
-static const char *jstr(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : "";
-}
 
 static int put_pem(const char *cert, const char *key, const char *query, json_t **out)
 {
@@ -316,8 +293,7 @@ int main(void)
         fprintf(stderr, "mdmd init failed:\n%s\n", out);
         return 99;
     }
-    const char *k = strstr(out, "mdm_");
-    if (!k || sscanf(k, "%127s", api_key) != 1)
+    if (admin_key_from_init(out, api_key, sizeof(api_key)) != 0)
         return 99;
     const char *extra[] = {"--shards", "2", NULL};
     if (harness_start(&srv, dir, extra) != 0)
