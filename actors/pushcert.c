@@ -1,24 +1,16 @@
-/* The APNs push certificate. See pushcert.h. */
-#include <wolfssl/options.h>
-
+/* The APNs push certificate. See pushcert.h. Certificate work is core/x509's. */
 #include "actors/pushcert.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <wolfssl/ssl.h>
-#include <wolfssl/wolfcrypt/asn_public.h>
-#include <wolfssl/wolfcrypt/pkcs12.h>
-#include <wolfssl/wolfcrypt/types.h>
 
 #include "core/crypto.h"
+#include "core/x509.h"
 #include "storage/pushcert.h"
 
 #define PEM_MAX (1u << 20)
-
-
 
 void mdm_pushcert_dispose(mdm_pushcert_t *pc)
 {
@@ -27,42 +19,6 @@ void mdm_pushcert_dispose(mdm_pushcert_t *pc)
     free(pc->cert_der);
     mdm_free_wiped(pc->key_der, pc->key_len);
     memset(pc, 0, sizeof(*pc));
-}
-
-int mdm_pushcert_uid(const uint8_t *der, size_t len, char *topic, size_t size)
-{
-    topic[0] = '\0';
-    if (len > INT32_MAX)
-        return MDM_ECERT;
-    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(der, (int)len, WOLFSSL_FILETYPE_ASN1);
-    if (!x)
-        return MDM_ECERT;
-    WOLFSSL_X509_NAME *name = wolfSSL_X509_get_subject_name(x);
-    int n = name ? wolfSSL_X509_NAME_get_text_by_NID(name, NID_userId, topic, (int)size) : -1;
-    wolfSSL_X509_free(x);
-    if (n <= 0) {
-        topic[0] = '\0';
-        return MDM_ECERT;
-    }
-    return 0;
-}
-
-/* Whether key (DER) is the private half of cert (DER). */
-static bool key_matches(const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len)
-{
-    if (wolfSSL_Init() != WOLFSSL_SUCCESS)
-        return false;
-    bool ok = false;
-    WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
-    if (ctx &&
-        wolfSSL_CTX_use_certificate_buffer(ctx, cert, (long)cert_len, WOLFSSL_FILETYPE_ASN1) ==
-            WOLFSSL_SUCCESS &&
-        wolfSSL_CTX_use_PrivateKey_buffer(ctx, key, (long)key_len, WOLFSSL_FILETYPE_ASN1) ==
-            WOLFSSL_SUCCESS)
-        ok = wolfSSL_CTX_check_private_key(ctx) == WOLFSSL_SUCCESS;
-    wolfSSL_CTX_free(ctx);
-    wolfSSL_Cleanup();
-    return ok;
 }
 
 /* Takes ownership of cert and key (malloc'ed DER); checks everything and fills out. */
@@ -77,7 +33,7 @@ static int finish(uint8_t *cert, size_t cert_len, uint8_t *key, size_t key_len, 
         mdm_errf(err, errlen, "the certificate cannot be parsed");
         return MDM_ECERT;
     }
-    if (mdm_pushcert_uid(cert, cert_len, out->topic, sizeof(out->topic)) != 0) {
+    if (mdm_x509_subject_uid(cert, cert_len, out->topic, sizeof(out->topic)) != 0) {
         mdm_errf(err, errlen,
                "not an APNs MDM push certificate: its subject has no UID (the topic, "
                "com.apple.mgmt.External.<uuid>); subject is %s",
@@ -91,7 +47,7 @@ static int finish(uint8_t *cert, size_t cert_len, uint8_t *key, size_t key_len, 
                out->topic);
         return MDM_ECERT;
     }
-    if (!key_matches(cert, cert_len, key, key_len)) {
+    if (mdm_x509_key_matches(cert, cert_len, key, key_len) != 0) {
         mdm_errf(err, errlen, "the private key does not belong to the certificate (topic %s)",
                out->topic);
         return MDM_ECERT;
@@ -120,25 +76,22 @@ int mdm_pushcert_parse_pem(const char *cert_pem, size_t cert_len, const char *ke
         mdm_errf(err, errlen, "both the certificate and the key are needed (PEM, at most 1 MiB)");
         return -EINVAL;
     }
-    uint8_t *cert = malloc(cert_len);
-    uint8_t *key = malloc(key_len);
-    if (!cert || !key) {
+    uint8_t *cert = NULL, *key = NULL;
+    size_t cl = 0, kl = 0;
+    int cr = mdm_x509_pem_to_der(cert_pem, cert_len, false, &cert, &cl);
+    int kr = cr == 0 ? mdm_x509_pem_to_der(key_pem, key_len, true, &key, &kl) : 0;
+    if (cr == -ENOMEM || kr == -ENOMEM) {
         free(cert);
-        free(key);
         return -ENOMEM;
     }
-    int cl = wc_CertPemToDer((const unsigned char *)cert_pem, (int)cert_len, cert, (int)cert_len,
-                             CERT_TYPE);
-    int kl = wc_KeyPemToDer((const unsigned char *)key_pem, (int)key_len, key, (int)key_len, NULL);
-    if (cl <= 0 || kl <= 0) {
+    if (cr != 0 || kr != 0) {
         free(cert);
-        mdm_free_wiped(key, key_len);
         mdm_errf(err, errlen, "%s",
-               cl <= 0 ? "certificate_pem holds no PEM CERTIFICATE block"
+               cr != 0 ? "certificate_pem holds no PEM CERTIFICATE block"
                        : "key_pem holds no unencrypted PEM private key (RSA, EC or PKCS#8)");
         return -EINVAL;
     }
-    return finish(cert, (size_t)cl, key, (size_t)kl, now, out, err, errlen);
+    return finish(cert, cl, key, kl, now, out, err, errlen);
 }
 
 int mdm_pushcert_parse_pkcs12(const uint8_t *p12, size_t len, const char *password, int64_t now,
@@ -149,53 +102,21 @@ int mdm_pushcert_parse_pkcs12(const uint8_t *p12, size_t len, const char *passwo
         mdm_errf(err, errlen, "the PKCS#12 is empty or over 1 MiB");
         return -EINVAL;
     }
-    WC_PKCS12 *pk = wc_PKCS12_new();
-    if (!pk)
-        return -ENOMEM;
-    byte *pkey = NULL, *pcert = NULL;
-    word32 pkey_len = 0, pcert_len = 0;
-    WC_DerCertList *ca = NULL;
-    int ret = -EINVAL;
-    if (wc_d2i_PKCS12(p12, (word32)len, pk) != 0) {
-        mdm_errf(err, errlen, "pkcs12_base64 is not a PKCS#12 file");
-    } else if (wc_PKCS12_parse(pk, password ? password : "", &pkey, &pkey_len, &pcert,
-                               &pcert_len, &ca) != 0) {
-        mdm_errf(err, errlen, "the PKCS#12 cannot be opened: wrong password, or an encryption "
-                            "this server does not support");
-    } else if (!pkey || !pcert) {
-        mdm_errf(err, errlen, "the PKCS#12 must hold both the certificate and its private key");
-    } else {
-        ret = 0;
-    }
-    wc_PKCS12_free(pk);
-    while (ca) { /* wc_FreeCertList is not exported by every build */
-        WC_DerCertList *next = ca->next;
-        XFREE(ca->buffer, NULL, DYNAMIC_TYPE_PKCS);
-        XFREE(ca, NULL, DYNAMIC_TYPE_PKCS);
-        ca = next;
-    }
     uint8_t *cert = NULL, *key = NULL;
-    if (ret == 0) {
-        cert = malloc(pcert_len);
-        key = malloc(pkey_len);
-        if (cert && key) {
-            memcpy(cert, pcert, pcert_len);
-            memcpy(key, pkey, pkey_len);
-        } else {
-            free(cert);
-            free(key);
-            ret = -ENOMEM;
-        }
-    }
-    if (pkey) {
-        memset(pkey, 0, pkey_len);
-        XFREE(pkey, NULL, DYNAMIC_TYPE_PUBLIC_KEY);
-    }
-    if (pcert)
-        XFREE(pcert, NULL, DYNAMIC_TYPE_PKCS);
+    size_t cert_len = 0, key_len = 0;
+    int ret = mdm_x509_pkcs12_parse(p12, len, password, &cert, &cert_len, &key, &key_len);
+    if (ret == -EBADMSG)
+        mdm_errf(err, errlen, "pkcs12_base64 is not a PKCS#12 file");
+    else if (ret == MDM_ECRYPTO)
+        mdm_errf(err, errlen, "the PKCS#12 cannot be opened: wrong password, or an encryption "
+                              "this server does not support");
+    else if (ret == MDM_ENOTFOUND)
+        mdm_errf(err, errlen, "the PKCS#12 must hold both the certificate and its private key");
+    if (ret == -EBADMSG || ret == MDM_ECRYPTO || ret == MDM_ENOTFOUND)
+        return -EINVAL;
     if (ret != 0)
         return ret;
-    return finish(cert, pcert_len, key, pkey_len, now, out, err, errlen);
+    return finish(cert, cert_len, key, key_len, now, out, err, errlen);
 }
 
 int64_t mdm_pushcert_days_left(const mdm_pushcert_t *pc, int64_t now)
@@ -243,7 +164,7 @@ int mdm_pushcert_load(mdm_store_t *s, const uint8_t *seal_key, mdm_pushcert_t *o
             out->key_len = key.len;
             ret = mdm_x509_inspect_der(out->cert_der, out->cert_len, &out->info);
             if (ret == 0)
-                ret = mdm_pushcert_uid(out->cert_der, out->cert_len, out->topic,
+                ret = mdm_x509_subject_uid(out->cert_der, out->cert_len, out->topic,
                                        sizeof(out->topic));
         }
     }

@@ -59,8 +59,6 @@ MDM_MUST_CHECK int mdm_pushcert_parse_pkcs12(const uint8_t *p12, size_t len,
 /** Whole days from now until not_after (negative once expired). */
 int64_t mdm_pushcert_days_left(const mdm_pushcert_t *pc, int64_t now);
 
-/** Extracts the subject UID of a DER certificate into topic (""). Returns 0 or MDM_ECERT. */
-MDM_MUST_CHECK int mdm_pushcert_uid(const uint8_t *der, size_t len, char *topic, size_t size);
 
 /**
  * Appends pc to b: the certificate and its key sealed under seal_key.

@@ -27,7 +27,9 @@
 #include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfcrypt/random.h>
+#include <wolfssl/wolfcrypt/pkcs12.h>
 #include <wolfssl/wolfcrypt/rsa.h>
+#include <wolfssl/ssl.h>
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -76,48 +78,18 @@ static void key_free(struct key *k)
     free(k);
 }
 
-/* Loads a PEM (SEC1, PKCS#1 or unencrypted PKCS#8) or DER private key, EC or RSA. */
-static int key_load(const char *path, struct key **out)
+/* Decodes a DER private key (SEC1, PKCS#1 or unencrypted PKCS#8), EC or RSA. */
+static int key_load_der(const uint8_t *der, size_t der_len, struct key **out)
 {
-    uint8_t *file = NULL, *der = NULL;
-    size_t file_len = 0, der_len = 0;
-    struct key *k = NULL;
-    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
-    if (ret != 0)
-        return ret;
-    if (file_len > INT_MAX) {
-        ret = MDM_ETOOBIG;
-        goto out;
-    }
-    if (strstr((const char *)file, "-----BEGIN") != NULL) {
-        der = malloc(file_len);
-        if (!der) {
-            ret = -ENOMEM;
-            goto out;
-        }
-        int n = wc_KeyPemToDer(file, (int)file_len, der, (int)file_len, NULL);
-        if (n <= 0) {
-            ret = MDM_ECRYPTO;
-            goto out;
-        }
-        der_len = (size_t)n;
-    } else {
-        der = file;
-        der_len = file_len;
-        file = NULL;
-    }
-    k = calloc(1, sizeof(*k));
-    if (!k) {
-        ret = -ENOMEM;
-        goto out;
-    }
+    struct key *k = calloc(1, sizeof(*k));
+    if (!k)
+        return -ENOMEM;
     word32 idx = 0;
     if (wc_ecc_init(&k->u.ecc) == 0) {
         if (wc_EccPrivateKeyDecode(der, &idx, &k->u.ecc, (word32)der_len) == 0) {
             k->type = ECC_TYPE;
             *out = k;
-            k = NULL;
-            goto out;
+            return 0;
         }
         wc_ecc_free(&k->u.ecc);
     }
@@ -126,14 +98,52 @@ static int key_load(const char *path, struct key **out)
         if (wc_RsaPrivateKeyDecode(der, &idx, &k->u.rsa, (word32)der_len) == 0) {
             k->type = RSA_TYPE;
             *out = k;
-            k = NULL;
-            goto out;
+            return 0;
         }
         wc_FreeRsaKey(&k->u.rsa);
     }
-    ret = MDM_ECRYPTO;
-out:
     free(k); /* never holds an initialised key here */
+    return MDM_ECRYPTO;
+}
+
+int mdm_x509_pem_to_der(const char *pem, size_t len, bool is_key, uint8_t **der, size_t *der_len)
+{
+    if (len == 0 || len > INT_MAX)
+        return -EINVAL;
+    uint8_t *out = malloc(len);
+    if (!out)
+        return -ENOMEM;
+    int n = is_key ? wc_KeyPemToDer((const unsigned char *)pem, (int)len, out, (int)len, NULL)
+                   : wc_CertPemToDer((const unsigned char *)pem, (int)len, out, (int)len,
+                                     CERT_TYPE);
+    if (n <= 0) {
+        mdm_free_wiped(out, len);
+        return -EINVAL;
+    }
+    *der = out;
+    *der_len = (size_t)n;
+    return 0;
+}
+
+/* Loads a PEM (SEC1, PKCS#1 or unencrypted PKCS#8) or DER private key file, EC or RSA. */
+static int key_load(const char *path, struct key **out)
+{
+    uint8_t *file = NULL, *der = NULL;
+    size_t file_len = 0, der_len = 0;
+    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
+    if (ret != 0)
+        return ret;
+    if (strstr((const char *)file, "-----BEGIN") != NULL) {
+        ret = mdm_x509_pem_to_der((const char *)file, file_len, true, &der, &der_len);
+        if (ret == -EINVAL)
+            ret = MDM_ECRYPTO;
+    } else {
+        der = file;
+        der_len = file_len;
+        file = NULL;
+    }
+    if (ret == 0)
+        ret = key_load_der(der, der_len, out);
     mdm_free_wiped(file, file_len);
     mdm_free_wiped(der, der_len);
     return ret;
@@ -490,12 +500,106 @@ static int check_ca_key(const uint8_t *ca_der, size_t ca_len, struct key *ca_key
         goto out;
     if (wc_GetPubKeyDerFromCert(dc, a, &a_len) != 0)
         goto out;
+    if (ca_key->type == RSA_TYPE) {
+        /* Re-encode the certificate's RSA key the way key_spki encodes ours, so that
+         * encoding details of the issuer (e.g. the NULL parameters) do not matter. */
+        RsaKey pub;
+        word32 idx = 0;
+        int n = -1;
+        if (wc_InitRsaKey(&pub, NULL) == 0) {
+            if (wc_RsaPublicKeyDecode(a, &idx, &pub, a_len) == 0)
+                n = wc_RsaKeyToPublicDer(&pub, a, sizeof(a));
+            wc_FreeRsaKey(&pub);
+        }
+        if (n <= 0)
+            goto out;
+        a_len = (word32)n;
+    }
     int b_len = key_spki(ca_key, b, sizeof(b));
     if (b_len > 0 && (word32)b_len == a_len && memcmp(a, b, a_len) == 0)
         ret = 0;
 out:
     wc_FreeDecodedCert(dc);
     free(dc);
+    return ret;
+}
+
+int mdm_x509_key_matches(const uint8_t *cert_der, size_t cert_len, const uint8_t *key_der,
+                         size_t key_len)
+{
+    struct key *k = NULL;
+    int ret = key_load_der(key_der, key_len, &k);
+    if (ret == 0)
+        ret = check_ca_key(cert_der, cert_len, k);
+    key_free(k);
+    return ret;
+}
+
+int mdm_x509_subject_uid(const uint8_t *der, size_t len, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (len > INT32_MAX)
+        return MDM_ECERT;
+    WOLFSSL_X509 *x = wolfSSL_X509_load_certificate_buffer(der, (int)len, WOLFSSL_FILETYPE_ASN1);
+    if (!x)
+        return MDM_ECERT;
+    WOLFSSL_X509_NAME *name = wolfSSL_X509_get_subject_name(x);
+    int n = name ? wolfSSL_X509_NAME_get_text_by_NID(name, NID_userId, out, (int)size) : -1;
+    wolfSSL_X509_free(x);
+    if (n <= 0) {
+        out[0] = '\0';
+        return MDM_ENOTFOUND;
+    }
+    return 0;
+}
+
+int mdm_x509_pkcs12_parse(const uint8_t *p12, size_t len, const char *password,
+                          uint8_t **cert_der, size_t *cert_len, uint8_t **key_der,
+                          size_t *key_len)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return -EBADMSG;
+    WC_PKCS12 *pk = wc_PKCS12_new();
+    if (!pk)
+        return -ENOMEM;
+    byte *pkey = NULL, *pcert = NULL;
+    word32 pkey_len = 0, pcert_len = 0;
+    WC_DerCertList *ca = NULL;
+    int ret = 0;
+    if (wc_d2i_PKCS12(p12, (word32)len, pk) != 0)
+        ret = -EBADMSG;
+    else if (wc_PKCS12_parse(pk, password ? password : "", &pkey, &pkey_len, &pcert,
+                             &pcert_len, &ca) != 0)
+        ret = MDM_ECRYPTO;
+    else if (!pkey || !pcert)
+        ret = MDM_ENOTFOUND;
+    wc_PKCS12_free(pk);
+    while (ca) { /* wc_FreeCertList is not exported by Debian's build */
+        WC_DerCertList *next = ca->next;
+        XFREE(ca->buffer, NULL, DYNAMIC_TYPE_PKCS);
+        XFREE(ca, NULL, DYNAMIC_TYPE_PKCS);
+        ca = next;
+    }
+    if (ret == 0) {
+        *cert_der = malloc(pcert_len);
+        *key_der = malloc(pkey_len);
+        if (*cert_der && *key_der) {
+            memcpy(*cert_der, pcert, pcert_len);
+            memcpy(*key_der, pkey, pkey_len);
+            *cert_len = pcert_len;
+            *key_len = pkey_len;
+        } else {
+            free(*cert_der);
+            free(*key_der);
+            ret = -ENOMEM;
+        }
+    }
+    if (pkey) {
+        explicit_bzero(pkey, pkey_len);
+        XFREE(pkey, NULL, DYNAMIC_TYPE_PUBLIC_KEY);
+    }
+    if (pcert)
+        XFREE(pcert, NULL, DYNAMIC_TYPE_PKCS);
     return ret;
 }
 

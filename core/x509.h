@@ -233,4 +233,28 @@ const char *mdm_x509_verdict_name(enum mdm_x509_verdict v);
  */
 MDM_MUST_CHECK int mdm_x509_read_cert_der(const char *path, uint8_t **der, size_t *len);
 
+/** PEM text (a certificate, or with is_key an unencrypted private key: SEC1, PKCS#1 or
+ * PKCS#8) to DER in a malloc'ed buffer. Returns 0, -EINVAL (no such PEM block), -ENOMEM. */
+MDM_MUST_CHECK int mdm_x509_pem_to_der(const char *pem, size_t len, bool is_key, uint8_t **der,
+                                       size_t *der_len);
+
+/** 0 when key_der (a DER private key, EC or RSA) is the private half of cert_der's public
+ * key; MDM_ECERT when it is not, MDM_ECRYPTO when the key cannot be decoded, -ENOMEM. */
+MDM_MUST_CHECK int mdm_x509_key_matches(const uint8_t *cert_der, size_t cert_len,
+                                        const uint8_t *key_der, size_t key_len);
+
+/** The subject's UID attribute (OID 0.9.2342.19200300.100.1.1; Apple puts push topics
+ * there) into out. Returns 0, MDM_ENOTFOUND (no UID) or MDM_ECERT (not a certificate). */
+MDM_MUST_CHECK int mdm_x509_subject_uid(const uint8_t *der, size_t len, char *out, size_t size);
+
+/**
+ * Opens a PKCS#12 file with password: its certificate and private key as DER in malloc'ed
+ * buffers (the key's holder wipes and frees it). Returns 0, -EBADMSG (not PKCS#12),
+ * MDM_ECRYPTO (wrong password or unsupported encryption), MDM_ENOTFOUND (certificate or key
+ * missing), -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_x509_pkcs12_parse(const uint8_t *p12, size_t len, const char *password,
+                                         uint8_t **cert_der, size_t *cert_len,
+                                         uint8_t **key_der, size_t *key_len);
+
 #endif
