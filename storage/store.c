@@ -52,7 +52,8 @@
 static const char *const cf_names[MDM_CF_COUNT] = {
     [MDM_CF_META] = "meta",       [MDM_CF_DEVICES] = "devices", [MDM_CF_COMMANDS] = "commands",
     [MDM_CF_QUEUE] = "queue",     [MDM_CF_HISTORY] = "history", [MDM_CF_SECRETS] = "secrets",
-    [MDM_CF_AUDIT] = "audit",     [MDM_CF_PROBE] = "probe",
+    [MDM_CF_AUDIT] = "audit",     [MDM_CF_PROBE] = "probe",   [MDM_CF_USERS] = "users",
+    [MDM_CF_ENROLL] = "enroll",
 };
 
 /* ---- batches ----------------------------------------------------------------------------- */
@@ -633,7 +634,10 @@ void mdm_store_get_stats(mdm_store_t *s, struct mdm_store_stats *st)
 
 /* migrations[n] brings schema n to n+1 (NULL: version bump only). Index 0 is unused: the
  * first schema is 1. Append one entry with each MDM_STORE_SCHEMA_VERSION bump. */
-static const mdm_store_migration_fn migrations[MDM_STORE_SCHEMA_VERSION] = {NULL};
+static const mdm_store_migration_fn migrations[MDM_STORE_SCHEMA_VERSION] = {
+    NULL,
+    NULL, /* 1 -> 2: the "users" and "enroll" column families (created on open) */
+};
 
 static uint32_t testing_current;              /* 0: the real MDM_STORE_SCHEMA_VERSION */
 static mdm_store_migration_fn testing_fn;     /* testing_current-1 -> testing_current */

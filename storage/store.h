@@ -40,6 +40,8 @@ enum mdm_store_cf {
     MDM_CF_SECRETS,  /* sealed secrets (core/seal envelopes) */
     MDM_CF_AUDIT,    /* audit events */
     MDM_CF_PROBE,    /* health checks and benchmarks */
+    MDM_CF_USERS,    /* device user channels (UserID per device: token, push magic) */
+    MDM_CF_ENROLL,   /* enrollment: local users, invitations, SCEP challenges, enrollments */
     MDM_CF_COUNT
 };
 
@@ -58,7 +60,7 @@ struct mdm_store_options {
 };
 
 /** Current schema version written by this code. */
-#define MDM_STORE_SCHEMA_VERSION 1u
+#define MDM_STORE_SCHEMA_VERSION 2u
 
 /**
  * Opens (creating if missing) the database at opt->path with all column families, starts
