@@ -62,6 +62,14 @@ static int get_is(mdm_store_t *s, enum mdm_store_cf cf, const char *key, const c
 }
 
 /* get_is for binary values. */
+static void be32(uint8_t out[4], uint32_t v)
+{
+    out[0] = (uint8_t)(v >> 24);
+    out[1] = (uint8_t)(v >> 16);
+    out[2] = (uint8_t)(v >> 8);
+    out[3] = (uint8_t)v;
+}
+
 static int get_bin(mdm_store_t *s, enum mdm_store_cf cf, const char *key, const void *want,
                    size_t want_len)
 {
@@ -641,27 +649,32 @@ static int migrate_fail(mdm_store_t *s, mdm_batch_t *b, uint32_t from)
 
 static void test_schema(void)
 {
+    /* The real schema is V; the test plays code at V+1 (with a migration) and V+2. */
+    const uint32_t V = MDM_STORE_SCHEMA_VERSION;
+    uint8_t v0[4], v1[4];
+    be32(v0, V);
+    be32(v1, V + 1);
     char *dir = tmpdir("store-schema");
     mdm_store_t *s = open_store(dir, MDM_DURABILITY_FSYNC, 1);
     CHECK(s != NULL);
     if (!s)
         goto out;
     /* schema_version written on creation: 4 bytes, big-endian */
-    CHECK_EQ_INT(get_bin(s, MDM_CF_META, "schema_version", "\0\0\0\1", 4), 0);
+    CHECK_EQ_INT(get_bin(s, MDM_CF_META, "schema_version", v0, 4), 0);
     mdm_batch_t *b = mdm_batch_new();
     put_str(b, MDM_CF_DEVICES, "old", "record");
     CHECK_EQ_INT(mdm_store_commit(s, b), 0);
     mdm_store_close(s);
 
-    /* The code moves to version 2 with a migration: it runs once, atomically with the bump. */
-    mdm_store_testing_schema(2, migrate_to_2);
+    /* The code moves to version V+1 with a migration: it runs once, atomically with the bump. */
+    mdm_store_testing_schema(V + 1, migrate_to_2);
     migration_calls = 0;
     s = open_store(dir, MDM_DURABILITY_FSYNC, 1);
     CHECK(s != NULL);
     CHECK_EQ_INT(migration_calls, 1);
-    CHECK_EQ_INT(migration_from_seen, 1);
+    CHECK_EQ_INT(migration_from_seen, V);
     if (s) {
-        CHECK_EQ_INT(get_bin(s, MDM_CF_META, "schema_version", "\0\0\0\2", 4), 0);
+        CHECK_EQ_INT(get_bin(s, MDM_CF_META, "schema_version", v1, 4), 0);
         CHECK_EQ_INT(get_is(s, MDM_CF_DEVICES, "old", "record+v2"), 0);
         mdm_store_close(s);
     }
@@ -673,8 +686,8 @@ static void test_schema(void)
         mdm_store_close(s);
     }
 
-    /* A failing migration aborts open with its code and leaves the database at version 2. */
-    mdm_store_testing_schema(3, migrate_fail);
+    /* A failing migration aborts open with its code and leaves the database at version V+1. */
+    mdm_store_testing_schema(V + 2, migrate_fail);
     migration_calls = 0;
     struct mdm_store_options opt = {.path = dir};
     s = NULL;
@@ -682,18 +695,18 @@ static void test_schema(void)
     CHECK(s == NULL);
     CHECK_EQ_INT(migration_calls, 1);
 
-    /* Back to the real code (version 1): the version-2 database is refused. */
+    /* Back to the real code (version V): the version-V+1 database is refused. */
     mdm_store_testing_schema(0, NULL);
     s = (mdm_store_t *)1;
     CHECK_EQ_INT(mdm_store_open(&s, &opt), MDM_ECONFIG);
     CHECK(s == NULL);
 
-    /* Look inside as version-2 code: still version 2, and nothing of the failed step. */
-    mdm_store_testing_schema(2, NULL);
+    /* Look inside as version-V+1 code: still version V+1, and nothing of the failed step. */
+    mdm_store_testing_schema(V + 1, NULL);
     s = open_store(dir, MDM_DURABILITY_FSYNC, 1);
     CHECK(s != NULL);
     if (s) {
-        CHECK_EQ_INT(get_bin(s, MDM_CF_META, "schema_version", "\0\0\0\2", 4), 0);
+        CHECK_EQ_INT(get_bin(s, MDM_CF_META, "schema_version", v1, 4), 0);
         CHECK_EQ_INT(get_is(s, MDM_CF_DEVICES, "half-done", NULL), MDM_ENOTFOUND);
         /* an unreadable schema record is refused too */
         mdm_batch_clear(b);
