@@ -16,7 +16,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +34,15 @@
 #define TOKEN_MAX 128
 #define RESEND_BASE_MS 100  /* delay before the 2nd resend of a not-processed push, doubling */
 #define RESEND_MAX_MS 5000
+#define ADDRS_MAX 8         /* resolved addresses kept per shard */
+#define DNS_TTL_MS 300000   /* resolve the APNs host again after this: APNs moves its hosts */
 
 static struct {
     bool enabled;
-    struct sockaddr_storage addr;
+    bool need_dns; /* the host is a name and no apns.address was given */
+    struct sockaddr_storage addr; /* the fixed address when !need_dns */
     socklen_t addr_len;
+    int port;
     char authority[256];
     char ca[PATH_MAX];
     uint64_t coalesce_ms;
@@ -70,6 +76,7 @@ struct pusher;
 struct conn {
     struct pusher *p;
     mdm_outconn_t *oc;
+    unsigned addr_index; /* which of the pusher's addresses it connects to */
     bool was_ready;
     unsigned failures;
     mdm_timer_t reconnect;
@@ -89,6 +96,14 @@ struct pusher {
     mdm_tls_ctx_t *tls;
     char topic[MDM_PUSHCERT_TOPIC_MAX];
     char expiration[24];
+    /* where APNs is: G.addr, or what the last resolution of its host name gave */
+    struct sockaddr_storage addrs[ADDRS_MAX];
+    socklen_t addr_lens[ADDRS_MAX];
+    unsigned n_addrs, next_addr;
+    uint64_t resolved_ms;
+    bool resolving; /* a resolver thread is out */
+    unsigned dns_failures;
+    mdm_timer_t dns_retry;
     struct conn conns[CONNS_MAX];
     unsigned rr; /* next connection to try */
     struct item *wait_head, *wait_tail;
@@ -320,6 +335,118 @@ static void start_load(struct pusher *p)
     }
 }
 
+/* ---- addresses ----
+ *
+ * With a host name in apns.url (and no apns.address) each shard resolves it on a short-lived
+ * thread (getaddrinfo blocks), uses the answers in turn (a failed connect moves on to the
+ * next address) and resolves again after DNS_TTL_MS. A failed resolution keeps the old
+ * addresses; with none yet, it is retried with backoff while pushes wait.
+ */
+
+struct resolve {
+    mdm_shard_msg_t msg;
+    struct pusher *p;
+    int gai_err;
+    unsigned n;
+    struct sockaddr_storage addrs[ADDRS_MAX];
+    socklen_t lens[ADDRS_MAX];
+};
+
+static void on_resolved(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct resolve *r = MDM_CONTAINER_OF(m, struct resolve, msg);
+    struct pusher *p = r->p;
+    p->resolving = false;
+    if (p->stopping) {
+        free(r);
+        return;
+    }
+    if (r->gai_err || r->n == 0) {
+        p->dns_failures++;
+        uint64_t d = backoff_ms(p, 500, p->dns_failures, RECONNECT_MAX_MS);
+        if (p->dns_failures == 1 || p->dns_failures % 10 == 0)
+            mdm_warn("apns", "shard %u: cannot resolve %s: %s; %s", p->sh->index, G.authority,
+                     r->gai_err ? gai_strerror(r->gai_err) : "no address",
+                     p->n_addrs ? "keeping the previous addresses" : "pushes wait");
+        if (p->n_addrs)
+            p->resolved_ms = mdm_now_ms() - DNS_TTL_MS + d; /* try again in d */
+        else
+            mdm_timer_arm(&p->sh->loop, &p->dns_retry, d);
+    } else {
+        memcpy(p->addrs, r->addrs, sizeof(p->addrs));
+        memcpy(p->addr_lens, r->lens, sizeof(p->addr_lens));
+        p->n_addrs = r->n;
+        p->next_addr = 0;
+        p->resolved_ms = mdm_now_ms();
+        p->dns_failures = 0;
+        char a[64];
+        mdm_sockaddr_format((const struct sockaddr *)&p->addrs[0], a, sizeof(a));
+        mdm_debug("apns", "shard %u: %s resolved to %u address(es), first %s", p->sh->index,
+                  G.authority, p->n_addrs, a);
+    }
+    free(r);
+    kick(p);
+}
+
+static void *resolve_thread(void *arg)
+{
+    struct resolve *r = arg;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%d", G.port);
+    r->gai_err = getaddrinfo(G.authority, port, &hints, &res);
+    for (struct addrinfo *ai = r->gai_err ? NULL : res; ai && r->n < ADDRS_MAX; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof(r->addrs[0]))
+            continue;
+        memcpy(&r->addrs[r->n], ai->ai_addr, ai->ai_addrlen);
+        r->lens[r->n++] = ai->ai_addrlen;
+    }
+    if (res)
+        freeaddrinfo(res);
+    r->msg.fn = on_resolved;
+    mdm_shard_post(r->p->sh, &r->msg);
+    return NULL;
+}
+
+static void start_resolve(struct pusher *p)
+{
+    struct resolve *r = calloc(1, sizeof(*r));
+    if (!r)
+        return; /* tried again at the next kick */
+    r->p = p;
+    pthread_attr_t at;
+    pthread_t t;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    p->resolving = true;
+    if (pthread_create(&t, &at, resolve_thread, r) != 0) {
+        p->resolving = false;
+        free(r);
+        mdm_timer_arm(&p->sh->loop, &p->dns_retry, 1000);
+    }
+    pthread_attr_destroy(&at);
+}
+
+static void on_dns_retry(mdm_timer_t *t)
+{
+    kick(MDM_CONTAINER_OF(t, struct pusher, dns_retry));
+}
+
+/* True when there is an address to connect to; starts a resolution when due. */
+static bool have_address(struct pusher *p)
+{
+    if (!G.need_dns)
+        return true;
+    bool stale = !p->n_addrs || mdm_now_ms() - p->resolved_ms >= DNS_TTL_MS;
+    if (stale && !p->resolving && !mdm_timer_armed(&p->dns_retry))
+        start_resolve(p);
+    return p->n_addrs > 0;
+}
+
 /* ---- connections ---- */
 
 static void on_response(mdm_h2c_t *h, void *stream_user, const struct mdm_h2c_response *r,
@@ -346,6 +473,22 @@ static void ping_arm(struct conn *c)
     mdm_timer_arm(&c->p->sh->loop, &c->ping, due > now ? due - now : 0);
 }
 
+/* c carries nothing, nothing waits, and another connection is up: c was opened for a burst
+ * that is over. The last connection stays (and is kept alive with PINGs). */
+static bool extra_idle_conn(const struct conn *c)
+{
+    const struct pusher *p = c->p;
+    mdm_h2c_t *h = mdm_outconn_h2c(c->oc);
+    if (p->wait_head || mdm_h2c_open_streams(h) || mdm_h2c_queued(h))
+        return false;
+    for (unsigned i = 0; i < G.connections; i++) {
+        const struct conn *o = &p->conns[i];
+        if (o != c && o->oc && mdm_outconn_ready(o->oc))
+            return true;
+    }
+    return false;
+}
+
 static void on_ping_timer(mdm_timer_t *t)
 {
     struct conn *c = MDM_CONTAINER_OF(t, struct conn, ping);
@@ -362,6 +505,11 @@ static void on_ping_timer(mdm_timer_t *t)
             return;
         }
     } else if (now - c->last_active_ms >= G.ping_interval_ms) {
+        if (extra_idle_conn(c)) {
+            mdm_debug("apns", "shard %u: closing an idle extra connection", p->sh->index);
+            mdm_outconn_close(c->oc, 0);
+            return;
+        }
         if (mdm_h2c_ping(mdm_outconn_h2c(c->oc), now) == 0) {
             c->ping_sent_ms = now;
             mdm_outconn_flush(c->oc);
@@ -389,9 +537,10 @@ static void conn_open(struct conn *c)
 {
     struct pusher *p = c->p;
     static const char *const capture[] = {"apns-id", NULL};
+    c->addr_index = p->next_addr % p->n_addrs;
     struct mdm_outconn_opts o = {
-        .addr = (const struct sockaddr *)&G.addr,
-        .addr_len = G.addr_len,
+        .addr = (const struct sockaddr *)&p->addrs[c->addr_index],
+        .addr_len = p->addr_lens[c->addr_index],
         .tls = p->tls,
         .sni = G.authority,
         .connect_timeout_ms = 10000,
@@ -441,11 +590,32 @@ static void on_conn_event(mdm_outconn_t *oc, enum mdm_outconn_event ev, int err,
         return;
     }
     c->failures++;
+    char a[64];
+    mdm_sockaddr_format((const struct sockaddr *)&p->addrs[c->addr_index], a, sizeof(a));
+    if (p->n_addrs > 1 && c->addr_index == p->next_addr % p->n_addrs)
+        p->next_addr = c->addr_index + 1; /* the next attempt goes to the next address */
     uint64_t d = backoff_ms(p, 100, c->failures, RECONNECT_MAX_MS);
     if (c->failures == 1 || c->failures % 10 == 0)
-        mdm_warn("apns", "shard %u: cannot connect to APNs %s (%s); retrying in %llu ms",
-                 p->sh->index, G.authority, mdm_strerror(err), (unsigned long long)d);
+        mdm_warn("apns", "shard %u: cannot connect to APNs %s at %s (%s); retrying in %llu ms",
+                 p->sh->index, G.authority, a, mdm_strerror(err), (unsigned long long)d);
     mdm_timer_arm(&p->sh->loop, &c->reconnect, d);
+}
+
+/* Pushes wait: opens the first connection, or one more (up to [apns] connections) when
+ * every connection is up and full (the server's stream limit binds). Not while one is still
+ * connecting or waiting to reconnect. */
+static void open_another(struct pusher *p)
+{
+    struct conn *spare = NULL;
+    for (unsigned i = 0; i < G.connections; i++) {
+        struct conn *c = &p->conns[i];
+        if (mdm_timer_armed(&c->reconnect) || (c->oc && !mdm_outconn_ready(c->oc)))
+            return;
+        if (!c->oc && !spare)
+            spare = c;
+    }
+    if (spare)
+        conn_open(spare);
 }
 
 static bool any_conn_open(const struct pusher *p)
@@ -570,7 +740,7 @@ static bool submit_one(struct pusher *p, struct item *it, bool *flush)
     for (unsigned k = 0; k < G.connections; k++) {
         unsigned i = (p->rr + k) % G.connections;
         struct conn *c = &p->conns[i];
-        if (!c->oc)
+        if (!c->oc || !mdm_outconn_ready(c->oc) || mdm_h2c_room(mdm_outconn_h2c(c->oc)) == 0)
             continue;
         int ret = mdm_h2c_submit(mdm_outconn_h2c(c->oc), "POST", it->path, hdr,
                                  MDM_ARRAY_LEN(hdr), it->body, it->body_len, it);
@@ -607,17 +777,16 @@ static void kick(struct pusher *p)
         return;
     snprintf(p->expiration, sizeof(p->expiration), "%llu",
              (unsigned long long)(mdm_wall_ms() / 1000 + MDM_APNS_EXPIRATION_S));
-    for (unsigned i = 0; i < G.connections; i++) {
-        struct conn *c = &p->conns[i];
-        if (!c->oc && !mdm_timer_armed(&c->reconnect))
-            conn_open(c);
-    }
+    if (!have_address(p))
+        return;
     bool flush[CONNS_MAX] = {false};
     while (p->wait_head) {
         if (!submit_one(p, p->wait_head, flush))
-            break; /* every connection is full or down: the rest waits */
+            break; /* every connection is full, connecting or down: the rest waits */
         (void)wait_pop(p);
     }
+    if (p->wait_head)
+        open_another(p);
     uint64_t now = mdm_now_ms();
     for (unsigned i = 0; i < G.connections; i++) {
         if (flush[i] && p->conns[i].oc) {
@@ -728,6 +897,12 @@ static void hook_start(mdm_shard_t *sh, void *arg)
     p->rng = (mdm_now_ms() << 8) ^ (0x9E3779B97F4A7C15ull * (sh->index + 1));
     mdm_timer_init(&p->delay_timer, on_delay_timer);
     mdm_timer_init(&p->kick_timer, on_kick_timer);
+    mdm_timer_init(&p->dns_retry, on_dns_retry);
+    if (!G.need_dns) {
+        memcpy(&p->addrs[0], &G.addr, sizeof(G.addr));
+        p->addr_lens[0] = G.addr_len;
+        p->n_addrs = 1;
+    }
     for (unsigned i = 0; i < CONNS_MAX; i++) {
         p->conns[i].p = p;
         mdm_timer_init(&p->conns[i].reconnect, on_reconnect_timer);
@@ -745,6 +920,7 @@ static void hook_stop(mdm_shard_t *sh, void *arg)
     p->stopping = true;
     mdm_timer_disarm(&sh->loop, &p->delay_timer);
     mdm_timer_disarm(&sh->loop, &p->kick_timer);
+    mdm_timer_disarm(&sh->loop, &p->dns_retry);
     close_conns(p);
     struct item *it;
     while ((it = wait_pop(p)))
@@ -759,7 +935,7 @@ static bool hook_drained(mdm_shard_t *sh, void *arg)
 {
     (void)arg;
     struct pusher *p = pusher_of(sh);
-    return !p || (!any_conn_open(p) && !p->loading);
+    return !p || (!any_conn_open(p) && !p->loading && !p->resolving);
 }
 
 static void hook_finish(mdm_shard_t *sh, void *arg)
@@ -768,7 +944,7 @@ static void hook_finish(mdm_shard_t *sh, void *arg)
     struct pusher *p = pusher_of(sh);
     if (!p)
         return;
-    if (any_conn_open(p) || p->loading) {
+    if (any_conn_open(p) || p->loading || p->resolving) {
         /* the drain deadline passed: leak rather than free what is still referenced */
         mdm_warn("apns", "shard %u: pusher not drained at exit", sh->index);
         return;
@@ -854,12 +1030,9 @@ static bool configure(const mdm_config_t *cfg)
             return false;
         }
     } else if (!ip_literal(G.authority, port)) {
-        mdm_error("apns", "APNs host names need DNS resolution, which mdmd does not do: set "
-                          "apns.address to an IP:port of %s (e.g. from `getent hosts %s`); "
-                          "pushes are off",
-                  G.authority, G.authority);
-        return false;
+        G.need_dns = true;
     }
+    G.port = port;
     if (cfg->apns_ca[0])
         mdm_config_path(cfg, cfg->apns_ca, G.ca, sizeof(G.ca));
     else
@@ -889,8 +1062,11 @@ int mdm_apns_setup(mdm_shard_group_t *g, const mdm_config_t *cfg, mdm_store_t *s
         G.connections = CONNS_MAX;
     G.enabled = configure(cfg);
     if (G.enabled)
-        mdm_info("apns", "pusher: %s (%s), %u connection(s) per shard, coalescing %llu ms",
-                 cfg->apns_url, cfg->apns_address[0] ? cfg->apns_address : "no DNS needed",
+        mdm_info("apns", "pusher: %s (%s), up to %u connection(s) per shard, coalescing %llu ms",
+                 cfg->apns_url,
+                 cfg->apns_address[0] ? cfg->apns_address
+                 : G.need_dns         ? "resolved by name"
+                                      : "IP literal",
                  G.connections, (unsigned long long)G.coalesce_ms);
     mdm_shard_hooks_t h = {
         .start = hook_start,

@@ -16,10 +16,15 @@
  * pushed, and again after mdm_apns_cert_changed(); without one, pushes end at once with
  * status 0 and the reason "no push certificate" (logged once per shard).
  *
- * Connections: [apns] connections per shard, opened when there is work, reconnected with
- * exponential backoff (and jitter) after a failure, round-robin over the open ones. A
- * connection idle for [apns] ping_interval_ms gets an HTTP/2 PING; without its ack within
- * the interval (clamped to 1..10 s) it is closed (and reopened when there is work).
+ * Connections: per shard, one opens when there is work and another (up to [apns] connections)
+ * while every open one is up and at the server's SETTINGS_MAX_CONCURRENT_STREAMS; pushes are
+ * handed round-robin to connections with room, the rest wait in the pusher's FIFO. Failed
+ * connects are retried with exponential backoff (and jitter), moving to the host's next
+ * address. A connection idle for [apns] ping_interval_ms gets an HTTP/2 PING, or is closed
+ * when it is an extra one; without the PING's ack within the interval (clamped to 1..10 s)
+ * it is closed (and reopened when there is work). A host name in [apns] url is resolved on a
+ * short-lived thread per shard (getaddrinfo blocks) and again every 5 minutes, unless
+ * [apns] address names the address.
  *
  * Threads: mdm_apns_setup and the option getters before the shards start; mdm_apns_push and
  * mdm_apns_wake_later on the shard that owns the device; mdm_apns_cert_changed from any

@@ -98,18 +98,19 @@ const mdm_cfg_key_t mdm_config_keys[] = {
         "APNs endpoint; its host is the :authority, TLS server name and certificate name "
         "(sandbox: https://api.sandbox.push.apple.com)"),
     STR("apns", "address", apns_address, "",
-        "IP:port ([v6]:port) of url's host; empty = url's host if an IP literal "
-        "(mdmd does no DNS: else pushes are off)"),
+        "IP:port ([v6]:port) to connect to instead of resolving url's host (resolved again "
+        "every 5 minutes, each address tried in turn)"),
     STR("apns", "ca", apns_ca, "/etc/ssl/certs/ca-certificates.crt",
         "PEM trust anchors for the APNs server certificate; empty = no verification (tests only)"),
     INT("apns", "coalesce_ms", apns_coalesce_ms, "1000", 0, 3600000,
         "at most one push per device per this many ms; one more at the window's end if "
         "commands still wait"),
-    INT("apns", "connections", apns_connections, "1", 1, 16,
-        "HTTP/2 connections to APNs per shard (opened when there is something to push)"),
+    INT("apns", "connections", apns_connections, "4", 1, 16,
+        "most HTTP/2 connections to APNs per shard: one opens when there is something to push, "
+        "another while every open one is at the server's stream limit"),
     INT("apns", "ping_interval_ms", apns_ping_interval_ms, "60000", 0, 3600000,
-        "HTTP/2 PING on a connection idle this long; no ack within as long (1 to 10 s) closes it "
-        "(0 = no pings)"),
+        "HTTP/2 PING on a connection idle this long (an extra one is closed instead); no ack "
+        "within as long (1 to 10 s) closes it (0 = no pings)"),
 
     INT("actors", "max_in_memory", actors_in_memory, "100000", 16, 100000000,
         "actors kept in memory per shard; idle ones past this are evicted and reloaded on demand"),

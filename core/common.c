@@ -1,6 +1,8 @@
 /* Error names, clocks and the placement hash shared by all of core/. */
 #include "core/common.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +73,21 @@ void mdm_hex_encode(const uint8_t *in, size_t n, char *out)
         out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * n] = '\0';
+}
+
+void mdm_sockaddr_format(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        if (inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip)))
+            snprintf(out, outlen, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip)))
+            snprintf(out, outlen, "[%s]:%u", ip, ntohs(a->sin6_port));
+    }
 }
 
 void mdm_errf(char *err, size_t errlen, const char *fmt, ...)

@@ -45,6 +45,10 @@ void mdm_free_wiped(void *p, size_t len);
 /** Writes n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
 void mdm_hex_encode(const uint8_t *in, size_t n, char *out);
 
+struct sockaddr;
+/** Formats an AF_INET or AF_INET6 address as "ip:port" or "[ip6]:port" ("" otherwise). */
+void mdm_sockaddr_format(const struct sockaddr *sa, char *out, size_t outlen);
+
 /** Value of a hexadecimal digit (either case), or -1. */
 int mdm_hex_digit(int c);
 

@@ -614,3 +614,11 @@ bool mdm_h2c_closed(const mdm_h2c_t *h) { return h->closed; }
 bool mdm_h2c_goaway_received(const mdm_h2c_t *h) { return h->goaway; }
 uint32_t mdm_h2c_open_streams(const mdm_h2c_t *h) { return h->open; }
 uint32_t mdm_h2c_queued(const mdm_h2c_t *h) { return h->queued; }
+
+uint32_t mdm_h2c_room(const mdm_h2c_t *h)
+{
+    if (h->closed || h->goaway || !h->settings_seen)
+        return 0;
+    uint64_t used = (uint64_t)h->open + h->queued, max = peer_streams_max(h);
+    return used < max ? (uint32_t)(max - used > UINT32_MAX ? UINT32_MAX : max - used) : 0;
+}

@@ -135,5 +135,12 @@ bool mdm_h2c_goaway_received(const mdm_h2c_t *h);
 uint32_t mdm_h2c_open_streams(const mdm_h2c_t *h);
 /** Requests waiting in h2c's queue. */
 uint32_t mdm_h2c_queued(const mdm_h2c_t *h);
+/**
+ * How many more requests the peer would take on new streams right now: its
+ * SETTINGS_MAX_CONCURRENT_STREAMS minus open and queued requests. 0 before its first SETTINGS,
+ * after a GOAWAY and once closed. Callers that spread requests over several sessions submit
+ * only while this is positive, so that none waits inside one session while another is free.
+ */
+uint32_t mdm_h2c_room(const mdm_h2c_t *h);
 
 #endif

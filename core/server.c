@@ -679,19 +679,9 @@ static void format_peer(int fd, char *out, size_t outlen)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    char ip[INET6_ADDRSTRLEN];
     out[0] = '\0';
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip)))
-            snprintf(out, outlen, "%s:%u", ip, ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        if (inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip)))
-            snprintf(out, outlen, "[%s]:%u", ip, ntohs(a->sin6_port));
-    }
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+        mdm_sockaddr_format((const struct sockaddr *)&ss, out, outlen);
 }
 
 void mdm_exchange_respond(mdm_exchange_t *x, int status, const mdm_http_header_t *extra,
