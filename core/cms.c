@@ -1,5 +1,6 @@
 /*
- * Detached CMS SignedData, trust anchors and base64 on wolfSSL/wolfCrypt.
+ * CMS SignedData (detached or encapsulating its content), trust anchors and base64 on
+ * wolfSSL/wolfCrypt.
  *
  * Design:
  * - Verification hands the detached content to wc_PKCS7_VerifySignedData through
@@ -11,6 +12,11 @@
  *     wc_PKCS7_AllowDegenerate(p7, 0) is set.
  *   The signer is the certificate whose key verified the signature (PKCS7.verifyCert), not
  *   simply the first certificate of the bag.
+ * - Encapsulated content (signed profiles) is verified by the same call without detached
+ *   content; a SignedData without eContent then leaves PKCS7.content empty, which is refused.
+ * - Signing: one function for both forms. Extra certificates (the signer's chain) are handed
+ *   to wolfCrypt by pointer (wc_PKCS7_AddCertificate does not copy), so they live until
+ *   wc_PKCS7_Free.
  * - Trust: one wolfSSL CertManager per trusted certificate. Verifying against each tells
  *   which anchor signed the certificate, so the dates of exactly that anchor can be checked.
  *   wolfSSL checks dates against the wall clock and reports a date error only after the
@@ -48,7 +54,6 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "core/tls.h"
-#include "core/x509.h"
 #include "core/x509.h"
 
 #define LOG_MOD "cms"
@@ -223,6 +228,63 @@ out:
     return ret;
 }
 
+typedef int (*cert_fn)(void *ctx, const char *path, const uint8_t *der, size_t len);
+
+/*
+ * Calls fn for every certificate of the file path, in file order: each CERTIFICATE block of a
+ * PEM file, or the whole file when it is not PEM (then a single DER certificate, which fn
+ * judges). Problems with the file are logged with its name.
+ * Returns 0; the first non-zero code of fn; MDM_ECERT when a block is not valid PEM or a PEM
+ * file holds no certificate; -ENOMEM; MDM_ETOOBIG or -errno from reading.
+ */
+static int each_cert(const char *path, cert_fn fn, void *ctx)
+{
+    uint8_t *file = NULL, *der = NULL;
+    size_t file_len = 0;
+    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
+    if (ret != 0) {
+        mdm_error(LOG_MOD, "%s: %s", path, mdm_strerror(ret));
+        return ret;
+    }
+    static const char begin[] = "-----BEGIN CERTIFICATE-----";
+    static const char end[] = "-----END CERTIFICATE-----";
+    const char *text = (const char *)file; /* NUL-terminated by mdm_file_read */
+    if (!strstr(text, "-----BEGIN")) {
+        ret = fn(ctx, path, file, file_len);
+        goto out;
+    }
+    if (!(der = malloc(file_len))) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    size_t found = 0;
+    for (const char *p = strstr(text, begin); p; p = strstr(p, begin)) {
+        const char *e = strstr(p, end);
+        if (!e)
+            break;
+        e += sizeof(end) - 1;
+        int n = wc_CertPemToDer((const unsigned char *)p, (int)(e - p), der, (int)file_len,
+                                CERT_TYPE);
+        p = e;
+        if (n <= 0) {
+            mdm_error(LOG_MOD, "%s: certificate %zu is not valid PEM", path, found + 1);
+            ret = MDM_ECERT;
+            goto out;
+        }
+        if ((ret = fn(ctx, path, der, (size_t)n)) != 0)
+            goto out;
+        found++;
+    }
+    if (found == 0) {
+        mdm_error(LOG_MOD, "%s: no certificate", path);
+        ret = MDM_ECERT;
+    }
+out:
+    free(file);
+    free(der);
+    return ret;
+}
+
 /* ---- SignedData ------------------------------------------------------------------------ */
 
 /* One place that maps wolfCrypt's PKCS#7 verification codes. */
@@ -249,10 +311,15 @@ static int map_verify_error(int r)
     }
 }
 
-int mdm_cms_verify_detached(const uint8_t *der, size_t der_len, const void *content,
-                            size_t content_len, mdm_buf_t *signer_cert_der)
+/*
+ * Runs wolfCrypt's verification of der, handing it content as the detached content (NULL for
+ * none). On success *out is the PKCS7 that verified (the caller frees it with wc_PKCS7_Free):
+ * its content/contentSz are the bytes the signature covers (the encapsulated content when
+ * der has one, else ours) and verifyCert is the certificate whose key verified the signature.
+ */
+static int verify_signed(const uint8_t *der, size_t der_len, const void *content,
+                         size_t content_len, PKCS7 **out)
 {
-    assert((der || der_len == 0) && (content || content_len == 0) && signer_cert_der);
     if (der_len == 0)
         return -EBADMSG;
     if (der_len > UINT32_MAX || content_len > UINT32_MAX)
@@ -270,10 +337,23 @@ int mdm_cms_verify_detached(const uint8_t *der, size_t der_len, const void *cont
     p7->content = (byte *)(uintptr_t)content;
     p7->contentSz = (word32)content_len;
     int r = wc_PKCS7_VerifySignedData(p7, (byte *)(uintptr_t)der, (word32)der_len);
-    if (r != 0) {
-        ret = map_verify_error(r);
-        goto out;
-    }
+    ret = r == 0 ? 0 : map_verify_error(r);
+out:
+    if (ret == 0)
+        *out = p7;
+    else
+        wc_PKCS7_Free(p7);
+    return ret;
+}
+
+int mdm_cms_verify_detached(const uint8_t *der, size_t der_len, const void *content,
+                            size_t content_len, mdm_buf_t *signer_cert_der)
+{
+    assert((der || der_len == 0) && (content || content_len == 0) && signer_cert_der);
+    PKCS7 *p7 = NULL;
+    int ret = verify_signed(der, der_len, content, content_len, &p7);
+    if (ret != 0)
+        return ret;
     /* The content wolfCrypt verified: ours if detached, the encapsulated one otherwise. */
     if (p7->contentSz != content_len ||
         (content_len > 0 && (!p7->content || memcmp(p7->content, content, content_len) != 0))) {
@@ -290,15 +370,81 @@ out:
     return ret;
 }
 
-int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
-                          const void *content, size_t len, mdm_buf_t *der_out)
+int mdm_cms_verify_attached(const uint8_t *der, size_t der_len, mdm_buf_t *content_out,
+                            mdm_buf_t *signer_cert_der)
+{
+    assert((der || der_len == 0) && content_out && signer_cert_der);
+    PKCS7 *p7 = NULL;
+    int ret = verify_signed(der, der_len, NULL, 0, &p7);
+    if (ret != 0)
+        return ret;
+    /* A detached SignedData verified against no content would leave nothing here. */
+    if (!p7->content || p7->contentSz == 0) {
+        ret = -EBADMSG;
+        goto out;
+    }
+    if (!p7->verifyCert || p7->verifyCertSz == 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    size_t before = content_out->len;
+    if ((ret = mdm_buf_append(content_out, p7->content, p7->contentSz)) != 0)
+        goto out;
+    if ((ret = mdm_buf_append(signer_cert_der, p7->verifyCert, p7->verifyCertSz)) != 0)
+        content_out->len = before; /* both unchanged on failure */
+out:
+    wc_PKCS7_Free(p7);
+    return ret;
+}
+
+/* Certificates that go into a SignedData besides the signer's. */
+struct extra_certs {
+    const uint8_t *signer; /* skipped when met again */
+    size_t signer_len;
+    size_t n;
+    size_t total; /* bytes in der[0..n) */
+    uint8_t *der[MDM_CMS_EXTRA_CERTS_MAX];
+    size_t len[MDM_CMS_EXTRA_CERTS_MAX];
+};
+
+static int extra_fn(void *ctx, const char *path, const uint8_t *der, size_t len)
+{
+    struct extra_certs *x = ctx;
+    if (len == x->signer_len && memcmp(der, x->signer, len) == 0)
+        return 0;
+    mdm_x509_info_t *info = malloc(sizeof(*info));
+    if (!info)
+        return -ENOMEM;
+    int ok = mdm_x509_inspect_der(der, len, info) == 0;
+    free(info);
+    if (!ok) {
+        mdm_error(LOG_MOD, "%s: a certificate cannot be parsed", path);
+        return MDM_ECERT;
+    }
+    if (x->n == MDM_CMS_EXTRA_CERTS_MAX) {
+        mdm_error(LOG_MOD, "%s: more than %d certificates", path, MDM_CMS_EXTRA_CERTS_MAX);
+        return MDM_ETOOBIG;
+    }
+    if (!(x->der[x->n] = malloc(len)))
+        return -ENOMEM;
+    memcpy(x->der[x->n], der, len);
+    x->len[x->n++] = len;
+    x->total += len;
+    return 0;
+}
+
+int mdm_cms_sign(const char *key_pem_path, const char *cert_pem_path,
+                 const char *extra_certs_path, const void *content, size_t len,
+                 enum mdm_cms_content mode, mdm_buf_t *der_out)
 {
     assert(key_pem_path && cert_pem_path && (content || len == 0) && der_out);
+    assert(mode == MDM_CMS_DETACHED || mode == MDM_CMS_ENCAPSULATED);
     if (len > UINT32_MAX)
         return MDM_ETOOBIG;
     uint8_t *key = NULL, *cert = NULL, *sig = NULL;
     size_t key_len = 0, cert_len = 0;
     int key_oid = 0;
+    struct extra_certs extra = {0};
     PKCS7 *p7 = NULL;
     WC_RNG rng;
     bool rng_ok = false;
@@ -307,11 +453,18 @@ int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
         goto out;
     if ((ret = mdm_x509_read_cert_der(cert_pem_path, &cert, &cert_len)) != 0)
         goto out;
-    if (cert_len > UINT32_MAX - SIGNED_OVERHEAD) {
-        ret = MDM_ECERT;
+    extra.signer = cert;
+    extra.signer_len = cert_len;
+    if (extra_certs_path && (ret = each_cert(extra_certs_path, extra_fn, &extra)) != 0)
+        goto out;
+    /* Certificates are below FILE_MAX each, so fixed cannot wrap; wolfCrypt counts in 32 bits. */
+    size_t fixed = SIGNED_OVERHEAD + cert_len + extra.total;
+    size_t body = mode == MDM_CMS_ENCAPSULATED ? len : 0;
+    if (fixed > UINT32_MAX || body > UINT32_MAX - fixed) {
+        ret = MDM_ETOOBIG;
         goto out;
     }
-    size_t sig_cap = cert_len + SIGNED_OVERHEAD;
+    size_t sig_cap = fixed + body;
     if (!(sig = malloc(sig_cap))) {
         ret = -ENOMEM;
         goto out;
@@ -329,6 +482,13 @@ int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
         ret = MDM_ECERT;
         goto out;
     }
+    /* wolfCrypt keeps pointers to the certificates (not copies) until wc_PKCS7_Free. */
+    for (size_t i = 0; i < extra.n; i++) {
+        if (wc_PKCS7_AddCertificate(p7, extra.der[i], (word32)extra.len[i]) != 0) {
+            ret = -ENOMEM;
+            goto out;
+        }
+    }
     p7->rng = &rng;
     p7->privateKey = key;
     p7->privateKeySz = (word32)key_len;
@@ -336,7 +496,7 @@ int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
     p7->hashOID = SHA256h;
     p7->content = (byte *)(uintptr_t)content; /* read only */
     p7->contentSz = (word32)len;
-    if (wc_PKCS7_SetDetached(p7, 1) != 0) {
+    if (mode == MDM_CMS_DETACHED && wc_PKCS7_SetDetached(p7, 1) != 0) {
         ret = MDM_ECRYPTO;
         goto out;
     }
@@ -358,7 +518,16 @@ out:
     mdm_free_wiped(key, key_len);
     free(cert);
     free(sig);
+    for (size_t i = 0; i < extra.n; i++)
+        free(extra.der[i]);
     return ret;
+}
+
+int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
+                          const void *content, size_t len, mdm_buf_t *der_out)
+{
+    return mdm_cms_sign(key_pem_path, cert_pem_path, NULL, content, len, MDM_CMS_DETACHED,
+                        der_out);
 }
 
 /* ---- trust ----------------------------------------------------------------------------- */
@@ -419,52 +588,9 @@ static int add_anchor(mdm_cms_trust_t *t, const char *path, const uint8_t *der, 
     return 0;
 }
 
-static int load_file(mdm_cms_trust_t *t, const char *path)
+static int anchor_fn(void *ctx, const char *path, const uint8_t *der, size_t len)
 {
-    uint8_t *file = NULL, *der = NULL;
-    size_t file_len = 0;
-    int ret = mdm_file_read(path, FILE_MAX, &file, &file_len);
-    if (ret != 0) {
-        mdm_error(LOG_MOD, "%s: %s", path, mdm_strerror(ret));
-        return ret;
-    }
-    static const char begin[] = "-----BEGIN CERTIFICATE-----";
-    static const char end[] = "-----END CERTIFICATE-----";
-    const char *text = (const char *)file; /* NUL-terminated by mdm_file_read */
-    if (!strstr(text, "-----BEGIN")) {
-        ret = add_anchor(t, path, file, file_len);
-        goto out;
-    }
-    if (!(der = malloc(file_len))) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    size_t found = 0;
-    for (const char *p = strstr(text, begin); p; p = strstr(p, begin)) {
-        const char *e = strstr(p, end);
-        if (!e)
-            break;
-        e += sizeof(end) - 1;
-        int n = wc_CertPemToDer((const unsigned char *)p, (int)(e - p), der, (int)file_len,
-                                CERT_TYPE);
-        p = e;
-        if (n <= 0) {
-            mdm_error(LOG_MOD, "%s: certificate %zu is not valid PEM", path, found + 1);
-            ret = MDM_ECERT;
-            goto out;
-        }
-        if ((ret = add_anchor(t, path, der, (size_t)n)) != 0)
-            goto out;
-        found++;
-    }
-    if (found == 0) {
-        mdm_error(LOG_MOD, "%s: no certificate", path);
-        ret = MDM_ECERT;
-    }
-out:
-    free(file);
-    free(der);
-    return ret;
+    return add_anchor(ctx, path, der, len);
 }
 
 int mdm_cms_trust_load(const char *const *pem_paths, size_t n, mdm_cms_trust_t **out)
@@ -478,7 +604,7 @@ int mdm_cms_trust_load(const char *const *pem_paths, size_t n, mdm_cms_trust_t *
     if (!t)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        if ((ret = load_file(t, pem_paths[i])) != 0) {
+        if ((ret = each_cert(pem_paths[i], anchor_fn, t)) != 0) {
             mdm_cms_trust_free(t);
             return ret;
         }

@@ -1,14 +1,15 @@
 /*
- * mdm_cms: detached CMS (PKCS#7) SignedData on wolfCrypt, certificate trust checks, and
- * strict base64.
+ * mdm_cms: CMS (PKCS#7) SignedData on wolfCrypt, detached or with encapsulated content,
+ * certificate trust checks, and strict base64.
  *
  * Verification answers "did the holder of this certificate's key sign exactly these bytes?"
  * (mdm_cms_verify_detached) and, separately, "does this certificate chain to a CA we trust
  * and is it valid at time now?" (mdm_cms_trust_verify). Callers need both before they
  * believe an identity; neither decides on its own what the identity may do.
  *
- * Signing (mdm_cms_sign_detached) exists for tests and the load generator: it produces what
- * a client puts into a detached-signature header.
+ * Signing with encapsulated content (mdm_cms_sign) makes signed configuration profiles;
+ * mdm_cms_verify_attached opens them again. Detached signing (mdm_cms_sign_detached) exists
+ * for tests and the load generator: it produces what a client puts into a signature header.
  *
  * This module knows nothing about MDM. Threads: every function is reentrant; a loaded
  * mdm_cms_trust_t is immutable and may be used by many threads at once.
@@ -49,7 +50,16 @@ MDM_MUST_CHECK int mdm_base64_decode(const char *in, size_t len, mdm_buf_t *out)
  */
 MDM_MUST_CHECK int mdm_base64_encode(const void *data, size_t len, mdm_buf_t *out);
 
-/* ---- detached SignedData -------------------------------------------------------------- */
+/* ---- SignedData ----------------------------------------------------------------------- */
+
+/** Where the signed content goes. */
+enum mdm_cms_content {
+    MDM_CMS_DETACHED,     /* not inside the SignedData (a signature header) */
+    MDM_CMS_ENCAPSULATED, /* inside, as eContent of type id-data (a signed .mobileconfig) */
+};
+
+/* Certificates in extra_certs_path of mdm_cms_sign(), besides the signer's. */
+#define MDM_CMS_EXTRA_CERTS_MAX 8
 
 /**
  * Verifies that the DER CMS SignedData der (der_len bytes) carries a valid signature over
@@ -71,12 +81,43 @@ MDM_MUST_CHECK int mdm_cms_verify_detached(const uint8_t *der, size_t der_len,
                                            mdm_buf_t *signer_cert_der);
 
 /**
- * Signs len bytes of content with the private key in key_pem_path (PEM or DER; EC or RSA)
- * as a detached CMS SignedData (SHA-256, with the default signed attributes: content type,
- * message digest, signing time) carrying the certificate in cert_pem_path (PEM or DER, the
- * first certificate of a chain), and appends the DER to der_out.
- * Returns 0; MDM_ECRYPTO when the key cannot be loaded or signing fails; MDM_ECERT when the
- * certificate cannot be read; -ENOMEM, MDM_ETOOBIG or -errno from reading the files.
+ * Verifies a DER CMS SignedData der (der_len bytes) that encapsulates its content (as a
+ * signed configuration profile does): the signature must verify with the key of a
+ * certificate inside the SignedData. Appends the encapsulated content to content_out and the
+ * signer certificate (DER) to signer_cert_der. As with mdm_cms_verify_detached(), trust and
+ * dates of the certificate are the caller's business (mdm_cms_trust_verify), and signed
+ * attributes, when present, must carry the matching message digest.
+ *
+ * Returns 0; -EBADMSG when der is not a well-formed SignedData or encapsulates no content
+ * (a detached signature, or empty content); MDM_ECRYPTO when the signature does not verify or
+ * there is no signer; MDM_ECERT when no certificate to verify the signature with is inside;
+ * MDM_ETOOBIG for der of 4 GiB or more, or when an output would exceed its limit; -ENOMEM.
+ * Both outputs are unchanged on failure.
+ */
+MDM_MUST_CHECK int mdm_cms_verify_attached(const uint8_t *der, size_t der_len,
+                                           mdm_buf_t *content_out, mdm_buf_t *signer_cert_der);
+
+/**
+ * Signs len bytes of content with the private key in key_pem_path (PEM or DER; EC or RSA) as
+ * a CMS SignedData (SHA-256, with the default signed attributes: content type id-data,
+ * message digest, signing time) and appends the DER to der_out. The content is left out or
+ * encapsulated as mode says. The SignedData carries the signer certificate, the first one in
+ * cert_pem_path (PEM or DER), and, when extra_certs_path is not NULL, every certificate in
+ * that file (PEM chain or one DER certificate; at most MDM_CMS_EXTRA_CERTS_MAX; a copy of the
+ * signer certificate is skipped, so a chain file may be given as both) so that a verifier can
+ * build the chain to its trust anchor.
+ * Returns 0; MDM_ECRYPTO when the key cannot be loaded or signing fails; MDM_ECERT when a
+ * certificate cannot be read or is not valid PEM, or extra_certs_path holds none; MDM_ETOOBIG
+ * for more than MDM_CMS_EXTRA_CERTS_MAX extra certificates, content of 4 GiB or more, or when
+ * der_out would exceed its limit; -ENOMEM; -errno from reading the files.
+ */
+MDM_MUST_CHECK int mdm_cms_sign(const char *key_pem_path, const char *cert_pem_path,
+                                const char *extra_certs_path, const void *content, size_t len,
+                                enum mdm_cms_content mode, mdm_buf_t *der_out);
+
+/**
+ * mdm_cms_sign() of a detached signature carrying only the signer certificate: what a client
+ * puts into a detached-signature header. Returns the codes of mdm_cms_sign().
  */
 MDM_MUST_CHECK int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
                                          const void *content, size_t len, mdm_buf_t *der_out);

@@ -728,115 +728,35 @@ static int mark_basic_constraints_critical(uint8_t *buf, size_t len, size_t cap)
     return (int)total;
 }
 
+static int make_cert_der(const mdm_x509_spec_t *spec, struct key *subj, struct key *signer,
+                         const uint8_t *ca_der, size_t ca_len, uint8_t **out, size_t *out_len);
+
 /*
- * Shared body of make_self_signed and issue. ca_der NULL means self-signed: the subject key
- * signs and the issuer is the subject.
+ * Shared body of make_self_signed and issue: make_cert_der, written as PEM to cert_path.
+ * ca_der NULL means self-signed: the subject key signs and the issuer is the subject.
  */
 static int make_cert(const mdm_x509_spec_t *spec, struct key *subj, struct key *signer,
                      const uint8_t *ca_der, size_t ca_len, const char *cert_path)
 {
-    WC_RNG rng;
-    Cert *cert = NULL;
     uint8_t *der = NULL, *pem = NULL;
-    int ret = 0;
-
-    if (!spec->common_name || spec->validity_days == 0 || spec->validity_days > 100 * 366)
-        return -EINVAL;
-    if (wc_InitRng(&rng) != 0)
-        return MDM_ECRYPTO;
-    cert = calloc(1, sizeof(*cert));
-    der = malloc(CERT_DER_MAX);
+    size_t der_len = 0;
+    int ret = make_cert_der(spec, subj, signer, ca_der, ca_len, &der, &der_len);
+    if (ret != 0)
+        return ret;
     pem = malloc(2 * CERT_DER_MAX);
-    if (!cert || !der || !pem) {
+    if (!pem) {
         ret = -ENOMEM;
         goto out;
     }
-    if (wc_InitCert(cert) != 0) {
-        ret = MDM_ECERT;
-        goto out;
-    }
-    if ((ret = set_name(cert->subject.commonName, &cert->subject.commonNameEnc,
-                        spec->common_name)) != 0)
-        goto out;
-    if (spec->organization &&
-        (ret = set_name(cert->subject.org, &cert->subject.orgEnc, spec->organization)) != 0)
-        goto out;
-    cert->sigType = sig_type(signer->type, spec->hash);
-    if (cert->sigType < 0) {
-        ret = -EINVAL;
-        goto out;
-    }
-
-    /* Random positive serial of exactly SERIAL_LEN bytes (top bit clear, first byte != 0). */
-    if ((ret = mdm_random_bytes(cert->serial, SERIAL_LEN)) != 0)
-        goto out;
-    cert->serial[0] = (uint8_t)((cert->serial[0] & 0x7f) | 0x40);
-    cert->serialSz = SERIAL_LEN;
-
-    int64_t nb = spec->not_before ? spec->not_before : (int64_t)time(NULL) - NOT_BEFORE_MARGIN_S;
-    int64_t na = nb + (int64_t)spec->validity_days * 86400;
-    if ((ret = der_time(nb, cert->beforeDate, &cert->beforeDateSz)) != 0 ||
-        (ret = der_time(na, cert->afterDate, &cert->afterDateSz)) != 0)
-        goto out;
-    cert->daysValid = (int)spec->validity_days; /* unused with explicit dates; kept coherent */
-
-    if (spec->n_san > 0) {
-        assert(spec->san);
-        if ((ret = encode_san(spec->san, spec->n_san, cert->altNames, sizeof(cert->altNames),
-                              &cert->altNamesSz)) != 0)
-            goto out;
-    }
-    cert->isCA = spec->is_ca ? 1 : 0;
-    cert->keyUsage =
-        (word16)usage_map(ku_bits, MDM_ARRAY_LEN(ku_bits), spec->key_usage, true);
-    cert->extKeyUsage = (byte)usage_map(eku_bits, MDM_ARRAY_LEN(eku_bits),
-                                        spec->ext_key_usage & EKU_GENERATE, true);
-
-    if (wc_SetSubjectKeyIdFromPublicKey_ex(cert, subj->type, &subj->u) != 0) {
-        ret = MDM_ECERT;
-        goto out;
-    }
-    if (ca_der) {
-        cert->selfSigned = 0;
-        if (wc_SetIssuerBuffer(cert, ca_der, (int)ca_len) != 0 ||
-            wc_SetAuthKeyIdFromCert(cert, ca_der, (int)ca_len) != 0) {
-            ret = MDM_ECERT;
-            goto out;
-        }
-    } else {
-        cert->selfSigned = 1;
-        if (wc_SetAuthKeyIdFromPublicKey_ex(cert, subj->type, &subj->u) != 0) {
-            ret = MDM_ECERT;
-            goto out;
-        }
-    }
-
-    int n = wc_MakeCert_ex(cert, der, CERT_DER_MAX, subj->type, &subj->u, &rng);
-    if (n <= 0) {
-        ret = MDM_ECERT;
-        goto out;
-    }
-    if (spec->is_ca && (n = mark_basic_constraints_critical(der, (size_t)n, CERT_DER_MAX)) < 0) {
-        ret = MDM_ECERT;
-        goto out;
-    }
-    n = wc_SignCert_ex(n, cert->sigType, der, CERT_DER_MAX, signer->type,
-                       &signer->u, &rng);
-    if (n <= 0) {
-        ret = MDM_ECRYPTO;
-        goto out;
-    }
-    int pem_len = wc_DerToPem(der, (word32)n, pem, 2 * CERT_DER_MAX, CERT_TYPE);
+    int pem_len = wc_DerToPem(der, (word32)der_len, pem, 2 * CERT_DER_MAX, CERT_TYPE);
     if (pem_len <= 0) {
         ret = MDM_ECERT;
         goto out;
     }
     ret = mdm_file_write_atomic(cert_path, pem, (size_t)pem_len, 0644);
 out:
-    free(cert);
     free(der);
     free(pem);
-    wc_FreeRng(&rng);
     return ret;
 }
 
@@ -1578,4 +1498,368 @@ size_t mdm_x509_check(const mdm_x509_info_t *info, enum mdm_x509_profile profile
     }
     assert(r.n <= MDM_X509_RESULTS_MAX);
     return r.n;
+}
+
+/* ---- in-memory generation (DER) ------------------------------------------------------- */
+
+/*
+ * Makes and signs a certificate for subj's public key, returned as a malloc'ed DER buffer.
+ * ca_der NULL means self-signed. subj may hold only a public key (a key decoded from a
+ * SubjectPublicKeyInfo).
+ */
+static int make_cert_der(const mdm_x509_spec_t *spec, struct key *subj, struct key *signer,
+                         const uint8_t *ca_der, size_t ca_len, uint8_t **out, size_t *out_len)
+{
+    WC_RNG rng;
+    Cert *cert = NULL;
+    uint8_t *der = NULL;
+    int ret = 0;
+
+    if (!spec->common_name || spec->validity_days == 0 || spec->validity_days > 100 * 366)
+        return -EINVAL;
+    if (ca_der && ca_len > INT_MAX)
+        return MDM_ECERT;
+    if (wc_InitRng(&rng) != 0)
+        return MDM_ECRYPTO;
+    cert = calloc(1, sizeof(*cert));
+    der = malloc(CERT_DER_MAX);
+    if (!cert || !der) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (wc_InitCert(cert) != 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    if ((ret = set_name(cert->subject.commonName, &cert->subject.commonNameEnc,
+                        spec->common_name)) != 0)
+        goto out;
+    if (spec->organization &&
+        (ret = set_name(cert->subject.org, &cert->subject.orgEnc, spec->organization)) != 0)
+        goto out;
+    cert->sigType = sig_type(signer->type, spec->hash);
+    if (cert->sigType < 0) {
+        ret = -EINVAL;
+        goto out;
+    }
+    if ((ret = mdm_random_bytes(cert->serial, SERIAL_LEN)) != 0)
+        goto out;
+    cert->serial[0] = (uint8_t)((cert->serial[0] & 0x7f) | 0x40);
+    cert->serialSz = SERIAL_LEN;
+
+    int64_t nb = spec->not_before ? spec->not_before : (int64_t)time(NULL) - NOT_BEFORE_MARGIN_S;
+    int64_t na = nb + (int64_t)spec->validity_days * 86400;
+    if ((ret = der_time(nb, cert->beforeDate, &cert->beforeDateSz)) != 0 ||
+        (ret = der_time(na, cert->afterDate, &cert->afterDateSz)) != 0)
+        goto out;
+    cert->daysValid = (int)spec->validity_days;
+
+    if (spec->n_san > 0) {
+        assert(spec->san);
+        if ((ret = encode_san(spec->san, spec->n_san, cert->altNames, sizeof(cert->altNames),
+                              &cert->altNamesSz)) != 0)
+            goto out;
+    }
+    cert->isCA = spec->is_ca ? 1 : 0;
+    cert->keyUsage =
+        (word16)usage_map(ku_bits, MDM_ARRAY_LEN(ku_bits), spec->key_usage, true);
+    cert->extKeyUsage = (byte)usage_map(eku_bits, MDM_ARRAY_LEN(eku_bits),
+                                        spec->ext_key_usage & EKU_GENERATE, true);
+    if (wc_SetSubjectKeyIdFromPublicKey_ex(cert, subj->type, &subj->u) != 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    if (ca_der) {
+        cert->selfSigned = 0;
+        if (wc_SetIssuerBuffer(cert, ca_der, (int)ca_len) != 0 ||
+            wc_SetAuthKeyIdFromCert(cert, ca_der, (int)ca_len) != 0) {
+            ret = MDM_ECERT;
+            goto out;
+        }
+    } else {
+        cert->selfSigned = 1;
+        if (wc_SetAuthKeyIdFromPublicKey_ex(cert, subj->type, &subj->u) != 0) {
+            ret = MDM_ECERT;
+            goto out;
+        }
+    }
+    int n = wc_MakeCert_ex(cert, der, CERT_DER_MAX, subj->type, &subj->u, &rng);
+    if (n <= 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    if (spec->is_ca && (n = mark_basic_constraints_critical(der, (size_t)n, CERT_DER_MAX)) < 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    n = wc_SignCert_ex(n, cert->sigType, der, CERT_DER_MAX, signer->type, &signer->u, &rng);
+    if (n <= 0) {
+        ret = MDM_ECRYPTO;
+        goto out;
+    }
+    uint8_t *shrunk = realloc(der, (size_t)n);
+    *out = shrunk ? shrunk : der;
+    *out_len = (size_t)n;
+    der = NULL;
+out:
+    free(cert);
+    free(der);
+    wc_FreeRng(&rng);
+    return ret;
+}
+
+/*
+ * Decodes a SubjectPublicKeyInfo (RSA of at least 2048 bits, or EC on a named curve) into a
+ * public-only key. The algorithm OID picks the decoder; trailing bytes are refused.
+ */
+static int key_load_spki(const uint8_t *spki, size_t len, struct key **out)
+{
+    static const uint8_t rsa_oid[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01};
+    static const uint8_t ec_oid[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+    const uint8_t *p = spki, *v, *q, *oid;
+    size_t l, oid_len;
+    uint8_t tag;
+    if (len == 0 || len > KEY_DER_MAX || der_next(&p, spki + len, &tag, &v, &l) != 0 ||
+        tag != 0x30 || p != spki + len)
+        return MDM_ECRYPTO;
+    q = v;
+    const uint8_t *alg, *r;
+    size_t alg_len;
+    if (der_next(&q, v + l, &tag, &alg, &alg_len) != 0 || tag != 0x30)
+        return MDM_ECRYPTO;
+    r = alg;
+    if (der_next(&r, alg + alg_len, &tag, &oid, &oid_len) != 0 || tag != 0x06)
+        return MDM_ECRYPTO;
+    struct key *k = calloc(1, sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    word32 idx = 0;
+    int ret = MDM_ECRYPTO;
+    if (oid_len == sizeof(rsa_oid) && memcmp(oid, rsa_oid, oid_len) == 0) {
+        if (wc_InitRsaKey(&k->u.rsa, NULL) != 0)
+            goto out;
+        k->type = RSA_TYPE;
+        if (wc_RsaPublicKeyDecode(spki, &idx, &k->u.rsa, (word32)len) == 0 && idx == len &&
+            wc_RsaEncryptSize(&k->u.rsa) >= 256)
+            ret = 0;
+    } else if (oid_len == sizeof(ec_oid) && memcmp(oid, ec_oid, oid_len) == 0) {
+        if (wc_ecc_init(&k->u.ecc) != 0)
+            goto out;
+        k->type = ECC_TYPE;
+        if (wc_EccPublicKeyDecode(spki, &idx, &k->u.ecc, (word32)len) == 0 && idx == len &&
+            wc_ecc_check_key(&k->u.ecc) == 0)
+            ret = 0;
+    }
+out:
+    if (ret == 0)
+        *out = k;
+    else
+        key_free(k);
+    return ret;
+}
+
+int mdm_x509_key_generate_der(enum mdm_x509_key_type type, uint8_t **key_der, size_t *key_len)
+{
+    assert(key_der && key_len);
+    WC_RNG rng;
+    uint8_t *der = calloc(1, KEY_DER_MAX);
+    struct key *k = calloc(1, sizeof(*k));
+    int ret = 0, n = -1;
+    if (!der || !k) {
+        free(der);
+        free(k);
+        return -ENOMEM;
+    }
+    if (wc_InitRng(&rng) != 0) {
+        free(der);
+        free(k);
+        return MDM_ECRYPTO;
+    }
+    switch (type) {
+    case MDM_X509_KEY_EC_P256:
+    case MDM_X509_KEY_EC_P384: {
+        bool p256 = type == MDM_X509_KEY_EC_P256;
+        if (wc_ecc_init(&k->u.ecc) != 0) {
+            ret = MDM_ECRYPTO;
+            break;
+        }
+        k->type = ECC_TYPE;
+        if (wc_ecc_make_key_ex(&rng, p256 ? 32 : 48, &k->u.ecc,
+                               p256 ? ECC_SECP256R1 : ECC_SECP384R1) == 0)
+            n = wc_EccKeyToDer(&k->u.ecc, der, KEY_DER_MAX);
+        break;
+    }
+    case MDM_X509_KEY_RSA_2048:
+    case MDM_X509_KEY_RSA_3072:
+        if (wc_InitRsaKey(&k->u.rsa, NULL) != 0) {
+            ret = MDM_ECRYPTO;
+            break;
+        }
+        k->type = RSA_TYPE;
+        if (wc_MakeRsaKey(&k->u.rsa, type == MDM_X509_KEY_RSA_2048 ? 2048 : 3072,
+                          WC_RSA_EXPONENT, &rng) == 0)
+            n = wc_RsaKeyToDer(&k->u.rsa, der, KEY_DER_MAX);
+        break;
+    default:
+        ret = -EINVAL;
+        break;
+    }
+    if (ret == 0 && n <= 0)
+        ret = MDM_ECRYPTO;
+    key_free(k);
+    wc_FreeRng(&rng);
+    if (ret != 0) {
+        mdm_free_wiped(der, KEY_DER_MAX);
+        return ret;
+    }
+    uint8_t *exact = malloc((size_t)n);
+    if (exact)
+        memcpy(exact, der, (size_t)n);
+    mdm_free_wiped(der, KEY_DER_MAX);
+    if (!exact)
+        return -ENOMEM;
+    *key_der = exact;
+    *key_len = (size_t)n;
+    return 0;
+}
+
+int mdm_x509_key_public_der(const uint8_t *key_der, size_t key_len, uint8_t **spki,
+                            size_t *spki_len)
+{
+    assert(key_der && spki && spki_len);
+    struct key *k = NULL;
+    int ret = key_load_der(key_der, key_len, &k);
+    if (ret != 0)
+        return ret;
+    uint8_t *out = malloc(KEY_DER_MAX);
+    if (!out) {
+        key_free(k);
+        return -ENOMEM;
+    }
+    int n = key_spki(k, out, KEY_DER_MAX);
+    key_free(k);
+    if (n <= 0) {
+        free(out);
+        return MDM_ECRYPTO;
+    }
+    *spki = out;
+    *spki_len = (size_t)n;
+    return 0;
+}
+
+int mdm_x509_make_self_signed_der(const uint8_t *key_der, size_t key_len,
+                                  const mdm_x509_spec_t *spec, uint8_t **cert_der,
+                                  size_t *cert_len)
+{
+    assert(key_der && spec && cert_der && cert_len);
+    struct key *k = NULL;
+    int ret = key_load_der(key_der, key_len, &k);
+    if (ret != 0)
+        return ret;
+    ret = make_cert_der(spec, k, k, NULL, 0, cert_der, cert_len);
+    key_free(k);
+    return ret;
+}
+
+int mdm_x509_issue_der(const uint8_t *ca_key_der, size_t ca_key_len, const uint8_t *ca_cert_der,
+                       size_t ca_cert_len, const uint8_t *spki_der, size_t spki_len,
+                       const mdm_x509_spec_t *spec, uint8_t **cert_der, size_t *cert_len)
+{
+    assert(ca_key_der && ca_cert_der && (spki_der || spki_len == 0) && spec && cert_der &&
+           cert_len);
+    struct key *ca = NULL, *subj = NULL;
+    int ret;
+    if (ca_cert_len == 0 || ca_cert_len > FILE_MAX)
+        return MDM_ECERT;
+    if ((ret = key_load_der(ca_key_der, ca_key_len, &ca)) != 0 ||
+        (ret = key_load_spki(spki_der, spki_len, &subj)) != 0)
+        goto out;
+    if ((ret = check_ca_key(ca_cert_der, ca_cert_len, ca)) != 0)
+        goto out;
+    ret = make_cert_der(spec, subj, ca, ca_cert_der, ca_cert_len, cert_der, cert_len);
+out:
+    key_free(ca);
+    key_free(subj);
+    return ret;
+}
+
+/* True when s only uses the PrintableString alphabet (X.680 41.4). */
+static bool printable_string(const char *s)
+{
+    for (; *s; s++) {
+        char c = *s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr(" '()+,-./:=?", c)))
+            return false;
+    }
+    return true;
+}
+
+int mdm_x509_make_csr_der(const uint8_t *key_der, size_t key_len, const char *common_name,
+                          const char *organization, const char *challenge, uint8_t **csr_der,
+                          size_t *csr_len)
+{
+    assert(key_der && common_name && csr_der && csr_len);
+    struct key *k = NULL;
+    Cert *req = NULL;
+    uint8_t *der = NULL;
+    WC_RNG rng;
+    bool rng_ok = false;
+    int ret = key_load_der(key_der, key_len, &k);
+    if (ret != 0)
+        return ret;
+    req = calloc(1, sizeof(*req));
+    der = malloc(CERT_DER_MAX);
+    if (!req || !der) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (wc_InitCert(req) != 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    req->version = 0; /* PKCS#10 v1 */
+    if ((ret = set_name(req->subject.commonName, &req->subject.commonNameEnc, common_name)) != 0)
+        goto out;
+    if (organization &&
+        (ret = set_name(req->subject.org, &req->subject.orgEnc, organization)) != 0)
+        goto out;
+    if (challenge) {
+        size_t n = strlen(challenge);
+        if (n == 0 || n >= sizeof(req->challengePw)) {
+            ret = -EINVAL;
+            goto out;
+        }
+        memcpy(req->challengePw, challenge, n + 1);
+        req->challengePwPrintableString = printable_string(challenge) ? 1 : 0; /* else UTF8 */
+    }
+    req->sigType = sig_type(k->type, MDM_X509_HASH_SHA256);
+    if (wc_InitRng(&rng) != 0) {
+        ret = MDM_ECRYPTO;
+        goto out;
+    }
+    rng_ok = true;
+    int n = wc_MakeCertReq_ex(req, der, CERT_DER_MAX, k->type, &k->u);
+    if (n <= 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    n = wc_SignCert_ex(req->bodySz, req->sigType, der, CERT_DER_MAX, k->type, &k->u, &rng);
+    if (n <= 0) {
+        ret = MDM_ECRYPTO;
+        goto out;
+    }
+    uint8_t *shrunk = realloc(der, (size_t)n);
+    *csr_der = shrunk ? shrunk : der;
+    *csr_len = (size_t)n;
+    der = NULL;
+out:
+    if (req)
+        explicit_bzero(req->challengePw, sizeof(req->challengePw));
+    free(req);
+    free(der);
+    key_free(k);
+    if (rng_ok)
+        wc_FreeRng(&rng);
+    return ret;
 }

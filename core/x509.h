@@ -257,4 +257,64 @@ MDM_MUST_CHECK int mdm_x509_pkcs12_parse(const uint8_t *p12, size_t len, const c
                                          uint8_t **cert_der, size_t *cert_len,
                                          uint8_t **key_der, size_t *key_len);
 
+/* ---- in-memory generation (DER) -------------------------------------------------------- */
+
+/**
+ * Generates a private key of the given type and returns it as DER (SEC1 "EC PRIVATE KEY" or
+ * PKCS#1 "RSA PRIVATE KEY") in a malloc'ed buffer that the caller wipes and frees
+ * (mdm_free_wiped(*key_der, *key_len)). Nothing touches the disk.
+ * Returns 0, -EINVAL (unknown type), MDM_ECRYPTO (key generation failed) or -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_x509_key_generate_der(enum mdm_x509_key_type type, uint8_t **key_der,
+                                             size_t *key_len);
+
+/**
+ * The SubjectPublicKeyInfo (DER) of the private key key_der (EC or RSA; SEC1, PKCS#1 or
+ * unencrypted PKCS#8), in a malloc'ed buffer the caller frees.
+ * Returns 0, MDM_ECRYPTO (not a private key we can decode) or -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_x509_key_public_der(const uint8_t *key_der, size_t key_len,
+                                           uint8_t **spki, size_t *spki_len);
+
+/**
+ * mdm_x509_make_self_signed() on DER buffers: a self-signed certificate for the private key
+ * key_der (EC or RSA), returned as DER in a malloc'ed buffer the caller frees.
+ * Returns the codes of mdm_x509_make_self_signed() except the file errors.
+ */
+MDM_MUST_CHECK int mdm_x509_make_self_signed_der(const uint8_t *key_der, size_t key_len,
+                                                 const mdm_x509_spec_t *spec,
+                                                 uint8_t **cert_der, size_t *cert_len);
+
+/**
+ * Issues a certificate for a public key given as SubjectPublicKeyInfo DER (spki_der, e.g.
+ * taken from a PKCS#10 request; RSA of at least 2048 bits, or EC on a named curve), signed by
+ * the CA private key ca_key_der (DER, EC or RSA) with issuer and authorityKeyIdentifier from
+ * the CA certificate ca_cert_der (DER). Subject (CN, optional O), validity, key usage, EKU,
+ * SANs and basicConstraints come from spec only: nothing of a request is copied. The serial
+ * is random. Works on buffers so a server can keep its CA loaded; the DER of the new
+ * certificate is returned in a malloc'ed buffer the caller frees.
+ * Returns 0; -EINVAL for a bad spec; MDM_ECRYPTO when ca_key_der is not a private key,
+ * spki_der is not a supported public key, or signing fails; MDM_ECERT when the CA
+ * certificate cannot be parsed, ca_key_der is not its key, or wolfCrypt rejects the
+ * certificate; -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_x509_issue_der(const uint8_t *ca_key_der, size_t ca_key_len,
+                                      const uint8_t *ca_cert_der, size_t ca_cert_len,
+                                      const uint8_t *spki_der, size_t spki_len,
+                                      const mdm_x509_spec_t *spec, uint8_t **cert_der,
+                                      size_t *cert_len);
+
+/**
+ * Makes a PKCS#10 certificate request (DER, SHA-256 signature) for the private key key_der
+ * (EC or RSA) with subject CN=common_name (and O=organization unless NULL) and, unless
+ * challenge is NULL, a challengePassword attribute (PrintableString when the text allows it,
+ * else UTF8String; 1..63 bytes). The DER is returned in a malloc'ed buffer the caller frees.
+ * Returns 0; -EINVAL for empty or too long names or challenge; MDM_ECRYPTO when key_der is not
+ * a private key or signing fails; MDM_ECERT when wolfCrypt cannot encode the request; -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_x509_make_csr_der(const uint8_t *key_der, size_t key_len,
+                                         const char *common_name, const char *organization,
+                                         const char *challenge, uint8_t **csr_der,
+                                         size_t *csr_len);
+
 #endif

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # Debian 12 packages the build and the tests need (one list; docs/install.md shows it).
 PACKAGES=(gcc pkg-config meson ninja-build openssl
           liburing-dev libwolfssl-dev libplist-dev librocksdb-dev libnghttp2-dev
-          libhttp-parser-dev libjansson-dev libinih-dev libargon2-dev)
+          libhttp-parser-dev libjansson-dev libinih-dev libargon2-dev
+          libldap-dev slapd ldap-utils)
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

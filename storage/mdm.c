@@ -1,9 +1,10 @@
 /*
  * storage/mdm: key layouts and record codecs of the MDM domain (see mdm.h).
  *
- * Encoding, format 1 of every record: integers big-endian; str = u16 length + bytes (no NUL,
- * shorter than the struct's field); blob16 / blob32 = u16 / u32 length + bytes. Key fields are
- * not repeated in values.
+ * Encoding (helpers shared with the other record modules in storage/codec.h), format 1 of
+ * every record: integers big-endian; str = u16 length + bytes (no NUL, shorter than the
+ * struct's field); blob16 / blob32 = u16 / u32 length + bytes. Key fields are not repeated in
+ * values.
  *
  *   device:  u8 format, u16 vshard, u64 version, u32 enrollment, u8 state, u8 flags
  *            (bit 0 push_token_invalid, bit 1 awaiting_configuration), str serial, str model,
@@ -32,6 +33,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "storage/codec.h"
 
 #define FORMAT_1 1
 
@@ -163,46 +165,27 @@ static void key_queue(struct key *k, const mdm_queue_entry_t *e)
     key_str(k, e->uuid, false);
 }
 
-/* Splits a key part ending at the next 0x00 (or, when last, at the end of the key) into dst,
- * which holds size - 1 bytes, needing at least min. Returns 0 or -EBADMSG. */
-static int key_take(const uint8_t **p, size_t *left, char *dst, size_t size, size_t min,
-                    bool last)
-{
-    const uint8_t *nul = memchr(*p, 0, *left);
-    if (last == (nul != NULL))
-        return -EBADMSG;
-    size_t n = last ? *left : (size_t)(nul - *p);
-    if (n < min || n >= size)
-        return -EBADMSG;
-    memcpy(dst, *p, n);
-    dst[n] = 0;
-    n += last ? 0 : 1;
-    *p += n;
-    *left -= n;
-    return 0;
-}
-
 static int key_parse_udid(const void *key, size_t klen, char *udid)
 {
     const uint8_t *p = key;
-    return key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, true);
+    return mdm_key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, true);
 }
 
 static int key_parse_pair(const void *key, size_t klen, char *udid, char *name, size_t name_size)
 {
     const uint8_t *p = key;
-    int ret = key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, false);
+    int ret = mdm_key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, false);
     if (ret == 0)
-        ret = key_take(&p, &klen, name, name_size, 1, true);
+        ret = mdm_key_take(&p, &klen, name, name_size, 1, true);
     return ret;
 }
 
 static int key_parse_queue(const void *key, size_t klen, mdm_queue_entry_t *e)
 {
     const uint8_t *p = key;
-    int ret = key_take(&p, &klen, e->udid, sizeof(e->udid), 1, false);
+    int ret = mdm_key_take(&p, &klen, e->udid, sizeof(e->udid), 1, false);
     if (ret == 0)
-        ret = key_take(&p, &klen, e->channel, sizeof(e->channel), 0, false);
+        ret = mdm_key_take(&p, &klen, e->channel, sizeof(e->channel), 0, false);
     if (ret != 0)
         return ret;
     if (klen < 8)
@@ -212,173 +195,37 @@ static int key_parse_queue(const void *key, size_t klen, mdm_queue_entry_t *e)
         e->enqueued_ms = e->enqueued_ms << 8 | p[i];
     p += 8;
     klen -= 8;
-    return key_take(&p, &klen, e->uuid, sizeof(e->uuid), 1, true);
+    return mdm_key_take(&p, &klen, e->uuid, sizeof(e->uuid), 1, true);
 }
-
-/* ---- writer --------------------------------------------------------------------------------- */
-
-/* Writes at p + n; with p NULL only counts n. */
-struct wr {
-    uint8_t *p;
-    size_t n;
-};
-
-static void wr_bytes(struct wr *w, const void *src, size_t len)
-{
-    if (w->p && len)
-        memcpy(w->p + w->n, src, len);
-    w->n += len;
-}
-
-static void wr_be(struct wr *w, uint64_t v, unsigned nbytes)
-{
-    uint8_t be[8];
-    for (unsigned i = 0; i < nbytes; i++)
-        be[i] = (uint8_t)(v >> (8 * (nbytes - 1 - i)));
-    wr_bytes(w, be, nbytes);
-}
-
-static void wr_u8(struct wr *w, unsigned v)
-{
-    assert(v <= UINT8_MAX);
-    wr_be(w, v, 1);
-}
-
-/* A NUL-terminated string from a char[size] field. */
-static void wr_str(struct wr *w, const char *s, size_t size)
-{
-    size_t len = strnlen(s, size);
-    assert(len < size); /* terminated inside its field */
-    wr_be(w, len, 2);
-    wr_bytes(w, s, len);
-}
-
-static void wr_blob32(struct wr *w, const uint8_t *p, size_t len)
-{
-    assert(p || len == 0);
-    assert(len <= UINT32_MAX);
-    wr_be(w, len, 4);
-    wr_bytes(w, p, len);
-}
-
-#define WR_STR(w, field) wr_str((w), (field), sizeof(field))
-
-typedef void (*encode_fn)(struct wr *w, const void *rec);
-
-/* Encodes rec straight into a put of b: one pass to size it, one to write it. */
-static void put_encoded(mdm_batch_t *b, enum mdm_store_cf cf, const struct key *k,
-                        encode_fn enc, const void *rec)
-{
-    struct wr w = {0};
-    enc(&w, rec);
-    size_t n = w.n;
-    uint8_t *p = mdm_batch_put_space(b, cf, k->b, k->n, n);
-    if (!p) /* the batch remembers the failure */
-        return;
-    w = (struct wr){.p = p};
-    enc(&w, rec);
-    assert(w.n == n);
-}
-
-/* ---- reader --------------------------------------------------------------------------------- */
-
-/* Reads from p, left bytes remain; the first failure sticks in err and later reads return 0. */
-struct rd {
-    const uint8_t *p;
-    size_t left;
-    int err;
-};
-
-static const uint8_t *rd_take(struct rd *r, size_t n)
-{
-    if (r->err || r->left < n) {
-        r->err = -EBADMSG;
-        return NULL;
-    }
-    const uint8_t *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return p;
-}
-
-static uint64_t rd_be(struct rd *r, unsigned nbytes)
-{
-    const uint8_t *p = rd_take(r, nbytes);
-    uint64_t v = 0;
-    for (unsigned i = 0; p && i < nbytes; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint8_t rd_u8(struct rd *r)
-{
-    return (uint8_t)rd_be(r, 1);
-}
-
-/* A str into a char[size] field: at most size - 1 bytes, no NUL inside. */
-static void rd_str(struct rd *r, char *dst, size_t size)
-{
-    size_t len = (size_t)rd_be(r, 2);
-    const uint8_t *p = rd_take(r, len);
-    if (p && (len >= size || memchr(p, 0, len))) {
-        r->err = -EBADMSG;
-        p = NULL;
-    }
-    if (!p) {
-        dst[0] = 0;
-        return;
-    }
-    memcpy(dst, p, len);
-    dst[len] = 0;
-}
-
-/* A blob with a u16 or u32 length; returns its bytes (borrowed) or NULL with *len 0. */
-static const uint8_t *rd_blob(struct rd *r, unsigned lenbytes, size_t *len)
-{
-    size_t n = (size_t)rd_be(r, lenbytes);
-    const uint8_t *p = rd_take(r, n);
-    *len = p ? n : 0;
-    return p;
-}
-
-/* The value must end exactly here. */
-static int rd_end(struct rd *r)
-{
-    if (r->err == 0 && r->left != 0)
-        r->err = -EBADMSG;
-    return r->err;
-}
-
-#define RD_STR(r, field) rd_str((r), (field), sizeof(field))
 
 /* ---- devices -------------------------------------------------------------------------------- */
 
-static void enc_device(struct wr *w, const void *rec)
+static void enc_device(struct mdm_wr *w, const void *rec)
 {
     const mdm_device_t *d = rec;
-    wr_u8(w, FORMAT_1);
-    wr_be(w, d->vshard, 2);
-    wr_be(w, d->version, 8);
-    wr_be(w, d->enrollment, 4);
-    wr_u8(w, d->state);
-    wr_u8(w, (d->push_token_invalid ? DEV_FLAG_PUSH_TOKEN_INVALID : 0) |
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_be(w, d->vshard, 2);
+    mdm_wr_be(w, d->version, 8);
+    mdm_wr_be(w, d->enrollment, 4);
+    mdm_wr_u8(w, d->state);
+    mdm_wr_u8(w, (d->push_token_invalid ? DEV_FLAG_PUSH_TOKEN_INVALID : 0) |
                  (d->awaiting_configuration ? DEV_FLAG_AWAITING_CONFIGURATION : 0));
-    WR_STR(w, d->serial);
-    WR_STR(w, d->model);
-    WR_STR(w, d->model_name);
-    WR_STR(w, d->product_name);
-    WR_STR(w, d->os_version);
-    WR_STR(w, d->build_version);
-    WR_STR(w, d->device_name);
-    WR_STR(w, d->topic);
-    wr_be(w, d->push_token_len, 2);
-    wr_bytes(w, d->push_token, d->push_token_len);
-    WR_STR(w, d->push_magic);
-    WR_STR(w, d->cert_sha256);
-    wr_be(w, d->authenticated_ms, 8);
-    wr_be(w, d->enrolled_ms, 8);
-    wr_be(w, d->last_seen_ms, 8);
-    wr_be(w, d->checked_out_ms, 8);
+    MDM_WR_STR(w, d->serial);
+    MDM_WR_STR(w, d->model);
+    MDM_WR_STR(w, d->model_name);
+    MDM_WR_STR(w, d->product_name);
+    MDM_WR_STR(w, d->os_version);
+    MDM_WR_STR(w, d->build_version);
+    MDM_WR_STR(w, d->device_name);
+    MDM_WR_STR(w, d->topic);
+    mdm_wr_be(w, d->push_token_len, 2);
+    mdm_wr_bytes(w, d->push_token, d->push_token_len);
+    MDM_WR_STR(w, d->push_magic);
+    MDM_WR_STR(w, d->cert_sha256);
+    mdm_wr_be(w, d->authenticated_ms, 8);
+    mdm_wr_be(w, d->enrolled_ms, 8);
+    mdm_wr_be(w, d->last_seen_ms, 8);
+    mdm_wr_be(w, d->checked_out_ms, 8);
 }
 
 /* Decodes a device record; on failure *d is zeroed. */
@@ -386,50 +233,50 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
                       mdm_device_t *d)
 {
     memset(d, 0, sizeof(*d));
-    struct rd r = {.p = val, .left = vlen};
+    struct mdm_rd r = {.p = val, .left = vlen};
     int ret = key_parse_udid(key, klen, d->udid);
     if (ret != 0)
         goto out;
-    switch (rd_u8(&r)) {
+    switch (mdm_rd_u8(&r)) {
     case FORMAT_1: {
-        d->vshard = (uint16_t)rd_be(&r, 2);
-        d->version = rd_be(&r, 8);
-        d->enrollment = (uint32_t)rd_be(&r, 4);
-        d->state = rd_u8(&r);
-        unsigned flags = rd_u8(&r);
+        d->vshard = (uint16_t)mdm_rd_be(&r, 2);
+        d->version = mdm_rd_be(&r, 8);
+        d->enrollment = (uint32_t)mdm_rd_be(&r, 4);
+        d->state = mdm_rd_u8(&r);
+        unsigned flags = mdm_rd_u8(&r);
         if (d->vshard >= MDM_VSHARDS || !state_valid(d->state) || (flags & ~DEV_FLAGS_KNOWN))
             r.err = -EBADMSG;
         d->push_token_invalid = flags & DEV_FLAG_PUSH_TOKEN_INVALID;
         d->awaiting_configuration = flags & DEV_FLAG_AWAITING_CONFIGURATION;
-        RD_STR(&r, d->serial);
-        RD_STR(&r, d->model);
-        RD_STR(&r, d->model_name);
-        RD_STR(&r, d->product_name);
-        RD_STR(&r, d->os_version);
-        RD_STR(&r, d->build_version);
-        RD_STR(&r, d->device_name);
-        RD_STR(&r, d->topic);
+        MDM_RD_STR(&r, d->serial);
+        MDM_RD_STR(&r, d->model);
+        MDM_RD_STR(&r, d->model_name);
+        MDM_RD_STR(&r, d->product_name);
+        MDM_RD_STR(&r, d->os_version);
+        MDM_RD_STR(&r, d->build_version);
+        MDM_RD_STR(&r, d->device_name);
+        MDM_RD_STR(&r, d->topic);
         size_t tlen;
-        const uint8_t *tok = rd_blob(&r, 2, &tlen);
+        const uint8_t *tok = mdm_rd_blob(&r, 2, &tlen);
         if (tlen > sizeof(d->push_token)) {
             r.err = -EBADMSG;
         } else if (tok) {
             memcpy(d->push_token, tok, tlen);
             d->push_token_len = (uint16_t)tlen;
         }
-        RD_STR(&r, d->push_magic);
-        RD_STR(&r, d->cert_sha256);
-        d->authenticated_ms = rd_be(&r, 8);
-        d->enrolled_ms = rd_be(&r, 8);
-        d->last_seen_ms = rd_be(&r, 8);
-        d->checked_out_ms = rd_be(&r, 8);
+        MDM_RD_STR(&r, d->push_magic);
+        MDM_RD_STR(&r, d->cert_sha256);
+        d->authenticated_ms = mdm_rd_be(&r, 8);
+        d->enrolled_ms = mdm_rd_be(&r, 8);
+        d->last_seen_ms = mdm_rd_be(&r, 8);
+        d->checked_out_ms = mdm_rd_be(&r, 8);
         break;
     }
     default: /* unknown format, or an empty value */
         r.err = -EBADMSG;
         break;
     }
-    ret = rd_end(&r);
+    ret = mdm_rd_end(&r);
 out:
     if (ret != 0)
         memset(d, 0, sizeof(*d));
@@ -445,7 +292,7 @@ void mdm_store_put_device(mdm_batch_t *b, const mdm_device_t *d)
     assert(d->push_token_len <= sizeof(d->push_token));
     struct key k = {0};
     key_str(&k, d->udid, false);
-    put_encoded(b, MDM_CF_DEVICES, &k, enc_device, d);
+    mdm_put_encoded(b, MDM_CF_DEVICES, k.b, k.n, enc_device, d);
 }
 
 void mdm_store_delete_device(mdm_batch_t *b, const char *udid)
@@ -480,14 +327,14 @@ int mdm_store_get_device(mdm_store_t *s, const char *udid, mdm_device_t *out)
 
 /* ---- commands ------------------------------------------------------------------------------- */
 
-static void enc_command(struct wr *w, const void *rec)
+static void enc_command(struct mdm_wr *w, const void *rec)
 {
     const mdm_command_t *c = rec;
-    wr_u8(w, FORMAT_1);
-    WR_STR(w, c->request_type);
-    wr_be(w, c->created_ms, 8);
-    WR_STR(w, c->created_by);
-    wr_blob32(w, c->plist, c->plist_len);
+    mdm_wr_u8(w, FORMAT_1);
+    MDM_WR_STR(w, c->request_type);
+    mdm_wr_be(w, c->created_ms, 8);
+    MDM_WR_STR(w, c->created_by);
+    mdm_wr_blob32(w, c->plist, c->plist_len);
 }
 
 /* Decodes with c->plist borrowed from val; on failure *c is zeroed. */
@@ -495,17 +342,17 @@ static int dec_command(const void *key, size_t klen, const void *val, size_t vle
                        mdm_command_t *c)
 {
     memset(c, 0, sizeof(*c));
-    struct rd r = {.p = val, .left = vlen};
+    struct mdm_rd r = {.p = val, .left = vlen};
     const uint8_t *p = key;
-    int ret = key_take(&p, &klen, c->uuid, sizeof(c->uuid), 1, true);
+    int ret = mdm_key_take(&p, &klen, c->uuid, sizeof(c->uuid), 1, true);
     if (ret != 0)
         goto out;
-    switch (rd_u8(&r)) {
+    switch (mdm_rd_u8(&r)) {
     case FORMAT_1: {
-        RD_STR(&r, c->request_type);
-        c->created_ms = rd_be(&r, 8);
-        RD_STR(&r, c->created_by);
-        const uint8_t *plist = rd_blob(&r, 4, &c->plist_len);
+        MDM_RD_STR(&r, c->request_type);
+        c->created_ms = mdm_rd_be(&r, 8);
+        MDM_RD_STR(&r, c->created_by);
+        const uint8_t *plist = mdm_rd_blob(&r, 4, &c->plist_len);
         c->plist = c->plist_len ? (uint8_t *)(uintptr_t)plist : NULL;
         break;
     }
@@ -513,7 +360,7 @@ static int dec_command(const void *key, size_t klen, const void *val, size_t vle
         r.err = -EBADMSG;
         break;
     }
-    ret = rd_end(&r);
+    ret = mdm_rd_end(&r);
 out:
     if (ret != 0)
         memset(c, 0, sizeof(*c));
@@ -526,7 +373,7 @@ void mdm_store_put_command(mdm_batch_t *b, const mdm_command_t *c)
     assert(uuid_ok(c->uuid));
     struct key k = {0};
     key_str(&k, c->uuid, false);
-    put_encoded(b, MDM_CF_COMMANDS, &k, enc_command, c);
+    mdm_put_encoded(b, MDM_CF_COMMANDS, k.b, k.n, enc_command, c);
 }
 
 struct view_command {
@@ -571,30 +418,30 @@ void mdm_command_dispose(mdm_command_t *c)
 
 /* ---- queue entries -------------------------------------------------------------------------- */
 
-static void enc_queue(struct wr *w, const void *rec)
+static void enc_queue(struct mdm_wr *w, const void *rec)
 {
     const mdm_queue_entry_t *e = rec;
-    wr_u8(w, FORMAT_1);
-    wr_be(w, e->enrollment, 4);
-    wr_u8(w, e->status);
-    wr_be(w, e->updated_ms, 8);
-    wr_be(w, e->expires_ms, 8);
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_be(w, e->enrollment, 4);
+    mdm_wr_u8(w, e->status);
+    mdm_wr_be(w, e->updated_ms, 8);
+    mdm_wr_be(w, e->expires_ms, 8);
 }
 
 static int dec_queue(const void *key, size_t klen, const void *val, size_t vlen,
                      mdm_queue_entry_t *e)
 {
     memset(e, 0, sizeof(*e));
-    struct rd r = {.p = val, .left = vlen};
+    struct mdm_rd r = {.p = val, .left = vlen};
     int ret = key_parse_queue(key, klen, e);
     if (ret != 0)
         goto out;
-    switch (rd_u8(&r)) {
+    switch (mdm_rd_u8(&r)) {
     case FORMAT_1:
-        e->enrollment = (uint32_t)rd_be(&r, 4);
-        e->status = rd_u8(&r);
-        e->updated_ms = rd_be(&r, 8);
-        e->expires_ms = rd_be(&r, 8);
+        e->enrollment = (uint32_t)mdm_rd_be(&r, 4);
+        e->status = mdm_rd_u8(&r);
+        e->updated_ms = mdm_rd_be(&r, 8);
+        e->expires_ms = mdm_rd_be(&r, 8);
         if (!status_valid(e->status))
             r.err = -EBADMSG;
         break;
@@ -602,7 +449,7 @@ static int dec_queue(const void *key, size_t klen, const void *val, size_t vlen,
         r.err = -EBADMSG;
         break;
     }
-    ret = rd_end(&r);
+    ret = mdm_rd_end(&r);
 out:
     if (ret != 0)
         memset(e, 0, sizeof(*e));
@@ -623,7 +470,7 @@ void mdm_store_put_queue_entry(mdm_batch_t *b, const mdm_queue_entry_t *e)
     assert(status_valid(e->status));
     struct key k;
     key_queue(&k, e);
-    put_encoded(b, MDM_CF_QUEUE, &k, enc_queue, e);
+    mdm_put_encoded(b, MDM_CF_QUEUE, k.b, k.n, enc_queue, e);
 }
 
 void mdm_store_delete_queue_entry(mdm_batch_t *b, const mdm_queue_entry_t *e)
@@ -637,18 +484,18 @@ void mdm_store_delete_queue_entry(mdm_batch_t *b, const mdm_queue_entry_t *e)
 
 /* ---- results -------------------------------------------------------------------------------- */
 
-static void enc_result(struct wr *w, const void *rec)
+static void enc_result(struct mdm_wr *w, const void *rec)
 {
     const mdm_result_t *r = rec;
-    wr_u8(w, FORMAT_1);
-    WR_STR(w, r->channel);
-    wr_u8(w, r->status);
-    wr_u8(w, r->n_events);
+    mdm_wr_u8(w, FORMAT_1);
+    MDM_WR_STR(w, r->channel);
+    mdm_wr_u8(w, r->status);
+    mdm_wr_u8(w, r->n_events);
     for (unsigned i = 0; i < r->n_events; i++) {
-        wr_u8(w, r->events[i].status);
-        wr_be(w, r->events[i].at_ms, 8);
+        mdm_wr_u8(w, r->events[i].status);
+        mdm_wr_be(w, r->events[i].at_ms, 8);
     }
-    wr_blob32(w, r->response, r->response_len);
+    mdm_wr_blob32(w, r->response, r->response_len);
 }
 
 /* Decodes with res->response borrowed from val; on failure *res is zeroed. */
@@ -656,26 +503,26 @@ static int dec_result(const void *key, size_t klen, const void *val, size_t vlen
                       mdm_result_t *res)
 {
     memset(res, 0, sizeof(*res));
-    struct rd r = {.p = val, .left = vlen};
+    struct mdm_rd r = {.p = val, .left = vlen};
     int ret = key_parse_pair(key, klen, res->udid, res->uuid, sizeof(res->uuid));
     if (ret != 0)
         goto out;
-    switch (rd_u8(&r)) {
+    switch (mdm_rd_u8(&r)) {
     case FORMAT_1: {
-        RD_STR(&r, res->channel);
-        res->status = rd_u8(&r);
-        res->n_events = rd_u8(&r);
+        MDM_RD_STR(&r, res->channel);
+        res->status = mdm_rd_u8(&r);
+        res->n_events = mdm_rd_u8(&r);
         if (!status_valid(res->status) || res->n_events > MDM_RESULT_EVENTS_MAX) {
             r.err = -EBADMSG;
             break;
         }
         for (unsigned i = 0; i < res->n_events; i++) {
-            res->events[i].status = rd_u8(&r);
-            res->events[i].at_ms = rd_be(&r, 8);
+            res->events[i].status = mdm_rd_u8(&r);
+            res->events[i].at_ms = mdm_rd_be(&r, 8);
             if (!status_valid(res->events[i].status))
                 r.err = -EBADMSG;
         }
-        const uint8_t *resp = rd_blob(&r, 4, &res->response_len);
+        const uint8_t *resp = mdm_rd_blob(&r, 4, &res->response_len);
         res->response = res->response_len ? (uint8_t *)(uintptr_t)resp : NULL;
         break;
     }
@@ -683,7 +530,7 @@ static int dec_result(const void *key, size_t klen, const void *val, size_t vlen
         r.err = -EBADMSG;
         break;
     }
-    ret = rd_end(&r);
+    ret = mdm_rd_end(&r);
 out:
     if (ret != 0)
         memset(res, 0, sizeof(*res));
@@ -700,7 +547,7 @@ void mdm_store_put_result(mdm_batch_t *b, const mdm_result_t *r)
         assert(status_valid(r->events[i].status));
     struct key k;
     key_pair(&k, r->udid, r->uuid);
-    put_encoded(b, MDM_CF_HISTORY, &k, enc_result, r);
+    mdm_put_encoded(b, MDM_CF_HISTORY, k.b, k.n, enc_result, r);
 }
 
 void mdm_result_add_event(mdm_result_t *r, enum mdm_command_status status, uint64_t at_ms)
@@ -762,22 +609,6 @@ void mdm_result_dispose(mdm_result_t *r)
 
 /* ---- listings ------------------------------------------------------------------------------- */
 
-/* Logs an undecodable record with its key (printable bytes as they are, others as \xNN). */
-static void log_bad_record(const char *what, const void *key, size_t klen)
-{
-    char shown[4 * KEY_MAX + 8];
-    size_t n = 0;
-    const uint8_t *p = key;
-    for (size_t i = 0; i < klen && n + 5 < sizeof(shown); i++) {
-        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
-            shown[n++] = (char)p[i];
-        else
-            n += (size_t)snprintf(shown + n, sizeof(shown) - n, "\\x%02x", p[i]);
-    }
-    shown[n] = 0;
-    mdm_warn("store", "undecodable %s record \"%s\" (%zu key bytes)", what, shown, klen);
-}
-
 struct list_queue {
     int (*cb)(void *arg, const mdm_queue_entry_t *e);
     void *arg;
@@ -789,7 +620,7 @@ static int on_queue_record(void *arg, const void *key, size_t klen, const void *
     mdm_queue_entry_t e;
     int ret = dec_queue(key, klen, val, vlen, &e);
     if (ret != 0) {
-        log_bad_record("queue", key, klen);
+        mdm_log_bad_record("queue", key, klen);
         return ret;
     }
     return l->cb(l->arg, &e);
@@ -819,7 +650,7 @@ static int on_result_record(void *arg, const void *key, size_t klen, const void 
     mdm_result_t r;
     int ret = dec_result(key, klen, val, vlen, &r);
     if (ret != 0) {
-        log_bad_record("history", key, klen);
+        mdm_log_bad_record("history", key, klen);
         return ret;
     }
     return l->cb(l->arg, &r);
@@ -849,7 +680,7 @@ static int on_device_record(void *arg, const void *key, size_t klen, const void 
     mdm_device_t d;
     int ret = dec_device(key, klen, val, vlen, &d);
     if (ret != 0) {
-        log_bad_record("device", key, klen);
+        mdm_log_bad_record("device", key, klen);
         return ret;
     }
     return l->cb(l->arg, &d);

@@ -1,0 +1,807 @@
+/*
+ * storage/enroll: key layouts and record codecs of enrollment records (see enroll.h).
+ *
+ * Encoding (storage/codec.h), format 1 of every record; key fields are not repeated:
+ *
+ *   local user:  u8 format, u8 flags (bit 0 disabled), str display_name, str email,
+ *                u8 n_groups, n_groups x str group, str password_hash, u64 created_ms,
+ *                u64 updated_ms, u64 password_changed_ms
+ *   invitation:  u8 format, str user_name, u8 mode, u8 status, str pin_hash, u64 created_ms,
+ *                u64 expires_ms, u64 used_ms, str created_by, str enrollment_id
+ *   challenge:   u8 format, u8 flags (bit 0 used), str enrollment_id, u64 expires_ms
+ *   enrollment:  u8 format, str user_name, u8 method, str invitation_id, u64 created_ms,
+ *                u64 challenge_expires_ms, str udid, str cert_sha256, u64 completed_ms
+ *   failures:    u8 format, u32 count, u64 window_start_ms, u64 locked_until_ms  (21 bytes)
+ *
+ * Decoders are strict: besides the codec's bounds checks they refuse unknown flag bits and
+ * enum values, and identifiers a writer could not have written (a bad user name, an id that
+ * is not 32 lowercase hex digits, an empty group). A new format gets a new format byte and a
+ * decoder case next to the old ones; writers always use the newest.
+ *
+ * One generic get and one generic listing serve every kind through a table of key prefixes
+ * and decoders. Threads: puts on whichever thread owns the batch; reads where synchronous
+ * reads are allowed (storage workers, tools, tests).
+ */
+#include "storage/enroll.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+
+#include "storage/codec.h"
+
+#define FORMAT_1 1
+
+#define USER_FLAG_DISABLED 0x01u
+#define CHALLENGE_FLAG_USED 0x01u
+
+/* Longest key: a 3-byte prefix and a 63-byte identifier. */
+#define KEY_MAX (3 + 63)
+
+_Static_assert(MDM_USER_NAME_MAX <= 63 && MDM_SIGNON_SUBJECT_MAX <= 63 &&
+                   MDM_ENROLL_ID_LEN <= 63 && MDM_SHA256_LEN <= 63,
+               "identifiers fit KEY_MAX");
+_Static_assert(MDM_USER_GROUPS_MAX <= UINT8_MAX, "n_groups is a u8");
+
+/* Record kinds in MDM_CF_ENROLL; index into `kinds`. */
+enum kind { K_USER, K_INVITATION, K_CHALLENGE, K_ENROLLMENT, K_FAIL_USER, K_FAIL_ADDRESS };
+
+/* Decodes a value whose key identifier (the key without its prefix) is id[0..idlen) into out;
+ * on failure out is zeroed. Returns 0 or -EBADMSG. */
+typedef int (*decode_fn)(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                         void *out);
+
+static int dec_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen, void *out);
+static int dec_invitation(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                          void *out);
+static int dec_challenge(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                         void *out);
+static int dec_enrollment(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                          void *out);
+static int dec_fail_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                         void *out);
+static int dec_fail_address(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                            void *out);
+
+static const struct kind_info {
+    const char *prefix;
+    const char *what; /* for logs */
+    decode_fn dec;
+    size_t size;      /* of the record struct */
+} kinds[] = {
+    [K_USER] = {"u/", "local user", dec_user, sizeof(mdm_local_user_t)},
+    [K_INVITATION] = {"i/", "invitation", dec_invitation, sizeof(mdm_invitation_t)},
+    [K_CHALLENGE] = {"c/", "SCEP challenge", dec_challenge, sizeof(mdm_scep_challenge_t)},
+    [K_ENROLLMENT] = {"e/", "enrollment", dec_enrollment, sizeof(mdm_enrollment_t)},
+    [K_FAIL_USER] = {"fu/", "sign-on failures (user)", dec_fail_user,
+                     sizeof(mdm_signon_failures_t)},
+    [K_FAIL_ADDRESS] = {"fa/", "sign-on failures (address)", dec_fail_address,
+                        sizeof(mdm_signon_failures_t)},
+};
+
+/* ---- identifiers ---------------------------------------------------------------------------- */
+
+/* Length of s when it has 1..max bytes, else -1. Reads at most max + 1 bytes. */
+static int len_in(const char *s, size_t max)
+{
+    if (!s)
+        return -1;
+    size_t n = strnlen(s, max + 1);
+    return n >= 1 && n <= max ? (int)n : -1;
+}
+
+static bool is_control(unsigned char c)
+{
+    return c < 0x20 || c == 0x7f;
+}
+
+bool mdm_user_name_valid(const char *name)
+{
+    int n = len_in(name, MDM_USER_NAME_MAX);
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '@' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return n > 0;
+}
+
+static bool no_controls(const char *s, size_t max)
+{
+    int n = len_in(s, max);
+    for (int i = 0; i < n; i++)
+        if (is_control((unsigned char)s[i]))
+            return false;
+    return n > 0;
+}
+
+bool mdm_user_ref_valid(const char *name)
+{
+    return no_controls(name, MDM_USER_NAME_MAX);
+}
+
+bool mdm_group_name_valid(const char *name)
+{
+    return no_controls(name, MDM_GROUP_NAME_MAX);
+}
+
+bool mdm_enroll_id_valid(const char *id)
+{
+    if (len_in(id, MDM_ENROLL_ID_LEN) != MDM_ENROLL_ID_LEN)
+        return false;
+    for (int i = 0; i < MDM_ENROLL_ID_LEN; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* "" or a valid id: the optional id fields. */
+static bool opt_id_ok(const char *id)
+{
+    return id[0] == 0 || mdm_enroll_id_valid(id);
+}
+
+static bool subject_ok(const char *subject)
+{
+    return len_in(subject, MDM_SIGNON_SUBJECT_MAX) > 0;
+}
+
+static bool kind_ok(unsigned kind)
+{
+    return kind <= MDM_SIGNON_ADDRESS;
+}
+
+int mdm_enroll_id_new(char id[MDM_ENROLL_ID_LEN + 1])
+{
+    assert(id);
+    uint8_t raw[MDM_ENROLL_ID_LEN / 2];
+    int ret = mdm_random_bytes(raw, sizeof(raw));
+    if (ret != 0) {
+        id[0] = 0;
+        return ret;
+    }
+    mdm_hex_encode(raw, sizeof(raw), id);
+    return 0;
+}
+
+int mdm_scep_challenge_hash(const void *challenge, size_t len, uint8_t hash[MDM_SHA256_LEN])
+{
+    assert(challenge || len == 0);
+    return mdm_sha256(challenge, len, hash);
+}
+
+const char *mdm_invite_mode_name(enum mdm_invite_mode m)
+{
+    switch (m) {
+    case MDM_INVITE_PASSWORD: return "password";
+    case MDM_INVITE_PIN: return "pin";
+    case MDM_INVITE_PASSWORD_AND_PIN: return "password_and_pin";
+    }
+    return "unknown";
+}
+
+const char *mdm_invite_status_name(enum mdm_invite_status s)
+{
+    switch (s) {
+    case MDM_INVITE_PENDING: return "pending";
+    case MDM_INVITE_USED: return "used";
+    case MDM_INVITE_EXPIRED: return "expired";
+    case MDM_INVITE_REVOKED: return "revoked";
+    }
+    return "unknown";
+}
+
+const char *mdm_enroll_method_name(enum mdm_enroll_method m)
+{
+    switch (m) {
+    case MDM_ENROLL_WEB: return "web";
+    case MDM_ENROLL_INVITATION: return "invitation";
+    }
+    return "unknown";
+}
+
+static bool mode_valid(unsigned m)
+{
+    return m <= MDM_INVITE_PASSWORD_AND_PIN;
+}
+
+static bool status_valid(unsigned s)
+{
+    return s <= MDM_INVITE_REVOKED;
+}
+
+static bool method_valid(unsigned m)
+{
+    return m <= MDM_ENROLL_INVITATION;
+}
+
+/* ---- keys ----------------------------------------------------------------------------------- */
+
+struct key {
+    uint8_t b[KEY_MAX];
+    size_t n;
+};
+
+/* prefix of kind, then id[0..idlen) (the caller checked its length). */
+static void key_make(struct key *k, enum kind kind, const void *id, size_t idlen)
+{
+    size_t plen = strlen(kinds[kind].prefix);
+    assert(plen + idlen <= sizeof(k->b));
+    memcpy(k->b, kinds[kind].prefix, plen);
+    if (idlen)
+        memcpy(k->b + plen, id, idlen);
+    k->n = plen + idlen;
+}
+
+static void key_str(struct key *k, enum kind kind, const char *id)
+{
+    key_make(k, kind, id, strlen(id));
+}
+
+static enum kind fail_kind(enum mdm_signon_kind kind)
+{
+    return kind == MDM_SIGNON_USER ? K_FAIL_USER : K_FAIL_ADDRESS;
+}
+
+/* A key identifier (no NUL inside) into a char[size] field; 0 or -EBADMSG. */
+static int id_take(const uint8_t *id, size_t idlen, char *dst, size_t size)
+{
+    const uint8_t *p = id;
+    return mdm_key_take(&p, &idlen, dst, size, 1, true);
+}
+
+/* ---- local users ---------------------------------------------------------------------------- */
+
+static void enc_user(struct mdm_wr *w, const void *rec)
+{
+    const mdm_local_user_t *u = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_u8(w, u->disabled ? USER_FLAG_DISABLED : 0);
+    MDM_WR_STR(w, u->display_name);
+    MDM_WR_STR(w, u->email);
+    mdm_wr_u8(w, u->n_groups);
+    for (unsigned i = 0; i < u->n_groups; i++)
+        MDM_WR_STR(w, u->groups[i]);
+    MDM_WR_STR(w, u->password_hash);
+    mdm_wr_be(w, u->created_ms, 8);
+    mdm_wr_be(w, u->updated_ms, 8);
+    mdm_wr_be(w, u->password_changed_ms, 8);
+}
+
+static int dec_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen, void *out)
+{
+    mdm_local_user_t *u = out;
+    memset(u, 0, sizeof(*u));
+    struct mdm_rd r = {.p = val, .left = vlen};
+    int ret = id_take(id, idlen, u->name, sizeof(u->name));
+    if (ret == 0 && !mdm_user_name_valid(u->name))
+        ret = -EBADMSG;
+    if (ret != 0)
+        goto out;
+    switch (mdm_rd_u8(&r)) {
+    case FORMAT_1: {
+        unsigned flags = mdm_rd_u8(&r);
+        if (flags & ~USER_FLAG_DISABLED)
+            r.err = -EBADMSG;
+        u->disabled = flags & USER_FLAG_DISABLED;
+        MDM_RD_STR(&r, u->display_name);
+        MDM_RD_STR(&r, u->email);
+        u->n_groups = mdm_rd_u8(&r);
+        if (u->n_groups > MDM_USER_GROUPS_MAX) {
+            r.err = -EBADMSG;
+            break;
+        }
+        for (unsigned i = 0; i < u->n_groups; i++) {
+            MDM_RD_STR(&r, u->groups[i]);
+            if (r.err == 0 && !mdm_group_name_valid(u->groups[i]))
+                r.err = -EBADMSG;
+        }
+        MDM_RD_STR(&r, u->password_hash);
+        u->created_ms = mdm_rd_be(&r, 8);
+        u->updated_ms = mdm_rd_be(&r, 8);
+        u->password_changed_ms = mdm_rd_be(&r, 8);
+        break;
+    }
+    default: /* unknown format, or an empty value */
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = mdm_rd_end(&r);
+out:
+    if (ret != 0)
+        memset(u, 0, sizeof(*u));
+    return ret;
+}
+
+void mdm_store_put_local_user(mdm_batch_t *b, const mdm_local_user_t *u)
+{
+    assert(b && u);
+    assert(mdm_user_name_valid(u->name));
+    assert(u->n_groups <= MDM_USER_GROUPS_MAX);
+    for (unsigned i = 0; i < u->n_groups; i++)
+        assert(mdm_group_name_valid(u->groups[i]));
+    struct key k;
+    key_str(&k, K_USER, u->name);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_user, u);
+}
+
+void mdm_store_delete_local_user(mdm_batch_t *b, const char *name)
+{
+    assert(b && mdm_user_name_valid(name));
+    struct key k;
+    key_str(&k, K_USER, name);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+/* ---- invitations ---------------------------------------------------------------------------- */
+
+static void enc_invitation(struct mdm_wr *w, const void *rec)
+{
+    const mdm_invitation_t *inv = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    MDM_WR_STR(w, inv->user_name);
+    mdm_wr_u8(w, inv->mode);
+    mdm_wr_u8(w, inv->status);
+    MDM_WR_STR(w, inv->pin_hash);
+    mdm_wr_be(w, inv->created_ms, 8);
+    mdm_wr_be(w, inv->expires_ms, 8);
+    mdm_wr_be(w, inv->used_ms, 8);
+    MDM_WR_STR(w, inv->created_by);
+    MDM_WR_STR(w, inv->enrollment_id);
+}
+
+static int dec_invitation(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                          void *out)
+{
+    mdm_invitation_t *inv = out;
+    memset(inv, 0, sizeof(*inv));
+    struct mdm_rd r = {.p = val, .left = vlen};
+    int ret = id_take(id, idlen, inv->id, sizeof(inv->id));
+    if (ret == 0 && !mdm_enroll_id_valid(inv->id))
+        ret = -EBADMSG;
+    if (ret != 0)
+        goto out;
+    switch (mdm_rd_u8(&r)) {
+    case FORMAT_1:
+        MDM_RD_STR(&r, inv->user_name);
+        inv->mode = mdm_rd_u8(&r);
+        inv->status = mdm_rd_u8(&r);
+        MDM_RD_STR(&r, inv->pin_hash);
+        inv->created_ms = mdm_rd_be(&r, 8);
+        inv->expires_ms = mdm_rd_be(&r, 8);
+        inv->used_ms = mdm_rd_be(&r, 8);
+        MDM_RD_STR(&r, inv->created_by);
+        MDM_RD_STR(&r, inv->enrollment_id);
+        if (r.err == 0 && (!mdm_user_ref_valid(inv->user_name) || !mode_valid(inv->mode) ||
+                           !status_valid(inv->status) || !opt_id_ok(inv->enrollment_id)))
+            r.err = -EBADMSG;
+        break;
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = mdm_rd_end(&r);
+out:
+    if (ret != 0)
+        memset(inv, 0, sizeof(*inv));
+    return ret;
+}
+
+void mdm_store_put_invitation(mdm_batch_t *b, const mdm_invitation_t *inv)
+{
+    assert(b && inv);
+    assert(mdm_enroll_id_valid(inv->id) && mdm_user_ref_valid(inv->user_name));
+    assert(mode_valid(inv->mode) && status_valid(inv->status));
+    assert(opt_id_ok(inv->enrollment_id));
+    struct key k;
+    key_str(&k, K_INVITATION, inv->id);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_invitation, inv);
+}
+
+void mdm_store_delete_invitation(mdm_batch_t *b, const char *id)
+{
+    assert(b && mdm_enroll_id_valid(id));
+    struct key k;
+    key_str(&k, K_INVITATION, id);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+/* ---- SCEP challenges ------------------------------------------------------------------------ */
+
+static void enc_challenge(struct mdm_wr *w, const void *rec)
+{
+    const mdm_scep_challenge_t *c = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_u8(w, c->used ? CHALLENGE_FLAG_USED : 0);
+    MDM_WR_STR(w, c->enrollment_id);
+    mdm_wr_be(w, c->expires_ms, 8);
+}
+
+static int dec_challenge(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                         void *out)
+{
+    mdm_scep_challenge_t *c = out;
+    memset(c, 0, sizeof(*c));
+    struct mdm_rd r = {.p = val, .left = vlen};
+    int ret = idlen == MDM_SHA256_LEN ? 0 : -EBADMSG;
+    if (ret != 0)
+        goto out;
+    memcpy(c->hash, id, MDM_SHA256_LEN);
+    switch (mdm_rd_u8(&r)) {
+    case FORMAT_1: {
+        unsigned flags = mdm_rd_u8(&r);
+        if (flags & ~CHALLENGE_FLAG_USED)
+            r.err = -EBADMSG;
+        c->used = flags & CHALLENGE_FLAG_USED;
+        MDM_RD_STR(&r, c->enrollment_id);
+        c->expires_ms = mdm_rd_be(&r, 8);
+        if (r.err == 0 && !opt_id_ok(c->enrollment_id))
+            r.err = -EBADMSG;
+        break;
+    }
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = mdm_rd_end(&r);
+out:
+    if (ret != 0)
+        memset(c, 0, sizeof(*c));
+    return ret;
+}
+
+void mdm_store_put_scep_challenge(mdm_batch_t *b, const mdm_scep_challenge_t *c)
+{
+    assert(b && c);
+    assert(opt_id_ok(c->enrollment_id));
+    struct key k;
+    key_make(&k, K_CHALLENGE, c->hash, MDM_SHA256_LEN);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_challenge, c);
+}
+
+void mdm_store_delete_scep_challenge(mdm_batch_t *b, const uint8_t hash[MDM_SHA256_LEN])
+{
+    assert(b && hash);
+    struct key k;
+    key_make(&k, K_CHALLENGE, hash, MDM_SHA256_LEN);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+/* ---- enrollments ---------------------------------------------------------------------------- */
+
+static void enc_enrollment(struct mdm_wr *w, const void *rec)
+{
+    const mdm_enrollment_t *e = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    MDM_WR_STR(w, e->user_name);
+    mdm_wr_u8(w, e->method);
+    MDM_WR_STR(w, e->invitation_id);
+    mdm_wr_be(w, e->created_ms, 8);
+    mdm_wr_be(w, e->challenge_expires_ms, 8);
+    MDM_WR_STR(w, e->udid);
+    MDM_WR_STR(w, e->cert_sha256);
+    mdm_wr_be(w, e->completed_ms, 8);
+}
+
+static int dec_enrollment(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                          void *out)
+{
+    mdm_enrollment_t *e = out;
+    memset(e, 0, sizeof(*e));
+    struct mdm_rd r = {.p = val, .left = vlen};
+    int ret = id_take(id, idlen, e->id, sizeof(e->id));
+    if (ret == 0 && !mdm_enroll_id_valid(e->id))
+        ret = -EBADMSG;
+    if (ret != 0)
+        goto out;
+    switch (mdm_rd_u8(&r)) {
+    case FORMAT_1:
+        MDM_RD_STR(&r, e->user_name);
+        e->method = mdm_rd_u8(&r);
+        MDM_RD_STR(&r, e->invitation_id);
+        e->created_ms = mdm_rd_be(&r, 8);
+        e->challenge_expires_ms = mdm_rd_be(&r, 8);
+        MDM_RD_STR(&r, e->udid);
+        MDM_RD_STR(&r, e->cert_sha256);
+        e->completed_ms = mdm_rd_be(&r, 8);
+        if (r.err == 0 && (!mdm_user_ref_valid(e->user_name) || !method_valid(e->method) ||
+                           !opt_id_ok(e->invitation_id)))
+            r.err = -EBADMSG;
+        break;
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = mdm_rd_end(&r);
+out:
+    if (ret != 0)
+        memset(e, 0, sizeof(*e));
+    return ret;
+}
+
+void mdm_store_put_enrollment(mdm_batch_t *b, const mdm_enrollment_t *e)
+{
+    assert(b && e);
+    assert(mdm_enroll_id_valid(e->id) && mdm_user_ref_valid(e->user_name));
+    assert(method_valid(e->method) && opt_id_ok(e->invitation_id));
+    struct key k;
+    key_str(&k, K_ENROLLMENT, e->id);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_enrollment, e);
+}
+
+void mdm_store_delete_enrollment(mdm_batch_t *b, const char *id)
+{
+    assert(b && mdm_enroll_id_valid(id));
+    struct key k;
+    key_str(&k, K_ENROLLMENT, id);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+/* ---- sign-on failure counters --------------------------------------------------------------- */
+
+static void enc_failures(struct mdm_wr *w, const void *rec)
+{
+    const mdm_signon_failures_t *f = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_be(w, f->count, 4);
+    mdm_wr_be(w, f->window_start_ms, 8);
+    mdm_wr_be(w, f->locked_until_ms, 8);
+}
+
+static int dec_failures(enum mdm_signon_kind kind, const uint8_t *id, size_t idlen,
+                        const void *val, size_t vlen, mdm_signon_failures_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    struct mdm_rd r = {.p = val, .left = vlen};
+    int ret = id_take(id, idlen, f->subject, sizeof(f->subject));
+    if (ret != 0)
+        goto out;
+    f->kind = (uint8_t)kind;
+    switch (mdm_rd_u8(&r)) {
+    case FORMAT_1:
+        f->count = (uint32_t)mdm_rd_be(&r, 4);
+        f->window_start_ms = mdm_rd_be(&r, 8);
+        f->locked_until_ms = mdm_rd_be(&r, 8);
+        break;
+    default:
+        r.err = -EBADMSG;
+        break;
+    }
+    ret = mdm_rd_end(&r);
+out:
+    if (ret != 0)
+        memset(f, 0, sizeof(*f));
+    return ret;
+}
+
+static int dec_fail_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                         void *out)
+{
+    return dec_failures(MDM_SIGNON_USER, id, idlen, val, vlen, out);
+}
+
+static int dec_fail_address(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+                            void *out)
+{
+    return dec_failures(MDM_SIGNON_ADDRESS, id, idlen, val, vlen, out);
+}
+
+void mdm_store_put_signon_failures(mdm_batch_t *b, const mdm_signon_failures_t *f)
+{
+    assert(b && f);
+    assert(kind_ok(f->kind) && subject_ok(f->subject));
+    struct key k;
+    key_str(&k, fail_kind(f->kind), f->subject);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_failures, f);
+}
+
+void mdm_store_delete_signon_failures(mdm_batch_t *b, enum mdm_signon_kind kind,
+                                      const char *subject)
+{
+    assert(b && kind_ok(kind) && subject_ok(subject));
+    struct key k;
+    key_str(&k, fail_kind(kind), subject);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+/* ---- generic get ---------------------------------------------------------------------------- */
+
+struct view {
+    enum kind kind;
+    const struct key *k;
+    void *out;
+};
+
+static int on_view(void *arg, const void *val, size_t vlen)
+{
+    struct view *v = arg;
+    size_t plen = strlen(kinds[v->kind].prefix);
+    return kinds[v->kind].dec(v->k->b + plen, v->k->n - plen, val, vlen, v->out);
+}
+
+/* Reads the record of kind under k into out (kinds[kind].size bytes); zeroed unless 0. */
+static int get_record(mdm_store_t *s, enum kind kind, const struct key *k, void *out)
+{
+    struct view v = {kind, k, out};
+    int ret = mdm_store_get_view(s, MDM_CF_ENROLL, k->b, k->n, on_view, &v);
+    if (ret != 0)
+        memset(out, 0, kinds[kind].size);
+    return ret;
+}
+
+int mdm_store_get_local_user(mdm_store_t *s, const char *name, mdm_local_user_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!mdm_user_name_valid(name))
+        return -EINVAL;
+    struct key k;
+    key_str(&k, K_USER, name);
+    return get_record(s, K_USER, &k, out);
+}
+
+int mdm_store_get_invitation(mdm_store_t *s, const char *id, mdm_invitation_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!mdm_enroll_id_valid(id))
+        return -EINVAL;
+    struct key k;
+    key_str(&k, K_INVITATION, id);
+    return get_record(s, K_INVITATION, &k, out);
+}
+
+int mdm_store_get_scep_challenge(mdm_store_t *s, const uint8_t hash[MDM_SHA256_LEN],
+                                 mdm_scep_challenge_t *out)
+{
+    assert(s && hash && out);
+    memset(out, 0, sizeof(*out));
+    struct key k;
+    key_make(&k, K_CHALLENGE, hash, MDM_SHA256_LEN);
+    return get_record(s, K_CHALLENGE, &k, out);
+}
+
+int mdm_store_get_enrollment(mdm_store_t *s, const char *id, mdm_enrollment_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!mdm_enroll_id_valid(id))
+        return -EINVAL;
+    struct key k;
+    key_str(&k, K_ENROLLMENT, id);
+    return get_record(s, K_ENROLLMENT, &k, out);
+}
+
+int mdm_store_get_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind, const char *subject,
+                                  mdm_signon_failures_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!kind_ok(kind) || !subject_ok(subject))
+        return -EINVAL;
+    struct key k;
+    key_str(&k, fail_kind(kind), subject);
+    return get_record(s, fail_kind(kind), &k, out);
+}
+
+/* ---- generic listing ------------------------------------------------------------------------ */
+
+/* The typed callback of a listing (one member per kind; failures share one). */
+union list_cb {
+    int (*user)(void *arg, const mdm_local_user_t *u);
+    int (*invitation)(void *arg, const mdm_invitation_t *inv);
+    int (*challenge)(void *arg, const mdm_scep_challenge_t *c);
+    int (*enrollment)(void *arg, const mdm_enrollment_t *e);
+    int (*failures)(void *arg, const mdm_signon_failures_t *f);
+};
+
+struct list {
+    enum kind kind;
+    union list_cb cb;
+    void *arg;
+};
+
+static int on_record(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct list *l = arg;
+    const struct kind_info *ki = &kinds[l->kind];
+    size_t plen = strlen(ki->prefix);
+    assert(klen >= plen); /* the iteration is bounded by the prefix */
+    union {
+        mdm_local_user_t user;
+        mdm_invitation_t invitation;
+        mdm_scep_challenge_t challenge;
+        mdm_enrollment_t enrollment;
+        mdm_signon_failures_t failures;
+    } rec;
+    int ret = ki->dec((const uint8_t *)key + plen, klen - plen, val, vlen, &rec);
+    if (ret != 0) {
+        mdm_log_bad_record(ki->what, key, klen);
+        return ret;
+    }
+    switch (l->kind) {
+    case K_USER: return l->cb.user(l->arg, &rec.user);
+    case K_INVITATION: return l->cb.invitation(l->arg, &rec.invitation);
+    case K_CHALLENGE: return l->cb.challenge(l->arg, &rec.challenge);
+    case K_ENROLLMENT: return l->cb.enrollment(l->arg, &rec.enrollment);
+    case K_FAIL_USER:
+    case K_FAIL_ADDRESS: return l->cb.failures(l->arg, &rec.failures);
+    }
+    assert(!"unknown kind");
+    return -EINVAL;
+}
+
+/* Lists kind strictly after the identifier after[0..alen) (alen 0: from the start). */
+static int list_kind(mdm_store_t *s, struct list *l, const void *after, size_t alen)
+{
+    struct key prefix, from;
+    key_make(&prefix, l->kind, NULL, 0);
+    key_make(&from, l->kind, after, alen);
+    return mdm_store_iter_after(s, MDM_CF_ENROLL, prefix.b, prefix.n, alen ? from.b : NULL,
+                                alen ? from.n : 0, on_record, l);
+}
+
+/* Length of an `after` identifier of at most max bytes (NULL = 0), or -1 when longer. */
+static int after_len(const char *after, size_t max)
+{
+    if (!after)
+        return 0;
+    size_t n = strnlen(after, max + 1);
+    return n <= max ? (int)n : -1;
+}
+
+int mdm_store_list_local_users(mdm_store_t *s, const char *after,
+                               int (*cb)(void *arg, const mdm_local_user_t *u), void *arg)
+{
+    assert(s && cb);
+    int alen = after_len(after, MDM_USER_NAME_MAX);
+    if (alen < 0)
+        return -EINVAL;
+    struct list l = {.kind = K_USER, .cb.user = cb, .arg = arg};
+    return list_kind(s, &l, after, (size_t)alen);
+}
+
+int mdm_store_list_invitations(mdm_store_t *s, const char *after,
+                               int (*cb)(void *arg, const mdm_invitation_t *inv), void *arg)
+{
+    assert(s && cb);
+    int alen = after_len(after, MDM_ENROLL_ID_LEN);
+    if (alen < 0)
+        return -EINVAL;
+    struct list l = {.kind = K_INVITATION, .cb.invitation = cb, .arg = arg};
+    return list_kind(s, &l, after, (size_t)alen);
+}
+
+int mdm_store_list_scep_challenges(mdm_store_t *s, const uint8_t *after,
+                                   int (*cb)(void *arg, const mdm_scep_challenge_t *c),
+                                   void *arg)
+{
+    assert(s && cb);
+    struct list l = {.kind = K_CHALLENGE, .cb.challenge = cb, .arg = arg};
+    return list_kind(s, &l, after, after ? MDM_SHA256_LEN : 0);
+}
+
+int mdm_store_list_enrollments(mdm_store_t *s, const char *after,
+                               int (*cb)(void *arg, const mdm_enrollment_t *e), void *arg)
+{
+    assert(s && cb);
+    int alen = after_len(after, MDM_ENROLL_ID_LEN);
+    if (alen < 0)
+        return -EINVAL;
+    struct list l = {.kind = K_ENROLLMENT, .cb.enrollment = cb, .arg = arg};
+    return list_kind(s, &l, after, (size_t)alen);
+}
+
+int mdm_store_list_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind, const char *after,
+                                   int (*cb)(void *arg, const mdm_signon_failures_t *f),
+                                   void *arg)
+{
+    assert(s && cb);
+    int alen = after_len(after, MDM_SIGNON_SUBJECT_MAX);
+    if (!kind_ok(kind) || alen < 0)
+        return -EINVAL;
+    struct list l = {.kind = fail_kind(kind), .cb.failures = cb, .arg = arg};
+    return list_kind(s, &l, after, (size_t)alen);
+}
