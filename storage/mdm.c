@@ -10,7 +10,12 @@
  *            (bit 0 push_token_invalid, bit 1 awaiting_configuration), str serial, str model,
  *            str model_name, str product_name, str os_version, str build_version,
  *            str device_name, str topic, blob16 push_token, str push_magic, str cert_sha256,
- *            u64 authenticated_ms, u64 enrolled_ms, u64 last_seen_ms, u64 checked_out_ms
+ *            u64 authenticated_ms, u64 enrolled_ms, u64 last_seen_ms, u64 checked_out_ms;
+ *            format 2 adds: str enroll_id, u64 last_push_ms, u16 last_push_status,
+ *            str last_push_reason
+ *   user channel (key <udid> 0x00 <user id>): u8 format, u8 flags (bit 0 push_token_invalid),
+ *            str short_name, str long_name, blob16 push_token, str push_magic, u64 updated_ms,
+ *            u64 last_push_ms, u16 last_push_status, str last_push_reason
  *   command: u8 format, str request_type, u64 created_ms, str created_by, blob32 plist
  *   queue:   u8 format, u32 enrollment, u8 status, u64 updated_ms, u64 expires_ms  (22 bytes)
  *   result:  u8 format, str channel, u8 status, u8 n_events, n_events x (u8 status,
@@ -36,6 +41,7 @@
 #include "storage/codec.h"
 
 #define FORMAT_1 1
+#define FORMAT_2 2
 
 #define DEV_FLAG_PUSH_TOKEN_INVALID 0x01u
 #define DEV_FLAG_AWAITING_CONFIGURATION 0x02u
@@ -203,7 +209,7 @@ static int key_parse_queue(const void *key, size_t klen, mdm_queue_entry_t *e)
 static void enc_device(struct mdm_wr *w, const void *rec)
 {
     const mdm_device_t *d = rec;
-    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_u8(w, FORMAT_2);
     mdm_wr_be(w, d->vshard, 2);
     mdm_wr_be(w, d->version, 8);
     mdm_wr_be(w, d->enrollment, 4);
@@ -226,6 +232,10 @@ static void enc_device(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, d->enrolled_ms, 8);
     mdm_wr_be(w, d->last_seen_ms, 8);
     mdm_wr_be(w, d->checked_out_ms, 8);
+    MDM_WR_STR(w, d->enroll_id);
+    mdm_wr_be(w, d->last_push_ms, 8);
+    mdm_wr_be(w, d->last_push_status, 2);
+    MDM_WR_STR(w, d->last_push_reason);
 }
 
 /* Decodes a device record; on failure *d is zeroed. */
@@ -237,8 +247,10 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
     int ret = key_parse_udid(key, klen, d->udid);
     if (ret != 0)
         goto out;
-    switch (mdm_rd_u8(&r)) {
-    case FORMAT_1: {
+    unsigned format = mdm_rd_u8(&r);
+    switch (format) {
+    case FORMAT_1:
+    case FORMAT_2: {
         d->vshard = (uint16_t)mdm_rd_be(&r, 2);
         d->version = mdm_rd_be(&r, 8);
         d->enrollment = (uint32_t)mdm_rd_be(&r, 4);
@@ -270,6 +282,12 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
         d->enrolled_ms = mdm_rd_be(&r, 8);
         d->last_seen_ms = mdm_rd_be(&r, 8);
         d->checked_out_ms = mdm_rd_be(&r, 8);
+        if (format == FORMAT_2) {
+            MDM_RD_STR(&r, d->enroll_id);
+            d->last_push_ms = mdm_rd_be(&r, 8);
+            d->last_push_status = (uint16_t)mdm_rd_be(&r, 2);
+            MDM_RD_STR(&r, d->last_push_reason);
+        }
         break;
     }
     default: /* unknown format, or an empty value */
@@ -697,6 +715,104 @@ int mdm_store_list_devices(mdm_store_t *s, const char *after,
                                 on_device_record, &l);
 }
 
+/* ---- user channels ---------------------------------------------------------------------------- */
+
+#define USER_FLAG_PUSH_TOKEN_INVALID 0x01u
+
+static void enc_user_channel(struct mdm_wr *w, const void *rec)
+{
+    const mdm_user_channel_t *u = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_u8(w, u->push_token_invalid ? USER_FLAG_PUSH_TOKEN_INVALID : 0);
+    MDM_WR_STR(w, u->short_name);
+    MDM_WR_STR(w, u->long_name);
+    mdm_wr_be(w, u->push_token_len, 2);
+    mdm_wr_bytes(w, u->push_token, u->push_token_len);
+    MDM_WR_STR(w, u->push_magic);
+    mdm_wr_be(w, u->updated_ms, 8);
+    mdm_wr_be(w, u->last_push_ms, 8);
+    mdm_wr_be(w, u->last_push_status, 2);
+    MDM_WR_STR(w, u->last_push_reason);
+}
+
+static int dec_user_channel(const void *key, size_t klen, const void *val, size_t vlen,
+                            mdm_user_channel_t *u)
+{
+    memset(u, 0, sizeof(*u));
+    struct mdm_rd r = {.p = val, .left = vlen};
+    int ret = key_parse_pair(key, klen, u->udid, u->user_id, sizeof(u->user_id));
+    if (ret != 0)
+        goto out;
+    if (mdm_rd_u8(&r) != FORMAT_1) {
+        r.err = -EBADMSG;
+    } else {
+        unsigned flags = mdm_rd_u8(&r);
+        if (flags & ~USER_FLAG_PUSH_TOKEN_INVALID)
+            r.err = -EBADMSG;
+        u->push_token_invalid = flags & USER_FLAG_PUSH_TOKEN_INVALID;
+        MDM_RD_STR(&r, u->short_name);
+        MDM_RD_STR(&r, u->long_name);
+        size_t tlen;
+        const uint8_t *tok = mdm_rd_blob(&r, 2, &tlen);
+        if (tlen > sizeof(u->push_token)) {
+            r.err = -EBADMSG;
+        } else if (tok) {
+            memcpy(u->push_token, tok, tlen);
+            u->push_token_len = (uint16_t)tlen;
+        }
+        MDM_RD_STR(&r, u->push_magic);
+        u->updated_ms = mdm_rd_be(&r, 8);
+        u->last_push_ms = mdm_rd_be(&r, 8);
+        u->last_push_status = (uint16_t)mdm_rd_be(&r, 2);
+        MDM_RD_STR(&r, u->last_push_reason);
+    }
+    ret = mdm_rd_end(&r);
+out:
+    if (ret != 0)
+        memset(u, 0, sizeof(*u));
+    return ret;
+}
+
+void mdm_store_put_user_channel(mdm_batch_t *b, const mdm_user_channel_t *u)
+{
+    assert(b && u && udid_ok(u->udid) && id_len(u->user_id, 1, MDM_CHANNEL_MAX) >= 0);
+    assert(u->push_token_len <= sizeof(u->push_token));
+    struct key k;
+    key_pair(&k, u->udid, u->user_id);
+    mdm_put_encoded(b, MDM_CF_USERS, k.b, k.n, enc_user_channel, u);
+}
+
+struct list_user_channels {
+    int (*cb)(void *arg, const mdm_user_channel_t *u);
+    void *arg;
+};
+
+static int on_user_channel_record(void *arg, const void *key, size_t klen, const void *val,
+                                  size_t vlen)
+{
+    struct list_user_channels *l = arg;
+    mdm_user_channel_t u;
+    int ret = dec_user_channel(key, klen, val, vlen, &u);
+    if (ret != 0) {
+        mdm_log_bad_record("user channel", key, klen);
+        return ret;
+    }
+    return l->cb(l->arg, &u);
+}
+
+int mdm_store_list_user_channels(mdm_store_t *s, const char *udid,
+                                 int (*cb)(void *arg, const mdm_user_channel_t *u), void *arg)
+{
+    assert(s && cb);
+    if (!udid_ok(udid))
+        return -EINVAL;
+    struct key prefix;
+    key_pair(&prefix, udid, "");
+    struct list_user_channels l = {cb, arg};
+    return mdm_store_iter_prefix(s, MDM_CF_USERS, prefix.b, prefix.n, on_user_channel_record,
+                                 &l);
+}
+
 /* ---- purge and secrets ---------------------------------------------------------------------- */
 
 struct purge {
@@ -719,7 +835,7 @@ int mdm_store_purge_device(mdm_store_t *s, mdm_batch_t *b, const char *udid)
     if (!udid_ok(udid))
         return -EINVAL;
     static const enum mdm_store_cf keyed_by_udid[] = {MDM_CF_QUEUE, MDM_CF_HISTORY,
-                                                      MDM_CF_SECRETS};
+                                                      MDM_CF_SECRETS, MDM_CF_USERS};
     struct key prefix;
     key_pair(&prefix, udid, "");
     int ret = 0;

@@ -61,7 +61,28 @@ typedef struct mdm_device {
     char cert_sha256[65];   /* identity certificate bound at Authenticate */
     uint64_t authenticated_ms, enrolled_ms, last_seen_ms, checked_out_ms;
     bool awaiting_configuration;
+    char enroll_id[33];     /* enrollment record (storage/enroll.h) of the certificate; "" */
+    /* outcome of the last push to the device channel (APNs :status, 0 = no answer) */
+    uint64_t last_push_ms;
+    uint16_t last_push_status;
+    char last_push_reason[64];
 } mdm_device_t;
+
+/** A user channel of a device (TokenUpdate with a UserID): where its pushes go. */
+typedef struct mdm_user_channel {
+    char udid[MDM_UDID_MAX + 1];
+    char user_id[MDM_CHANNEL_MAX + 1]; /* the UserID (a GUID on macOS); the queue's channel */
+    char short_name[64];
+    char long_name[128];
+    uint8_t push_token[128];
+    uint16_t push_token_len;
+    char push_magic[128];
+    bool push_token_invalid;
+    uint64_t updated_ms;    /* last TokenUpdate */
+    uint64_t last_push_ms;
+    uint16_t last_push_status;
+    char last_push_reason[64];
+} mdm_user_channel_t;
 
 enum mdm_command_status {
     MDM_CMD_QUEUED = 0,
@@ -128,6 +149,7 @@ const char *mdm_device_state_name(enum mdm_device_state s);
  * d->push_token_len <= sizeof(d->push_token), r->n_events <= MDM_RESULT_EVENTS_MAX. */
 void mdm_store_put_device(mdm_batch_t *b, const mdm_device_t *d);
 void mdm_store_delete_device(mdm_batch_t *b, const char *udid);
+void mdm_store_put_user_channel(mdm_batch_t *b, const mdm_user_channel_t *u);
 void mdm_store_put_command(mdm_batch_t *b, const mdm_command_t *c);
 void mdm_store_put_queue_entry(mdm_batch_t *b, const mdm_queue_entry_t *e);
 /** Only e's key fields (udid, channel, enqueued_ms, uuid) are used. */
@@ -172,6 +194,11 @@ MDM_MUST_CHECK int mdm_store_list_results(mdm_store_t *s, const char *udid,
                                           int (*cb)(void *arg, const mdm_result_t *r),
                                           void *arg);
 
+/** The user channels of udid, by UserID. */
+MDM_MUST_CHECK int mdm_store_list_user_channels(mdm_store_t *s, const char *udid,
+                                                int (*cb)(void *arg, const mdm_user_channel_t *u),
+                                                void *arg);
+
 /** Devices in UDID order, strictly after `after` ("" = from the start): to page, pass the
  * last UDID of the previous page and stop cb after a page's worth. */
 MDM_MUST_CHECK int mdm_store_list_devices(mdm_store_t *s, const char *after,
@@ -180,7 +207,7 @@ MDM_MUST_CHECK int mdm_store_list_devices(mdm_store_t *s, const char *after,
 
 /**
  * Appends to b the deletion of a device and everything keyed by its UDID (its queue entries,
- * results and secrets; the shared command records stay). Reads the store to find the keys:
+ * results, secrets and user channels; the shared command records stay). Reads the store to find the keys:
  * run it where synchronous reads are allowed. Returns 0, -EINVAL, MDM_ESTORE or -ENOMEM.
  */
 MDM_MUST_CHECK int mdm_store_purge_device(mdm_store_t *s, mdm_batch_t *b, const char *udid);

@@ -88,7 +88,14 @@ static void full_device(mdm_device_t *d, const char *udid)
     d->enrolled_ms = 0x0102030405060708ull;
     d->last_seen_ms = 0x8000000000000000ull;
     d->checked_out_ms = 1;
+    FILL_MAX(d->enroll_id, 'e');
+    d->last_push_ms = 0x0a0b0c0d0e0f1011ull;
+    d->last_push_status = UINT16_MAX;
+    FILL_MAX(d->last_push_reason, 'r');
 }
+
+/* Bytes the device format 2 adds after format 1, for full_device. */
+#define DEVICE_FORMAT2_TAIL (2 + 32 + 8 + 2 + 2 + 63)
 
 static bool device_eq(const mdm_device_t *a, const mdm_device_t *b)
 {
@@ -106,7 +113,10 @@ static bool device_eq(const mdm_device_t *a, const mdm_device_t *b)
            strcmp(a->cert_sha256, b->cert_sha256) == 0 &&
            a->authenticated_ms == b->authenticated_ms && a->enrolled_ms == b->enrolled_ms &&
            a->last_seen_ms == b->last_seen_ms && a->checked_out_ms == b->checked_out_ms &&
-           a->awaiting_configuration == b->awaiting_configuration;
+           a->awaiting_configuration == b->awaiting_configuration &&
+           strcmp(a->enroll_id, b->enroll_id) == 0 && a->last_push_ms == b->last_push_ms &&
+           a->last_push_status == b->last_push_status &&
+           strcmp(a->last_push_reason, b->last_push_reason) == 0;
 }
 
 static void simple_device(mdm_device_t *d, const char *udid)
@@ -495,7 +505,7 @@ static void test_corrupt(void)
     const uint8_t *dv = mdm_buf_head(&dev_raw), *cv = mdm_buf_head(&cmd_raw),
                   *qv = mdm_buf_head(&q_raw), *rv = mdm_buf_head(&res_raw);
     size_t dl = dev_raw.len, cl = cmd_raw.len, ql = q_raw.len, rl = res_raw.len;
-    CHECK(dl == 990 && dv[0] == 1);
+    CHECK(dl == 990 + DEVICE_FORMAT2_TAIL && dv[0] == 2);
     CHECK_EQ_INT(ql, 22);
     CHECK(queue_bad(s, "nothing-there") == false); /* an empty listing is not an error */
 
@@ -628,7 +638,7 @@ static void test_corrupt(void)
     CHECK(rejected > 0);
 
     /* Unknown format bytes and trailing bytes. */
-    static const uint8_t formats[] = {0, 2, 0x7f, 0xff};
+    static const uint8_t formats[] = {0, 3, 0x7f, 0xff};
     for (size_t f = 0; f < sizeof(formats); f++) {
         memcpy(tmp, dv, dl);
         tmp[0] = formats[f];
@@ -665,6 +675,24 @@ static void test_corrupt(void)
     mdm_batch_clear(b);
     CHECK(device_bad(s, "trail"));
     CHECK(command_bad(s, "trail"));
+    /* A format-1 device record (written before format 2) still reads, the new fields zero. */
+    memcpy(tmp, dv, dl - DEVICE_FORMAT2_TAIL);
+    tmp[0] = 1;
+    mdm_batch_put(b, MDM_CF_DEVICES, "dev1", 4, tmp, dl - DEVICE_FORMAT2_TAIL);
+    tmp[0] = 2; /* and the same bytes as format 2 lack its fields */
+    mdm_batch_put(b, MDM_CF_DEVICES, "short2", 6, tmp, dl - DEVICE_FORMAT2_TAIL);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+    {
+        static mdm_device_t old, want;
+        CHECK_EQ_INT(mdm_store_get_device(s, "dev1", &old), 0);
+        want = d;
+        snprintf(want.udid, sizeof(want.udid), "dev1");
+        want.enroll_id[0] = want.last_push_reason[0] = '\0';
+        want.last_push_ms = want.last_push_status = 0;
+        CHECK(device_eq(&old, &want));
+        CHECK(device_bad(s, "short2"));
+    }
     CHECK(queue_bad(s, "trail"));
     CHECK(result_bad(s, "trail", "u"));
 
@@ -1001,6 +1029,102 @@ static void test_isolation_and_purge(void)
     CHECK_EQ_INT(mdm_store_purge_device(s, b, ""), -EINVAL);
     CHECK_EQ_INT(mdm_batch_count(b), 0);
 
+    mdm_batch_free(b);
+    mdm_store_close(s);
+out:
+    rm_rf(dir);
+    free(dir);
+}
+
+struct collect_users {
+    int n;
+    mdm_user_channel_t u[4];
+};
+
+static int on_user(void *arg, const mdm_user_channel_t *u)
+{
+    struct collect_users *c = arg;
+    if (c->n < 4)
+        c->u[c->n] = *u;
+    c->n++;
+    return 0;
+}
+
+static void test_user_channels(void)
+{
+    char *dir = tmpdir("mdm-users");
+    mdm_store_t *s = open_store(dir, MDM_DURABILITY_NONE, 0);
+    CHECK(s != NULL);
+    if (!s)
+        goto out;
+    mdm_batch_t *b = mdm_batch_new();
+    static mdm_user_channel_t u;
+    memset(&u, 0, sizeof(u));
+    snprintf(u.udid, sizeof(u.udid), "A");
+    make_long_id(u.user_id, MDM_CHANNEL_MAX, 'g', "guid-");
+    FILL_MAX(u.short_name, 's');
+    FILL_MAX(u.long_name, 'l');
+    for (size_t i = 0; i < sizeof(u.push_token); i++)
+        u.push_token[i] = (uint8_t)i;
+    u.push_token_len = sizeof(u.push_token);
+    FILL_MAX(u.push_magic, 'm');
+    u.push_token_invalid = true;
+    u.updated_ms = UINT64_MAX;
+    u.last_push_ms = 7;
+    u.last_push_status = 410;
+    FILL_MAX(u.last_push_reason, 'r');
+    mdm_store_put_user_channel(b, &u);
+    mdm_user_channel_t other = u;
+    snprintf(other.udid, sizeof(other.udid), "AB"); /* "A" is its byte prefix */
+    snprintf(other.user_id, sizeof(other.user_id), "x");
+    mdm_store_put_user_channel(b, &other);
+    mdm_device_t d;
+    simple_device(&d, "A");
+    mdm_store_put_device(b, &d);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+
+    struct collect_users c = {0};
+    CHECK_EQ_INT(mdm_store_list_user_channels(s, "A", on_user, &c), 0);
+    CHECK_EQ_INT(c.n, 1);
+    const mdm_user_channel_t *g = &c.u[0];
+    CHECK(strcmp(g->udid, "A") == 0 && strcmp(g->user_id, u.user_id) == 0 &&
+          strcmp(g->short_name, u.short_name) == 0 && strcmp(g->long_name, u.long_name) == 0 &&
+          g->push_token_len == u.push_token_len &&
+          memcmp(g->push_token, u.push_token, u.push_token_len) == 0 &&
+          strcmp(g->push_magic, u.push_magic) == 0 && g->push_token_invalid &&
+          g->updated_ms == UINT64_MAX && g->last_push_ms == 7 && g->last_push_status == 410 &&
+          strcmp(g->last_push_reason, u.last_push_reason) == 0);
+    CHECK_EQ_INT(mdm_store_list_user_channels(s, "", on_user, &c), -EINVAL);
+
+    /* Every truncation of the record is refused by the listing. */
+    uint8_t k[256], raw[1024];
+    size_t kl = pkey(k, "A", u.user_id);
+    mdm_buf_t v;
+    mdm_buf_init(&v, 0);
+    CHECK_EQ_INT(raw_get(s, MDM_CF_USERS, k, kl, &v), 0);
+    CHECK(v.len < sizeof(raw));
+    memcpy(raw, mdm_buf_head(&v), v.len);
+    int wrong = 0;
+    for (size_t n = 0; n < v.len; n++) {
+        mdm_batch_put(b, MDM_CF_USERS, k, pkey(k, "T", "u"), raw, n);
+        CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+        mdm_batch_clear(b);
+        c.n = 0;
+        wrong += mdm_store_list_user_channels(s, "T", on_user, &c) != -EBADMSG;
+    }
+    CHECK_EQ_INT(wrong, 0);
+    mdm_buf_dispose(&v);
+
+    /* Purging the device takes its user channels, not those of "AB". */
+    CHECK_EQ_INT(mdm_store_purge_device(s, b, "A"), 0);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+    c.n = 0;
+    CHECK_EQ_INT(mdm_store_list_user_channels(s, "A", on_user, &c), 0);
+    CHECK_EQ_INT(c.n, 0);
+    CHECK_EQ_INT(mdm_store_list_user_channels(s, "AB", on_user, &c), 0);
+    CHECK_EQ_INT(c.n, 1);
     mdm_batch_free(b);
     mdm_store_close(s);
 out:
@@ -1552,6 +1676,7 @@ int main(void)
     test_corrupt();
     test_queue_order();
     test_isolation_and_purge();
+    test_user_channels();
     test_list_results();
     test_list_devices();
     test_secrets();
