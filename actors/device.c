@@ -30,6 +30,7 @@
 #include "core/seal.h"
 
 #define RECENT_DONE 8 /* answered command UUIDs remembered for duplicate responses */
+#define USER_CHANNELS_MAX 32 /* user channels (macOS users with MDM) kept per device */
 
 /*
  * A command's plist, shared by every queue entry of the shard that holds it: a command sent to
@@ -143,14 +144,13 @@ struct device_actor {
     unsigned queue_len;
     char recent_done[RECENT_DONE][MDM_UUID_MAX + 1];
     unsigned recent_next;
+    mdm_user_channel_t *users; /* user channels (TokenUpdate with a UserID), loaded */
+    unsigned n_users;
     mdm_shard_msg_t load_msg;
     int load_status;
-    /* pushes (memory only: a reloaded actor starts afresh) */
+    /* push coalescing (memory only: a reloaded actor starts afresh; results are stored) */
     uint64_t push_requested_ms; /* last push handed to the pusher */
     bool push_wake_armed;       /* a wake-up is due at the end of the coalescing window */
-    uint64_t push_result_ms;
-    int push_result_status;
-    char push_result_reason[64];
 };
 
 static struct mdm_device_options opts;
@@ -314,6 +314,17 @@ static void on_loaded(mdm_shard_t *sh, mdm_shard_msg_t *m)
     mdm_actor_loaded(&da->base, da->load_status);
 }
 
+static int load_user_channel(void *arg, const mdm_user_channel_t *u)
+{
+    struct device_actor *da = arg;
+    if (da->n_users >= USER_CHANNELS_MAX)
+        return 0; /* the rest is not pushed: logged once at load */
+    if (!da->users && !(da->users = calloc(USER_CHANNELS_MAX, sizeof(*da->users))))
+        return -ENOMEM;
+    da->users[da->n_users++] = *u;
+    return 0;
+}
+
 static void load_job(mdm_store_t *s, void *arg)
 {
     struct device_actor *da = arg;
@@ -322,6 +333,8 @@ static void load_job(mdm_store_t *s, void *arg)
         da->exists = true;
         struct load_ctx lc = {.da = da, .store = s, .tail = &da->queue};
         ret = mdm_store_list_queue(s, da->base.id, load_queue_entry, &lc);
+        if (ret == 0)
+            ret = mdm_store_list_user_channels(s, da->base.id, load_user_channel, da);
         if (ret == 0) {
             ret = mdm_store_get_secret(s, da->base.id, "bootstrap", &da->bootstrap);
             if (ret == MDM_ENOTFOUND)
@@ -361,6 +374,9 @@ static void device_evict(mdm_actor_t *a)
     }
     da->queue = NULL;
     mdm_buf_dispose(&da->bootstrap);
+    free(da->users);
+    da->users = NULL;
+    da->n_users = 0;
 }
 
 /* ---- writes ---- */
@@ -497,11 +513,63 @@ static int seal_secret(struct device_actor *da, const char *name, const uint8_t 
     return mdm_seal(opts.secrets_key, aad, (size_t)n, data, len, out);
 }
 
+static mdm_user_channel_t *find_user(struct device_actor *da, const char *user_id)
+{
+    for (unsigned i = 0; i < da->n_users; i++)
+        if (strcmp(da->users[i].user_id, user_id) == 0)
+            return &da->users[i];
+    return NULL;
+}
+
+/* TokenUpdate of a user channel (r->channel is its UserID): where its pushes go. */
+static void on_user_token_update(struct device_actor *da, mdm_dev_req_t *r)
+{
+    const uint8_t *token = NULL;
+    size_t token_len = 0;
+    const char *magic = dict_string(r->msg, "PushMagic");
+    mdm_user_channel_t *u = find_user(da, r->channel);
+    if (mdm_plist_get_data(r->msg, "Token", &token, &token_len) != 0 || token_len == 0 ||
+        token_len > sizeof(u->push_token) || !magic || strlen(magic) >= sizeof(u->push_magic)) {
+        fail(r, 400, "TokenUpdate needs Token (data, 1-%zu bytes) and PushMagic",
+             sizeof(u->push_token));
+        return;
+    }
+    if (da->dev.state != MDM_DEVICE_ENROLLED) {
+        fail(r, 403, "device %s is not enrolled: user channels come after the device's "
+                     "TokenUpdate", da->base.id);
+        return;
+    }
+    if (!u) {
+        if (!da->users && !(da->users = calloc(USER_CHANNELS_MAX, sizeof(*da->users)))) {
+            fail(r, 503, "out of memory");
+            return;
+        }
+        if (da->n_users >= USER_CHANNELS_MAX) {
+            fail(r, 403, "device %s has %d user channels, the most this server keeps",
+                 da->base.id, USER_CHANNELS_MAX);
+            return;
+        }
+        u = &da->users[da->n_users++];
+        memset(u, 0, sizeof(*u));
+        snprintf(u->udid, sizeof(u->udid), "%.63s", da->base.id);
+        snprintf(u->user_id, sizeof(u->user_id), "%s", r->channel);
+    }
+    copy_field(u->short_name, sizeof(u->short_name), r->msg, "UserShortName");
+    copy_field(u->long_name, sizeof(u->long_name), r->msg, "UserLongName");
+    memcpy(u->push_token, token, token_len);
+    u->push_token_len = (uint16_t)token_len;
+    snprintf(u->push_magic, sizeof(u->push_magic), "%s", magic);
+    u->push_token_invalid = false;
+    u->updated_ms = mdm_wall_ms();
+    mdm_store_put_user_channel(batch(da), u);
+    r->status = 200;
+}
+
 static void on_token_update(struct device_actor *da, mdm_dev_req_t *r)
 {
     mdm_device_t *d = &da->dev;
-    if (dict_string(r->msg, "UserID") || dict_string(r->msg, "EnrollmentUserID")) {
-        r->status = 200; /* user channel: accepted; user-channel pushes come with APNs */
+    if (r->channel[0]) {
+        on_user_token_update(da, r);
         return;
     }
     const uint8_t *token = NULL;
@@ -854,24 +922,46 @@ static bool handle_connect(struct device_actor *da, mdm_dev_req_t *r)
 
 /* ---- pushes ---- */
 
-static bool commands_waiting(const struct device_actor *da)
+static bool commands_waiting(const struct device_actor *da, const char *channel)
 {
     for (const struct qentry *q = da->queue; q; q = q->next)
-        if (q->e.status == MDM_CMD_QUEUED && q->e.channel[0] == '\0')
+        if (q->e.status == MDM_CMD_QUEUED && strcmp(q->e.channel, channel) == 0)
             return true;
     return false;
 }
 
+/* Where a push for channel ("" = the device) goes; false when it has no usable token. */
+static bool push_target(struct device_actor *da, const char *channel, const uint8_t **token,
+                        size_t *len, const char **magic)
+{
+    const mdm_device_t *d = &da->dev;
+    if (!da->exists || d->state != MDM_DEVICE_ENROLLED)
+        return false;
+    if (channel[0]) {
+        const mdm_user_channel_t *u = find_user(da, channel);
+        if (!u || !u->push_token_len || u->push_token_invalid || !u->push_magic[0])
+            return false;
+        *token = u->push_token, *len = u->push_token_len, *magic = u->push_magic;
+        return true;
+    }
+    if (!d->push_token_len || d->push_token_invalid || !d->push_magic[0])
+        return false;
+    *token = d->push_token, *len = d->push_token_len, *magic = d->push_magic;
+    return true;
+}
+
 /*
- * Asks the shard's pusher to wake the Mac, at most once per coalescing window: inside one,
- * a single wake-up is set for the window's end (which pushes only if commands still wait).
+ * Asks the shard's pusher to wake channel ("" = the device channel, else a user channel), at
+ * most once per device per coalescing window: inside one, a single wake-up is set for the
+ * window's end (which pushes every channel whose commands still wait).
  * Returns 0 (pushed or scheduled), 409 (no usable token) or 503 (the pusher is full or off).
  */
-static int request_push(struct device_actor *da)
+static int request_push(struct device_actor *da, const char *channel)
 {
-    mdm_device_t *d = &da->dev;
-    if (!da->exists || d->state != MDM_DEVICE_ENROLLED || d->push_token_len == 0 ||
-        d->push_token_invalid || d->push_magic[0] == '\0')
+    const uint8_t *token;
+    size_t len;
+    const char *magic;
+    if (!push_target(da, channel, &token, &len, &magic))
         return 409;
     if (!mdm_apns_enabled())
         return 503;
@@ -883,18 +973,34 @@ static int request_push(struct device_actor *da)
             da->push_wake_armed = true;
         return da->push_wake_armed ? 0 : 503;
     }
-    if (mdm_apns_push(sh, da->base.id, d->push_token, d->push_token_len, d->push_magic) != 0)
+    if (mdm_apns_push(sh, da->base.id, token, len, magic) != 0)
         return 503;
     da->push_requested_ms = now;
     return 0;
 }
 
+/* End of a coalescing window: push every channel that still has commands waiting (one new
+ * window for all of them). */
+static void push_waiting_channels(struct device_actor *da)
+{
+    da->push_wake_armed = false;
+    uint64_t now = mdm_now_ms();
+    mdm_shard_t *sh = mdm_actor_shard(&da->base);
+    for (unsigned i = 0; i <= da->n_users; i++) {
+        const char *channel = i < da->n_users ? da->users[i].user_id : "";
+        const uint8_t *token;
+        size_t len;
+        const char *magic;
+        if (commands_waiting(da, channel) && push_target(da, channel, &token, &len, &magic) &&
+            mdm_apns_push(sh, da->base.id, token, len, magic) == 0)
+            da->push_requested_ms = now;
+    }
+}
+
 static void handle_push(struct device_actor *da, mdm_dev_req_t *r)
 {
     if (r->wake) {
-        da->push_wake_armed = false;
-        if (commands_waiting(da))
-            (void)request_push(da);
+        push_waiting_channels(da);
         r->status = 200;
         return;
     }
@@ -902,7 +1008,7 @@ static void handle_push(struct device_actor *da, mdm_dev_req_t *r)
         fail(r, 404, "no device %s", da->base.id);
         return;
     }
-    int st = request_push(da);
+    int st = request_push(da, "");
     if (st == 409)
         fail(r, 409, "device %s has no valid push token (not enrolled, no TokenUpdate yet, or "
                      "APNs refused the token: it is used again after the next TokenUpdate)",
@@ -913,22 +1019,38 @@ static void handle_push(struct device_actor *da, mdm_dev_req_t *r)
         r->status = 202;
 }
 
+/* The pusher's final outcome of a push, stored with the channel whose token it went to. */
 static void handle_push_result(struct device_actor *da, mdm_dev_req_t *r)
 {
     mdm_device_t *d = &da->dev;
     r->status = 200;
-    if (!da->exists || r->push_token_len != d->push_token_len ||
-        memcmp(r->push_token, d->push_token, d->push_token_len) != 0)
-        return; /* about a token the device no longer has */
-    da->push_result_ms = mdm_wall_ms();
-    da->push_result_status = r->push_status;
-    snprintf(da->push_result_reason, sizeof(da->push_result_reason), "%s", r->push_reason);
+    if (!da->exists)
+        return;
     bool invalid = r->push_status == 410 ||
                    (r->push_status == 400 && strcmp(r->push_reason, "BadDeviceToken") == 0);
-    if (invalid && !d->push_token_invalid) {
-        d->push_token_invalid = true;
+    uint64_t now = mdm_wall_ms();
+    if (r->push_token_len == d->push_token_len &&
+        memcmp(r->push_token, d->push_token, d->push_token_len) == 0) {
+        d->last_push_ms = now;
+        d->last_push_status = (uint16_t)r->push_status;
+        snprintf(d->last_push_reason, sizeof(d->last_push_reason), "%s", r->push_reason);
+        d->push_token_invalid = d->push_token_invalid || invalid;
         save_device(da);
+        return;
     }
+    for (unsigned i = 0; i < da->n_users; i++) {
+        mdm_user_channel_t *u = &da->users[i];
+        if (r->push_token_len != u->push_token_len ||
+            memcmp(r->push_token, u->push_token, u->push_token_len) != 0)
+            continue;
+        u->last_push_ms = now;
+        u->last_push_status = (uint16_t)r->push_status;
+        snprintf(u->last_push_reason, sizeof(u->last_push_reason), "%s", r->push_reason);
+        u->push_token_invalid = u->push_token_invalid || invalid;
+        mdm_store_put_user_channel(batch(da), u);
+        return;
+    }
+    /* about a token the device no longer has */
 }
 
 /* ---- admin requests ---- */
@@ -990,8 +1112,7 @@ static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
     mdm_store_put_queue_entry(batch(da), &q->e);
     record_event(da, q, MDM_CMD_QUEUED);
     r->status = 201;
-    if (q->e.channel[0] == '\0')
-        (void)request_push(da); /* no token or no pusher: the Mac finds it at its next poll */
+    (void)request_push(da, q->e.channel); /* no token or no pusher: found at the next poll */
 }
 
 static void handle_cancel(struct device_actor *da, mdm_dev_req_t *r)
@@ -1129,10 +1250,10 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
             r->push_requested_ms = da->push_requested_ms
                                        ? mdm_wall_ms() - (mdm_now_ms() - da->push_requested_ms)
                                        : 0;
-            r->push_result_ms = da->push_result_ms;
-            r->push_result_status = da->push_result_status;
+            r->push_result_ms = da->dev.last_push_ms;
+            r->push_result_status = da->dev.last_push_status;
             snprintf(r->push_result_reason, sizeof(r->push_result_reason), "%s",
-                     da->push_result_reason);
+                     da->dev.last_push_reason);
             r->status = 200;
         }
         break; /* answered once what it shows is durable */

@@ -35,6 +35,7 @@
 #include "bench/sim.h"
 #include "check.h"
 #include "core/common.h"
+#include "core/plist.h"
 #include "core/https_client.h"
 #include "admin_api.h"
 #include "harness.h"
@@ -160,6 +161,8 @@ static void enroll(sim_mac_t *m, unsigned seq)
     CHECK_EQ_INT(sim_token_update(m, NULL, 0, NULL), 200);
 }
 
+static char loop_udid[64]; /* the Mac of test_loop, checked again after a restart */
+
 static void test_loop(void)
 {
     sim_mac_t m;
@@ -196,10 +199,102 @@ static void test_loop(void)
     CHECK_EQ_INT((int)json_integer_value(json_object_get(lp, "status")), 200);
     CHECK(json_integer_value(json_object_get(lp, "result_ms")) > 0);
     json_decref(d);
+    snprintf(loop_udid, sizeof(loop_udid), "%s", m.udid);
     /* An explicit push is taken (202) once the window is over. */
     sleep_ms(COALESCE_MS + 100);
     CHECK_EQ_INT(push(&m), 202);
     CHECK(wait_pushes(&m, 200, 2, 10000));
+    sim_mac_dispose(&m);
+}
+
+#define USER_ID "A1B2C3D4-0000-4000-8000-00000000ABCD"
+
+/* A user channel's TokenUpdate (macOS sends one per user with MDM): its own token and magic. */
+static int user_token_update(sim_mac_t *m, const uint8_t token[32], const char *magic)
+{
+    plist_t d = plist_new_dict();
+    plist_dict_set_item(d, "MessageType", plist_new_string("TokenUpdate"));
+    plist_dict_set_item(d, "UDID", plist_new_string(m->udid));
+    plist_dict_set_item(d, "Topic", plist_new_string(TOPIC));
+    plist_dict_set_item(d, "UserID", plist_new_string(USER_ID));
+    plist_dict_set_item(d, "UserShortName", plist_new_string("jappleseed"));
+    plist_dict_set_item(d, "UserLongName", plist_new_string("Johnny Appleseed"));
+    plist_dict_set_item(d, "Token", plist_new_data((const char *)token, 32));
+    plist_dict_set_item(d, "PushMagic", plist_new_string(magic));
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int st = mdm_plist_to_xml(d, &body) == 0 ? sim_checkin(m, &body, NULL) : -1;
+    mdm_buf_dispose(&body);
+    plist_free(d);
+    return st;
+}
+
+/* Records whose path is /3/device/<hex>. */
+static int count_token_pushes(const char *hex, const char *body)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "\"path\":\"/3/device/%s\"", hex);
+    FILE *f = fopen(rec, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, path) && (!body || strstr(line, body)))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static void test_user_channel(void)
+{
+    sim_mac_t m;
+    enroll(&m, 300);
+    uint8_t token[32];
+    for (int i = 0; i < 32; i++)
+        token[i] = (uint8_t)(0xA0 + i);
+    char hex[65];
+    mdm_hex_encode(token, sizeof(token), hex);
+    const char *magic = "USER-MAGIC-0001";
+    CHECK_EQ_INT(user_token_update(&m, token, magic), 200);
+    /* A command for the user channel wakes that channel: its token, its magic. */
+    char path[200];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/commands?channel=%s", m.udid, USER_ID);
+    CHECK_EQ_INT(api("POST", path, "{\"request_type\":\"ProfileList\"}", NULL), 201);
+    const char *body = "\\\"mdm\\\":\\\"USER-MAGIC-0001\\\"";
+    bool seen = false;
+    for (int i = 0; i < 200 && !seen; i++, sleep_ms(50))
+        seen = count_token_pushes(hex, body) >= 1;
+    CHECK(seen);
+    CHECK_EQ_INT(count_pushes(&m, 0), 0); /* not the device channel's token */
+    /* APNs drops the user's token: no more pushes to it until the user's next TokenUpdate. */
+    char script_text[160];
+    snprintf(script_text, sizeof(script_text), "%s 410\n* 200\n", hex);
+    write_script(script_text);
+    sleep_ms(COALESCE_MS + 100);
+    CHECK_EQ_INT(api("POST", path, "{\"request_type\":\"ProfileList\"}", NULL), 201);
+    seen = false;
+    for (int i = 0; i < 200 && !seen; i++, sleep_ms(50))
+        seen = count_token_pushes(hex, "\"status\":410") >= 1;
+    CHECK(seen);
+    sleep_ms(COALESCE_MS + 300); /* the result is back and stored */
+    int before = count_token_pushes(hex, NULL);
+    CHECK_EQ_INT(api("POST", path, "{\"request_type\":\"ProfileList\"}", NULL), 201);
+    sleep_ms(COALESCE_MS + 300);
+    CHECK_EQ_INT(count_token_pushes(hex, NULL), before);
+    write_script("* 200\n");
+    CHECK_EQ_INT(user_token_update(&m, token, magic), 200);
+    CHECK_EQ_INT(api("POST", path, "{\"request_type\":\"ProfileList\"}", NULL), 201);
+    seen = false;
+    for (int i = 0; i < 200 && !seen; i++, sleep_ms(50))
+        seen = count_token_pushes(hex, "\"status\":200") >= 2;
+    CHECK(seen);
+    /* A user channel before the device's own TokenUpdate is refused. */
+    sim_mac_t fresh;
+    CHECK_EQ_INT(sim_mac_init(&fresh, &env, NULL, 301), 0);
+    CHECK_EQ_INT(sim_authenticate(&fresh, NULL), 200);
+    CHECK_EQ_INT(user_token_update(&fresh, token, magic), 403);
+    sim_mac_dispose(&fresh);
     sim_mac_dispose(&m);
 }
 
@@ -635,6 +730,19 @@ int main(void)
     test_goaway();
     test_forbidden();
     test_max_streams();
+    test_user_channel();
+
+    /* The last push's outcome is stored: it is still there after a restart. */
+    CHECK_EQ_INT(harness_stop(&srv, SIGTERM, 20000), 0);
+    CHECK_EQ_INT(harness_start(&srv, dir, extra), 0);
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s", loop_udid);
+    json_t *d = NULL;
+    CHECK_EQ_INT(api("GET", path, NULL, &d), 200);
+    json_t *lp = json_object_get(d, "last_push");
+    CHECK_EQ_INT((int)json_integer_value(json_object_get(lp, "status")), 200);
+    CHECK(json_integer_value(json_object_get(lp, "result_ms")) > 0);
+    json_decref(d);
 
     CHECK_EQ_INT(harness_stop(&srv, SIGTERM, 20000), 0);
     kill(fake_pid, SIGTERM);
