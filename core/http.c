@@ -418,6 +418,7 @@ static int on_headers_complete(http_parser *hp)
     r->content_length = r->has_content_length ? hp->content_length : 0;
     r->keep_alive = http_should_keep_alive(hp) != 0;
     r->expect_continue = expect && strcasecmp(expect, "100-continue") == 0;
+    r->head = false; /* set by a server that maps HEAD onto GET */
 
     /* RFC 7230 3.3.3: a request without either has no body, which for these methods almost
      * always means a client that streams; HTTP/1.0 clients cannot send chunked. */

@@ -96,6 +96,9 @@ typedef struct mdm_http_request {
     bool chunked;                /* Transfer-Encoding: chunked */
     bool keep_alive;             /* false: answer with Connection: close, then close */
     bool expect_continue;        /* Expect: 100-continue was sent (see mdm_http_headers_cb) */
+    bool head;                   /* a HEAD request, which the server routes and hands to
+                                  * handlers as GET (method is MDM_HTTP_GET) and answers
+                                  * without the body (method_name stays "HEAD") */
     unsigned short http_major, http_minor;
 } mdm_http_request_t;
 

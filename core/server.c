@@ -541,6 +541,10 @@ static int on_headers(void *ctx, mdm_http_request_t *req, size_t *max_body)
     struct conn *c = ctx;
     int status = 0;
     const mdm_http_router_t *router = c->ss->server->opts.router;
+    if (req->method == MDM_HTTP_HEAD) { /* GET without the body (RFC 9110, 9.3.2) */
+        req->head = true;
+        req->method = MDM_HTTP_GET;
+    }
     const mdm_http_route_t *route = mdm_http_router_match(router, req->method, req->path, &status);
     if (!route) {
         if (status == 405 &&
@@ -701,6 +705,8 @@ void mdm_exchange_respond(mdm_exchange_t *x, int status, const mdm_http_header_t
     if (mdm_http_write_response(&out, status, extra, n_extra, content_type, body, len,
                                 keep_alive) != 0)
         keep_alive = false;
+    else if (x->req->head)
+        out.len -= len; /* the headers (Content-Length included) without the body */
     write_plain(c, &out);
     mdm_buf_dispose(&out);
     x->req = NULL;
