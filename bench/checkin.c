@@ -28,6 +28,11 @@
 #define GIVE_UP_AFTER 3 /* refusals before the enroll phase gives a Mac up */
 #define ADMIN_TIMEOUT_MS 600000
 #define BULK_MAX 10000 /* UDIDs per bulk call (docs/api.md) */
+/* RSA-2048 keys generated for an RSA fleet; Mac i uses key i % RSA_KEY_POOL under its own
+ * certificate. wolfCrypt's generic math takes about 0.6 s per RSA key, too slow for 10,000;
+ * the server's cost does not depend on key reuse (no per-key cache for RSA verification,
+ * and the trust cache is per certificate). */
+#define RSA_KEY_POOL 128
 
 struct bench_mac {
     sim_mac_t sim;
@@ -124,7 +129,18 @@ static int issue_range(bench_fleet_t *f, unsigned from, unsigned to)
             .key_usage = MDM_X509_KU_DIGITAL_SIGNATURE,
             .ext_key_usage = MDM_X509_EKU_CLIENT_AUTH,
         };
-        ret = mdm_x509_key_generate(key, MDM_X509_KEY_EC_P256);
+        if (f->rsa) {
+            char pool_key[PATH_LEN];
+            snprintf(pool_key, sizeof(pool_key), "%s/rsa-pool-%03u.key", f->env.work_dir,
+                     i % RSA_KEY_POOL);
+            ret = access(pool_key, R_OK) == 0
+                      ? 0
+                      : mdm_x509_key_generate(pool_key, MDM_X509_KEY_RSA_2048);
+            if (ret == 0)
+                ret = copy_file(pool_key, key, 0600);
+        } else {
+            ret = mdm_x509_key_generate(key, MDM_X509_KEY_EC_P256);
+        }
         if (ret == 0)
             ret = mdm_x509_issue(f->env.ca_key, f->env.ca_cert, key, crt, &spec);
         if (ret == 0 && staged) {
@@ -147,14 +163,16 @@ static int issue_range(bench_fleet_t *f, unsigned from, unsigned to)
 }
 
 int bench_fleet_load(bench_fleet_t *f, const char *instance_dir, const char *cache_dir,
-                     unsigned n)
+                     unsigned n, bool rsa)
 {
     char cache[PATH_LEN];
-    if (snprintf(cache, sizeof(cache), "%s/bench-macs", instance_dir) >= (int)sizeof(cache))
+    if (snprintf(cache, sizeof(cache), "%s/bench-macs%s", instance_dir, rsa ? "-rsa" : "") >=
+        (int)sizeof(cache))
         return -ENAMETOOLONG;
     if (!cache_dir)
         cache_dir = cache;
     memset(f, 0, sizeof(*f));
+    f->rsa = rsa;
     int ret = sim_env_init(&f->env, instance_dir, cache_dir, 0);
     if (ret != 0) {
         fprintf(stderr, "mdm-bench: cannot create %s: %s\n", cache_dir, mdm_strerror(ret));

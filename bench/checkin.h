@@ -52,14 +52,16 @@ typedef struct bench_fleet {
     char prefix[1024];   /* "/zdm" */
     char host[300];      /* Host header value */
     unsigned generated;  /* identities issued by bench_fleet_load (0 = all from the cache) */
+    bool rsa;            /* RSA-2048 identity keys (as SCEP gives Macs) instead of EC P-256 */
 } bench_fleet_t;
 
 /**
  * Loads (or issues and caches) n Macs for the instance in instance_dir; cache_dir NULL means
- * instance_dir/bench-macs. Returns 0 or a negative code (printed to stderr).
+ * instance_dir/bench-macs (bench-macs-rsa with rsa: RSA-2048 keys, as Macs get from SCEP,
+ * instead of EC P-256). Returns 0 or a negative code (printed to stderr).
  */
 int bench_fleet_load(bench_fleet_t *f, const char *instance_dir, const char *cache_dir,
-                     unsigned n);
+                     unsigned n, bool rsa);
 void bench_fleet_free(bench_fleet_t *f);
 
 /** Makes every Mac's client TLS context now (mTLS), so that the measured phase does not pay

@@ -7,6 +7,7 @@
  *   mdm-bench checkin --url https://127.0.0.1:8443/zdm --instance DIR --macs N
  *                  [--connections C] --mode idle|tokenupdate|answer [--visit K]
  *                  [--duration S] [--server-pid PID] [--signature] [--no-enroll]
+ *                  [--identity-key ec|rsa]
  *                  [--api-url https://127.0.0.1:9443 [--api-key KEY] [--commands Q]] [--json]
  *
  * Design: a verb names a scenario (scenario.h: what to ask, what a good answer is; checkin.h
@@ -54,7 +55,7 @@ struct cli {
     const char *instance, *cache, *mode_arg, *api_url, *api_key;
     unsigned macs, visit, commands;
     long server_pid;
-    bool signature, no_enroll;
+    bool signature, no_enroll, rsa;
     enum ck_mode mode;
     char api_host[256], api_port[8];
     /* from the URL */
@@ -94,6 +95,9 @@ static void usage(FILE *f)
             "  --signature       identity by Mdm-Signature header, not client certificates: one\n"
             "                    connection carries all of its slot's Macs\n"
             "  --no-enroll       skip the enroll phase (the Macs are enrolled already)\n"
+            "  --identity-key ec|rsa  identity keys: EC P-256 (default) or RSA-2048 (as SCEP\n"
+            "                    issues them to Macs; 128 keys shared under distinct certificates);\n"
+            "                    RSA ones are cached in DIR/bench-macs-rsa\n"
             "  --server-pid PID  report the server's CPU time per request from /proc/PID/stat\n"
             "  --api-url URL     admin listener (answer mode), e.g. https://127.0.0.1:9443\n"
             "  --api-key KEY     admin API key (default: $MDMD_API_KEY)\n"
@@ -248,7 +252,7 @@ static int parse_checkin(struct cli *c)
 static int parse_cli(struct cli *c, int argc, char **argv)
 {
     enum { O_URL = 1, O_CONN, O_DUR, O_REQ, O_TIMEOUT, O_NEW, O_RESUME, O_CA, O_CERT, O_KEY,
-           O_JSON, O_HELP, O_INSTANCE, O_MACS, O_CACHE, O_MODE, O_VISIT, O_SIG, O_NOENROLL,
+           O_JSON, O_HELP, O_INSTANCE, O_MACS, O_CACHE, O_MODE, O_VISIT, O_SIG, O_NOENROLL, O_IDKEY,
            O_PID, O_APIURL, O_APIKEY, O_COMMANDS };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
@@ -270,6 +274,7 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         {"visit", required_argument, NULL, O_VISIT},
         {"signature", no_argument, NULL, O_SIG},
         {"no-enroll", no_argument, NULL, O_NOENROLL},
+        {"identity-key", required_argument, NULL, O_IDKEY},
         {"server-pid", required_argument, NULL, O_PID},
         {"api-url", required_argument, NULL, O_APIURL},
         {"api-key", required_argument, NULL, O_APIKEY},
@@ -327,6 +332,13 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         case O_MODE: c->mode_arg = optarg; break;
         case O_SIG: c->signature = true; break;
         case O_NOENROLL: c->no_enroll = true; break;
+        case O_IDKEY:
+            if (strcmp(optarg, "rsa") != 0 && strcmp(optarg, "ec") != 0) {
+                fprintf(stderr, "mdm-bench: --identity-key is ec or rsa\n");
+                return -1;
+            }
+            c->rsa = strcmp(optarg, "rsa") == 0;
+            break;
         case O_APIURL: c->api_url = optarg; break;
         case O_APIKEY: c->api_key = optarg; break;
         case O_MACS:
@@ -705,7 +717,7 @@ int main(int argc, char **argv)
     o.tls = tls;
     install_signals();
     if (is_checkin(&cli)) {
-        if (bench_fleet_load(&fleet, cli.instance, cli.cache, cli.macs) != 0)
+        if (bench_fleet_load(&fleet, cli.instance, cli.cache, cli.macs, cli.rsa) != 0)
             goto out;
         fleet.signature = cli.signature;
         snprintf(fleet.prefix, sizeof(fleet.prefix), "%s",
