@@ -15,6 +15,7 @@
  *   POST   push                         MDM_DEV_PUSH to a list or every device   (audited)
  *   GET    push-certificate             topic and expiry of the APNs certificate (job)
  *   PUT    push-certificate             upload it, PEM or PKCS#12 (job, then audited)
+ *   ...    users, invitations, enrollments  see api_enroll.c
  *
  * Enqueue: the command is checked against the schema table below (JSON params are converted
  * to plist with it), gets an uppercase UUID v4, and its record goes into the shard's open batch.
@@ -29,6 +30,7 @@
  * storage job results are posted back to that shard.
  */
 #include "actors/api.h"
+#include "actors/api_internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -55,8 +57,6 @@
 #include "storage/pushcert.h"
 
 #define API_PREFIX "/api/v1/"
-#define LIST_LIMIT_DEFAULT 100
-#define LIST_LIMIT_MAX 1000
 #define SEGMENTS_MAX 6
 #define PLIST_DEPTH 32
 
@@ -71,12 +71,16 @@ static struct {
     uint8_t seal_key[MDM_SEAL_KEY_LEN]; /* seals the push certificate's key */
 } api;
 
+mdm_store_t *mdm_api_store(void) { return api.store; }
+
+const char *mdm_api_who(void) { return api.who; }
+
 /* ------------------------------------------------------------------------------------------
  * Answers
  */
 
-static void respond_json(mdm_exchange_t *x, int status, json_t *body,
-                         const mdm_http_header_t *extra, unsigned n_extra)
+void mdm_api_respond_json(mdm_exchange_t *x, int status, json_t *body,
+                          const mdm_http_header_t *extra, unsigned n_extra)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -96,24 +100,24 @@ static void respond_json(mdm_exchange_t *x, int status, json_t *body,
     free(text);
 }
 
-static json_t *error_json(const char *error, const char *detail)
+json_t *mdm_api_error_json(const char *error, const char *detail)
 {
     return json_pack("{s:s, s:s}", "error", error, "detail", detail ? detail : "");
 }
 
-static void respond_error(mdm_exchange_t *x, int status, const char *error, const char *detail)
+void mdm_api_respond_error(mdm_exchange_t *x, int status, const char *error, const char *detail)
 {
-    respond_json(x, status, error_json(error, detail), NULL, 0);
+    mdm_api_respond_json(x, status, mdm_api_error_json(error, detail), NULL, 0);
 }
 
 /* Sets key to a JSON string of s, or null when s is not valid UTF-8 (device-supplied text). */
-static void set_str(json_t *obj, const char *key, const char *s)
+void mdm_api_set_str(json_t *obj, const char *key, const char *s)
 {
     json_t *v = json_string(s);
     json_object_set_new(obj, key, v ? v : json_null());
 }
 
-static void set_int(json_t *obj, const char *key, uint64_t v)
+void mdm_api_set_int(json_t *obj, const char *key, uint64_t v)
 {
     json_object_set_new(obj, key, json_integer((json_int_t)v));
 }
@@ -124,7 +128,7 @@ static void set_int(json_t *obj, const char *key, uint64_t v)
 
 /* Finds name=value in a query string; percent-decodes the value into out. Returns true when
  * found (and it fit); a value that does not fit or decode reads as absent. */
-static bool query_param(const char *query, const char *name, char *out, size_t outlen)
+bool mdm_api_query_param(const char *query, const char *name, char *out, size_t outlen)
 {
     size_t nlen = strlen(name);
     for (const char *p = query; p && *p;) {
@@ -161,7 +165,7 @@ static bool query_param(const char *query, const char *name, char *out, size_t o
 }
 
 /* Parses an unsigned decimal query value. Returns false when malformed. */
-static bool parse_u64(const char *s, uint64_t *out)
+bool mdm_api_parse_u64(const char *s, uint64_t *out)
 {
     if (!*s)
         return false;
@@ -631,22 +635,14 @@ static bool check_plist(plist_t v, enum ptype type, enum ptype item, const struc
  * Calls: one per mutating request; ends with an audit event and the answer after its commit
  */
 
-struct call {
-    mdm_exchange_t *x;
-    mdm_shard_t *shard;
-    mdm_audit_event_t audit;
-    int status;
-    json_t *body;
-    mdm_commit_waiter_t waiter;
-    void (*free_fn)(struct call *c); /* frees the containing object */
-};
+/* struct mdm_api_call: see api_internal.h. */
 
-static void call_free_plain(struct call *c) { free(c); }
+static void call_free_plain(struct mdm_api_call *c) { free(c); }
 
-static struct call *call_new(mdm_exchange_t *x, size_t size, const char *action,
-                             const char *target)
+struct mdm_api_call *mdm_api_call_new(mdm_exchange_t *x, size_t size, const char *action,
+                                      const char *target)
 {
-    struct call *c = calloc(1, size);
+    struct mdm_api_call *c = calloc(1, size);
     if (!c)
         return NULL;
     c->x = x;
@@ -662,22 +658,22 @@ static struct call *call_new(mdm_exchange_t *x, size_t size, const char *action,
 
 static void on_audit_durable(mdm_commit_waiter_t *w, int status)
 {
-    struct call *c = MDM_CONTAINER_OF(w, struct call, waiter);
+    struct mdm_api_call *c = MDM_CONTAINER_OF(w, struct mdm_api_call, waiter);
     if (status != 0) {
         mdm_error("api", "audit event %s %s (status %d) could not be stored: %s",
                   c->audit.action, c->audit.target, c->status, mdm_strerror(status));
         json_decref(c->body);
-        respond_error(c->x, 503, "storage failure",
-                      "the audit event could not be stored; check the server log");
+        mdm_api_respond_error(c->x, 503, "storage failure",
+                              "the audit event could not be stored; check the server log");
     } else {
-        respond_json(c->x, c->status, c->body, NULL, 0);
+        mdm_api_respond_json(c->x, c->status, c->body, NULL, 0);
     }
     c->body = NULL;
     c->free_fn(c);
 }
 
 /* Ends c: appends its audit event (with status and detail), answers once it is durable. */
-static void call_finish(struct call *c, int status, json_t *body, const char *detail)
+void mdm_api_call_finish(struct mdm_api_call *c, int status, json_t *body, const char *detail)
 {
     c->status = status;
     c->body = body;
@@ -687,18 +683,19 @@ static void call_finish(struct call *c, int status, json_t *body, const char *de
     c->audit.at_ms = mdm_wall_ms();
     if (mdm_store_put_audit(mdm_actors_shard_batch(c->shard), &c->audit) != 0) {
         json_decref(c->body);
-        c->body = error_json("internal error", "no random bytes for the audit event key");
+        c->body = mdm_api_error_json("internal error", "no random bytes for the audit event key");
         c->status = 500;
     }
     c->waiter.fn = on_audit_durable;
     mdm_actors_after_commit(c->shard, &c->waiter);
 }
 
-static void call_fail(struct call *c, int status, const char *error, const char *detail)
+void mdm_api_call_fail(struct mdm_api_call *c, int status, const char *error,
+                       const char *detail)
 {
     char d[300];
     snprintf(d, sizeof(d), "%.40s: %.250s", error, detail ? detail : "");
-    call_finish(c, status, error_json(error, detail), d);
+    mdm_api_call_finish(c, status, mdm_api_error_json(error, detail), d);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -706,7 +703,7 @@ static void call_fail(struct call *c, int status, const char *error, const char 
  */
 
 struct enqueue {
-    struct call c; /* first */
+    struct mdm_api_call c; /* first */
     char uuid[37];
     char request_type[64];
     char channel[MDM_CHANNEL_MAX + 1]; /* "" device channel, else a user channel's UserID */
@@ -719,7 +716,7 @@ struct enqueue {
     bool pumping; /* inside pump(): replies that arrive synchronously do not recurse */
 };
 
-static void enqueue_free(struct call *c)
+static void enqueue_free(struct mdm_api_call *c)
 {
     struct enqueue *e = (struct enqueue *)c;
     free(e->plist);
@@ -746,7 +743,7 @@ static void enqueue_done(struct enqueue *e)
         json_object_set(body, "error", json_object_get(f, "error"));
         json_object_set_new(body, "detail", json_string("the device did not take the command"));
     }
-    call_finish(&e->c, status, body, detail);
+    mdm_api_call_finish(&e->c, status, body, detail);
 }
 
 static void add_failure(struct enqueue *e, const char *udid, int status, const char *error)
@@ -805,7 +802,7 @@ static void on_command_durable(mdm_commit_waiter_t *w, int status)
 {
     struct enqueue *e = MDM_CONTAINER_OF(w, struct enqueue, c.waiter);
     if (status != 0) {
-        call_fail(&e->c, 503, "storage failure", "the command could not be stored");
+        mdm_api_call_fail(&e->c, 503, "storage failure", "the command could not be stored");
         return;
     }
     pump(e);
@@ -827,7 +824,7 @@ static void enqueue_start(struct enqueue *e, plist_t cmd)
         ret = -ENOMEM;
     if (ret != 0) {
         mdm_buf_dispose(&xml);
-        call_fail(&e->c, 500, "internal error", "cannot encode the command");
+        mdm_api_call_fail(&e->c, 500, "internal error", "cannot encode the command");
         return;
     }
     memcpy(e->plist, mdm_buf_head(&xml), xml.len);
@@ -863,7 +860,7 @@ static bool is_plist_type(const char *ct)
 static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t *r, bool bulk)
 {
     char flag[8] = "";
-    bool allow_unknown = query_param(r->query, "allow_unknown", flag, sizeof(flag)) &&
+    bool allow_unknown = mdm_api_query_param(r->query, "allow_unknown", flag, sizeof(flag)) &&
                          (strcmp(flag, "1") == 0 || strcmp(flag, "true") == 0);
     const char *ct = mdm_http_request_header(r, "Content-Type");
     struct verr ve;
@@ -871,26 +868,26 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
     char detail[600];
     /* ?channel=<UserID> queues for a user channel instead of the device channel. */
     char channel[256] = "";
-    bool has_channel = query_param(r->query, "channel", channel, sizeof(channel));
+    bool has_channel = mdm_api_query_param(r->query, "channel", channel, sizeof(channel));
     if ((has_channel || (r->query && strstr(r->query, "channel="))) &&
         (!has_channel || strlen(channel) > MDM_CHANNEL_MAX || !valid_id(channel, strlen(channel)))) {
-        call_fail(&e->c, 422, "invalid parameter",
-                  "channel: a user channel's UserID (1-63 of A-Z a-z 0-9 - _ . :)");
+        mdm_api_call_fail(&e->c, 422, "invalid parameter",
+                          "channel: a user channel's UserID (1-63 of A-Z a-z 0-9 - _ . :)");
         return NULL;
     }
     memcpy(e->channel, channel, strlen(channel) + 1); /* checked: at most MDM_CHANNEL_MAX */
 
     if (is_plist_type(ct)) {
         if (bulk) {
-            call_fail(&e->c, 415, "unsupported content type",
-                      "POST /api/v1/commands takes JSON with \"udids\"");
+            mdm_api_call_fail(&e->c, 415, "unsupported content type",
+                              "POST /api/v1/commands takes JSON with \"udids\"");
             return NULL;
         }
         plist_t root = NULL;
         char err[128] = "";
         if (mdm_plist_parse_dict(mdm_buf_head(&r->body), r->body.len, PLIST_DEPTH, &root, err,
                                  sizeof(err)) != 0) {
-            call_fail(&e->c, 400, "invalid plist", err);
+            mdm_api_call_fail(&e->c, 400, "invalid plist", err);
             return NULL;
         }
         plist_t cmd = root;
@@ -900,7 +897,7 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
         const char *type = NULL;
         if (mdm_plist_get_string(cmd, "RequestType", &type) != 0) {
             plist_free(root);
-            call_fail(&e->c, 422, "invalid command", "RequestType (a string) is required");
+            mdm_api_call_fail(&e->c, 422, "invalid command", "RequestType (a string) is required");
             return NULL;
         }
         snprintf(e->request_type, sizeof(e->request_type), "%s", type);
@@ -910,24 +907,24 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
             snprintf(detail, sizeof(detail),
                      "RequestType '%.64s' is not known to mdmd (add ?allow_unknown=1 to send "
                      "it unchecked)", e->request_type);
-            call_fail(&e->c, 422, "unknown request_type", detail);
+            mdm_api_call_fail(&e->c, 422, "unknown request_type", detail);
             return NULL;
         }
         if (rt && !check_plist_dict(cmd, rt->keys, false, "", &ve, "RequestType")) {
             plist_free(root);
             snprintf(detail, sizeof(detail), "%s: %s (%s)", ve.path, ve.msg, e->request_type);
-            call_fail(&e->c, 422, "invalid parameter", detail);
+            mdm_api_call_fail(&e->c, 422, "invalid parameter", detail);
             return NULL;
         }
         plist_t out = plist_copy(cmd);
         plist_free(root);
         if (!out)
-            call_fail(&e->c, 503, "out of memory", NULL);
+            mdm_api_call_fail(&e->c, 503, "out of memory", NULL);
         return out;
     }
     if (ct && strncasecmp(ct, "application/json", 16) != 0) {
-        call_fail(&e->c, 415, "unsupported content type",
-                  "send application/json, or a plist as application/xml");
+        mdm_api_call_fail(&e->c, 415, "unsupported content type",
+                          "send application/json, or a plist as application/xml");
         return NULL;
     }
     json_error_t jerr;
@@ -938,7 +935,7 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
                                               : "line %d column %d: %s",
                  jerr.line, jerr.column, jerr.text);
         json_decref(body);
-        call_fail(&e->c, 400, "invalid JSON", detail);
+        mdm_api_call_fail(&e->c, 400, "invalid JSON", detail);
         return NULL;
     }
     plist_t cmd = NULL;
@@ -955,16 +952,17 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
     if (bad_top) {
         snprintf(detail, sizeof(detail), "unknown key '%.64s' (expected request_type, params%s)",
                  bad_top, bulk ? ", udids" : "");
-        call_fail(&e->c, 422, "invalid parameter", detail);
+        mdm_api_call_fail(&e->c, 422, "invalid parameter", detail);
         goto out;
     }
     if (!type || !type[0] || strlen(type) >= sizeof(e->request_type)) {
-        call_fail(&e->c, 422, "invalid parameter", "request_type: a non-empty string is required");
+        mdm_api_call_fail(&e->c, 422, "invalid parameter",
+                          "request_type: a non-empty string is required");
         goto out;
     }
     snprintf(e->request_type, sizeof(e->request_type), "%s", type);
     if (params && !json_is_object(params)) {
-        call_fail(&e->c, 422, "invalid parameter", "params: expected an object");
+        mdm_api_call_fail(&e->c, 422, "invalid parameter", "params: expected an object");
         goto out;
     }
     const struct rtype *rt = find_rtype(type);
@@ -972,12 +970,12 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
         snprintf(detail, sizeof(detail),
                  "request_type '%.64s' is not known to mdmd (add ?allow_unknown=1 to send it "
                  "unchecked)", e->request_type);
-        call_fail(&e->c, 422, "unknown request_type", detail);
+        mdm_api_call_fail(&e->c, 422, "unknown request_type", detail);
         goto out;
     }
     if (params && json_object_get(params, "RequestType")) {
-        call_fail(&e->c, 422, "invalid parameter",
-                  "params.RequestType: set request_type instead");
+        mdm_api_call_fail(&e->c, 422, "invalid parameter",
+                          "params.RequestType: set request_type instead");
         goto out;
     }
     json_t *empty = params ? NULL : json_object();
@@ -986,13 +984,13 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
     json_decref(empty);
     if (!cmd) {
         snprintf(detail, sizeof(detail), "%s: %s (%s)", ve.path, ve.msg, e->request_type);
-        call_fail(&e->c, 422, "invalid parameter", detail);
+        mdm_api_call_fail(&e->c, 422, "invalid parameter", detail);
         goto out;
     }
     if (mdm_plist_dict_set_string(cmd, "RequestType", type) != 0) {
         plist_free(cmd);
         cmd = NULL;
-        call_fail(&e->c, 503, "out of memory", NULL);
+        mdm_api_call_fail(&e->c, 503, "out of memory", NULL);
         goto out;
     }
     if (bulk) {
@@ -1001,14 +999,14 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
         if (!json_is_array(udids) || n == 0 || n > MDM_API_BULK_MAX) {
             snprintf(detail, sizeof(detail), "udids: expected an array of 1 to %d UDIDs",
                      MDM_API_BULK_MAX);
-            call_fail(&e->c, 422, "invalid parameter", detail);
+            mdm_api_call_fail(&e->c, 422, "invalid parameter", detail);
             plist_free(cmd);
             cmd = NULL;
             goto out;
         }
         e->udids = calloc(n, sizeof(*e->udids));
         if (!e->udids) {
-            call_fail(&e->c, 503, "out of memory", NULL);
+            mdm_api_call_fail(&e->c, 503, "out of memory", NULL);
             plist_free(cmd);
             cmd = NULL;
             goto out;
@@ -1018,7 +1016,7 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
             if (!u || !valid_id(u, strlen(u))) {
                 snprintf(detail, sizeof(detail),
                          "udids[%zu]: expected a UDID (1-63 of A-Z a-z 0-9 - _ . :)", i);
-                call_fail(&e->c, 422, "invalid parameter", detail);
+                mdm_api_call_fail(&e->c, 422, "invalid parameter", detail);
                 plist_free(cmd);
                 cmd = NULL;
                 goto out;
@@ -1037,17 +1035,17 @@ out:
 static void handle_enqueue(mdm_exchange_t *x, const char *udid)
 {
     const mdm_http_request_t *r = mdm_exchange_request(x);
-    struct enqueue *e = (struct enqueue *)call_new(x, sizeof(struct enqueue), "command.enqueue",
-                                                   udid ? udid : "");
+    struct enqueue *e = (struct enqueue *)mdm_api_call_new(x, sizeof(struct enqueue),
+                                                           "command.enqueue", udid ? udid : "");
     if (!e) {
-        respond_error(x, 503, "out of memory", NULL);
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
         return;
     }
     e->c.free_fn = enqueue_free;
     e->queued = json_array();
     e->failed = json_array();
     if (!e->queued || !e->failed || make_uuid(e->uuid) != 0) {
-        call_fail(&e->c, 503, "internal error", "out of memory or random bytes");
+        mdm_api_call_fail(&e->c, 503, "internal error", "out of memory or random bytes");
         return;
     }
     plist_t cmd = command_from_request(e, r, udid == NULL);
@@ -1058,7 +1056,7 @@ static void handle_enqueue(mdm_exchange_t *x, const char *udid)
         e->udids = calloc(1, sizeof(*e->udids));
         if (!e->udids) {
             plist_free(cmd);
-            call_fail(&e->c, 503, "out of memory", NULL);
+            mdm_api_call_fail(&e->c, 503, "out of memory", NULL);
             return;
         }
         snprintf(e->udids[0], sizeof(e->udids[0]), "%s", udid);
@@ -1076,28 +1074,28 @@ static json_t *device_json(const mdm_device_t *d)
     json_t *o = json_object();
     if (!o)
         return NULL;
-    set_str(o, "udid", d->udid);
-    set_str(o, "serial", d->serial);
-    set_str(o, "state", mdm_device_state_name((enum mdm_device_state)d->state));
+    mdm_api_set_str(o, "udid", d->udid);
+    mdm_api_set_str(o, "serial", d->serial);
+    mdm_api_set_str(o, "state", mdm_device_state_name((enum mdm_device_state)d->state));
     json_object_set_new(o, "enrolled", json_boolean(d->state == MDM_DEVICE_ENROLLED));
-    set_str(o, "model", d->model);
-    set_str(o, "model_name", d->model_name);
-    set_str(o, "product_name", d->product_name);
-    set_str(o, "os_version", d->os_version);
-    set_str(o, "build_version", d->build_version);
-    set_str(o, "device_name", d->device_name);
-    set_int(o, "enrollment", d->enrollment);
-    set_str(o, "topic", d->topic);
+    mdm_api_set_str(o, "model", d->model);
+    mdm_api_set_str(o, "model_name", d->model_name);
+    mdm_api_set_str(o, "product_name", d->product_name);
+    mdm_api_set_str(o, "os_version", d->os_version);
+    mdm_api_set_str(o, "build_version", d->build_version);
+    mdm_api_set_str(o, "device_name", d->device_name);
+    mdm_api_set_int(o, "enrollment", d->enrollment);
+    mdm_api_set_str(o, "topic", d->topic);
     json_object_set_new(o, "push_token", json_boolean(d->push_token_len > 0));
     json_object_set_new(o, "push_token_invalid", json_boolean(d->push_token_invalid));
     json_object_set_new(o, "awaiting_configuration", json_boolean(d->awaiting_configuration));
-    set_str(o, "identity_sha256", d->cert_sha256);
-    set_int(o, "authenticated_ms", d->authenticated_ms);
-    set_int(o, "enrolled_ms", d->enrolled_ms);
-    set_int(o, "last_seen_ms", d->last_seen_ms);
-    set_int(o, "checked_out_ms", d->checked_out_ms);
-    set_int(o, "vshard", d->vshard);
-    set_int(o, "version", d->version);
+    mdm_api_set_str(o, "identity_sha256", d->cert_sha256);
+    mdm_api_set_int(o, "authenticated_ms", d->authenticated_ms);
+    mdm_api_set_int(o, "enrolled_ms", d->enrolled_ms);
+    mdm_api_set_int(o, "last_seen_ms", d->last_seen_ms);
+    mdm_api_set_int(o, "checked_out_ms", d->checked_out_ms);
+    mdm_api_set_int(o, "vshard", d->vshard);
+    mdm_api_set_int(o, "version", d->version);
     return o;
 }
 
@@ -1105,19 +1103,20 @@ static void on_device_got(mdm_dev_req_t *r)
 {
     mdm_exchange_t *x = r->ctx;
     if (r->status != 200) {
-        respond_error(x, r->status, r->status == 404 ? "not found" : "unavailable", r->error);
+        mdm_api_respond_error(x, r->status, r->status == 404 ? "not found" : "unavailable",
+                              r->error);
     } else {
         json_t *o = device_json(&r->device);
         if (o) {
-            set_int(o, "queued", r->queued);
+            mdm_api_set_int(o, "queued", r->queued);
             json_t *push = json_object();
-            set_int(push, "requested_ms", r->push_requested_ms);
-            set_int(push, "result_ms", r->push_result_ms);
+            mdm_api_set_int(push, "requested_ms", r->push_requested_ms);
+            mdm_api_set_int(push, "result_ms", r->push_result_ms);
             json_object_set_new(push, "status", json_integer(r->push_result_status));
-            set_str(push, "reason", r->push_result_reason);
+            mdm_api_set_str(push, "reason", r->push_result_reason);
             json_object_set_new(o, "last_push", push);
         }
-        respond_json(x, 200, o, NULL, 0);
+        mdm_api_respond_json(x, 200, o, NULL, 0);
     }
     mdm_dev_req_free(r);
 }
@@ -1126,7 +1125,7 @@ static void handle_get_device(mdm_exchange_t *x, const char *udid)
 {
     mdm_dev_req_t *r = mdm_dev_req_new(MDM_DEV_GET, udid);
     if (!r) {
-        respond_error(x, 503, "out of memory", NULL);
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
         return;
     }
     r->done = on_device_got;
@@ -1136,7 +1135,7 @@ static void handle_get_device(mdm_exchange_t *x, const char *udid)
 
 static void on_device_answer(mdm_dev_req_t *r)
 {
-    struct call *c = r->ctx;
+    struct mdm_api_call *c = r->ctx;
     int status = r->status;
     if (status == 200 || status == 201 || status == 202) {
         json_t *body;
@@ -1147,13 +1146,14 @@ static void on_device_answer(mdm_dev_req_t *r)
         else
             body = json_pack("{s:s, s:s}", "cancelled", r->uuid, "udid", r->base.id);
         if (r->kind == MDM_DEV_PUSH)
-            call_finish(c, 202, body, "push queued");
+            mdm_api_call_finish(c, 202, body, "push queued");
         else
-            call_finish(c, 200, body, r->kind == MDM_DEV_DELETE ? "deleted" : "cancelled");
+            mdm_api_call_finish(c, 200, body, r->kind == MDM_DEV_DELETE ? "deleted" : "cancelled");
     } else {
-        call_fail(c, status, status == 404 ? "not found" : status == 409 ? "conflict"
-                                                                          : "unavailable",
-                  r->error);
+        const char *error = status == 404   ? "not found"
+                            : status == 409 ? "conflict"
+                                            : "unavailable";
+        mdm_api_call_fail(c, status, error, r->error);
     }
     mdm_dev_req_free(r);
 }
@@ -1163,28 +1163,29 @@ static void handle_device_change(mdm_exchange_t *x, enum mdm_dev_req_kind kind,
 {
     char target[128];
     snprintf(target, sizeof(target), "%s%s%s", udid, uuid ? "/" : "", uuid ? uuid : "");
-    struct call *c = call_new(x, sizeof(struct call),
-                              kind == MDM_DEV_DELETE ? "device.delete"
-                              : kind == MDM_DEV_PUSH ? "device.push"
-                                                     : "command.cancel",
-                              target);
+    struct mdm_api_call *c = mdm_api_call_new(x, sizeof(struct mdm_api_call),
+                                              kind == MDM_DEV_DELETE ? "device.delete"
+                                              : kind == MDM_DEV_PUSH ? "device.push"
+                                                                     : "command.cancel",
+                                              target);
     if (!c) {
-        respond_error(x, 503, "out of memory", NULL);
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
         return;
     }
     if (kind == MDM_DEV_PUSH && !mdm_apns_enabled()) {
-        call_fail(c, 503, "unavailable",
-                  "the APNs pusher is off: set [apns] url and address (see the server log)");
+        mdm_api_call_fail(c, 503, "unavailable",
+                          "the APNs pusher is off: set [apns] url and address (see the server "
+                          "log)");
         return;
     }
     if (kind == MDM_DEV_PUSH && !atomic_load(&have_pushcert)) {
-        call_fail(c, 503, "unavailable",
-                  "no push certificate: upload one (PUT /api/v1/push-certificate)");
+        mdm_api_call_fail(c, 503, "unavailable",
+                          "no push certificate: upload one (PUT /api/v1/push-certificate)");
         return;
     }
     mdm_dev_req_t *r = mdm_dev_req_new(kind, udid);
     if (!r) {
-        call_fail(c, 503, "out of memory", NULL);
+        mdm_api_call_fail(c, 503, "out of memory", NULL);
         return;
     }
     if (uuid)
@@ -1206,7 +1207,7 @@ static void handle_device_change(mdm_exchange_t *x, enum mdm_dev_req_kind kind,
 #define PUSH_FAILURES_MAX 100 /* failures listed in the answer (all are counted) */
 
 struct bulkpush {
-    struct call c; /* first */
+    struct mdm_api_call c; /* first */
     mdm_shard_msg_t msg;
     bool all;      /* every device, paged from storage */
     bool fetching; /* a page job is on a storage worker: udids, n, after are its own */
@@ -1220,7 +1221,7 @@ struct bulkpush {
     json_t *failures;
 };
 
-static void bulkpush_free(struct call *c)
+static void bulkpush_free(struct mdm_api_call *c)
 {
     struct bulkpush *b = (struct bulkpush *)c;
     free(b->udids);
@@ -1261,7 +1262,7 @@ static void bulkpush_finish(struct bulkpush *b)
                                                                                   : "the start");
         json_object_set_new(body, "detail", json_string(d));
     }
-    call_finish(&b->c, status, body, detail);
+    mdm_api_call_finish(&b->c, status, body, detail);
 }
 
 static void on_bulk_pushed(mdm_dev_req_t *r)
@@ -1350,20 +1351,20 @@ static void bulkpush_pump(struct bulkpush *b)
 static void handle_bulk_push(mdm_exchange_t *x)
 {
     const mdm_http_request_t *r = mdm_exchange_request(x);
-    struct bulkpush *b = (struct bulkpush *)call_new(x, sizeof(*b), "push.bulk", "");
+    struct bulkpush *b = (struct bulkpush *)mdm_api_call_new(x, sizeof(*b), "push.bulk", "");
     if (!b) {
-        respond_error(x, 503, "out of memory", NULL);
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
         return;
     }
     b->c.free_fn = bulkpush_free;
     b->failures = json_array();
     if (!b->failures) {
-        call_fail(&b->c, 503, "out of memory", NULL);
+        mdm_api_call_fail(&b->c, 503, "out of memory", NULL);
         return;
     }
     const char *ct = mdm_http_request_header(r, "Content-Type");
     if (ct && strncasecmp(ct, "application/json", 16) != 0) {
-        call_fail(&b->c, 415, "unsupported content type", "send application/json");
+        mdm_api_call_fail(&b->c, 415, "unsupported content type", "send application/json");
         return;
     }
     json_error_t jerr;
@@ -1375,7 +1376,7 @@ static void handle_bulk_push(mdm_exchange_t *x)
                                               : "line %d column %d: %s",
                  jerr.line, jerr.column, jerr.text);
         json_decref(body);
-        call_fail(&b->c, 400, "invalid JSON", detail);
+        mdm_api_call_fail(&b->c, 400, "invalid JSON", detail);
         return;
     }
     const char *why = NULL;
@@ -1402,7 +1403,7 @@ static void handle_bulk_push(mdm_exchange_t *x)
         b->udids = calloc(n, sizeof(*b->udids));
         if (!b->udids) {
             json_decref(body);
-            call_fail(&b->c, 503, "out of memory", NULL);
+            mdm_api_call_fail(&b->c, 503, "out of memory", NULL);
             return;
         }
         for (size_t i = 0; i < n && !why; i++) {
@@ -1421,7 +1422,7 @@ static void handle_bulk_push(mdm_exchange_t *x)
         char copy[200];
         snprintf(copy, sizeof(copy), "%s", why);
         json_decref(body);
-        call_fail(&b->c, 422, "invalid parameter", copy);
+        mdm_api_call_fail(&b->c, 422, "invalid parameter", copy);
         return;
     }
     json_decref(body);
@@ -1430,7 +1431,7 @@ static void handle_bulk_push(mdm_exchange_t *x)
         snprintf(b->c.audit.target, sizeof(b->c.audit.target), "all devices");
         b->udids = calloc(PUSH_PAGE, sizeof(*b->udids));
         if (!b->udids) {
-            call_fail(&b->c, 503, "out of memory", NULL);
+            mdm_api_call_fail(&b->c, 503, "out of memory", NULL);
             return;
         }
     } else {
@@ -1438,13 +1439,14 @@ static void handle_bulk_push(mdm_exchange_t *x)
                  n == 1 ? "" : "s", b->udids[0], n > 1 ? ", ..." : "");
     }
     if (!mdm_apns_enabled()) {
-        call_fail(&b->c, 503, "unavailable",
-                  "the APNs pusher is off: set [apns] url and address (see the server log)");
+        mdm_api_call_fail(&b->c, 503, "unavailable",
+                          "the APNs pusher is off: set [apns] url and address (see the server "
+                          "log)");
         return;
     }
     if (!atomic_load(&have_pushcert)) {
-        call_fail(&b->c, 503, "unavailable",
-                  "no push certificate: upload one (PUT /api/v1/push-certificate)");
+        mdm_api_call_fail(&b->c, 503, "unavailable",
+                          "no push certificate: upload one (PUT /api/v1/push-certificate)");
         return;
     }
     bulkpush_pump(b);
@@ -1517,14 +1519,14 @@ static int on_list_result(void *arg, const mdm_result_t *r)
     json_t *o = json_object();
     if (!o)
         return -ENOMEM;
-    set_str(o, "command_uuid", r->uuid);
-    set_str(o, "channel", r->channel[0] ? r->channel : "device");
-    set_str(o, "status", mdm_command_status_name((enum mdm_command_status)r->status));
+    mdm_api_set_str(o, "command_uuid", r->uuid);
+    mdm_api_set_str(o, "channel", r->channel[0] ? r->channel : "device");
+    mdm_api_set_str(o, "status", mdm_command_status_name((enum mdm_command_status)r->status));
     mdm_command_t cmd;
     if (mdm_store_get_command(j->store, r->uuid, &cmd) == 0) {
-        set_str(o, "request_type", cmd.request_type);
-        set_str(o, "created_by", cmd.created_by);
-        set_int(o, "created_ms", cmd.created_ms);
+        mdm_api_set_str(o, "request_type", cmd.request_type);
+        mdm_api_set_str(o, "created_by", cmd.created_by);
+        mdm_api_set_int(o, "created_ms", cmd.created_ms);
     } else {
         json_object_set_new(o, "request_type", json_null());
     }
@@ -1562,14 +1564,14 @@ static int on_list_audit(void *arg, const mdm_audit_event_t *ev)
     json_t *o = json_object();
     if (!o)
         return -ENOMEM;
-    set_str(o, "id", ev->id);
-    set_int(o, "at_ms", ev->at_ms);
-    set_str(o, "who", ev->who);
-    set_str(o, "action", ev->action);
-    set_str(o, "target", ev->target);
-    set_str(o, "source", ev->source);
-    set_int(o, "status", ev->status);
-    set_str(o, "detail", ev->detail);
+    mdm_api_set_str(o, "id", ev->id);
+    mdm_api_set_int(o, "at_ms", ev->at_ms);
+    mdm_api_set_str(o, "who", ev->who);
+    mdm_api_set_str(o, "action", ev->action);
+    mdm_api_set_str(o, "target", ev->target);
+    mdm_api_set_str(o, "source", ev->source);
+    mdm_api_set_int(o, "status", ev->status);
+    mdm_api_set_str(o, "detail", ev->detail);
     if (json_array_append_new(j->items, o) != 0)
         return -ENOMEM;
     snprintf(j->last, sizeof(j->last), "%s", ev->id);
@@ -1585,8 +1587,8 @@ static void on_job_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
         size_t len = strlen(j->text);
         mdm_exchange_respond(j->x, 200, NULL, 0, "application/json", j->text, len);
     } else {
-        respond_error(j->x, j->status ? j->status : 500, j->error[0] ? j->error : "internal error",
-                      j->detail);
+        mdm_api_respond_error(j->x, j->status ? j->status : 500,
+                              j->error[0] ? j->error : "internal error", j->detail);
     }
     free(j->text);
     free(j);
@@ -1664,31 +1666,44 @@ static void start_job(mdm_exchange_t *x, struct job *j)
     int ret = mdm_store_run_async(api.store, run_job, j);
     if (ret != 0) {
         free(j);
-        respond_error(x, 503, "unavailable", "storage is shutting down");
+        mdm_api_respond_error(x, 503, "unavailable", "storage is shutting down");
     }
 }
 
-/* Reads limit (1..LIST_LIMIT_MAX) and after; answers 400 and returns false when malformed. */
-static bool paging(mdm_exchange_t *x, const char *query, struct job *j)
+bool mdm_api_paging(mdm_exchange_t *x, const char *query, unsigned *limit, char *after,
+                    size_t after_size, bool (*after_valid)(const char *s),
+                    const char *after_what)
 {
-    char v[MDM_UDID_MAX + 1];
-    j->limit = LIST_LIMIT_DEFAULT;
-    if (query_param(query, "limit", v, sizeof(v))) {
+    char v[256];
+    *limit = MDM_API_LIST_LIMIT_DEFAULT;
+    after[0] = '\0';
+    if (mdm_api_query_param(query, "limit", v, sizeof(v))) {
         uint64_t n;
-        if (!parse_u64(v, &n) || n < 1 || n > LIST_LIMIT_MAX) {
-            respond_error(x, 400, "invalid parameter", "limit: expected 1 to 1000");
+        if (!mdm_api_parse_u64(v, &n) || n < 1 || n > MDM_API_LIST_LIMIT_MAX) {
+            mdm_api_respond_error(x, 400, "invalid parameter", "limit: expected 1 to 1000");
             return false;
         }
-        j->limit = (unsigned)n;
+        *limit = (unsigned)n;
     }
-    if (query_param(query, "after", v, sizeof(v))) {
-        if (v[0] && !valid_id(v, strlen(v))) {
-            respond_error(x, 400, "invalid parameter", "after: expected a UDID, UUID or id");
+    if (mdm_api_query_param(query, "after", v, sizeof(v)) && v[0]) {
+        if (strlen(v) >= after_size || !after_valid(v)) {
+            char d[160];
+            snprintf(d, sizeof(d), "after: expected %s", after_what);
+            mdm_api_respond_error(x, 400, "invalid parameter", d);
             return false;
         }
-        snprintf(j->after, sizeof(j->after), "%s", v);
+        memcpy(after, v, strlen(v) + 1);
     }
     return true;
+}
+
+static bool valid_after(const char *s) { return valid_id(s, strlen(s)); }
+
+/* Paging of the lists in this file: the cursor is a UDID, a command UUID or an audit id. */
+static bool paging(mdm_exchange_t *x, const char *query, struct job *j)
+{
+    return mdm_api_paging(x, query, &j->limit, j->after, sizeof(j->after), valid_after,
+                          "a UDID, UUID or id");
 }
 
 static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
@@ -1696,7 +1711,7 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
     const char *query = mdm_exchange_request(x)->query;
     struct job *j = calloc(1, sizeof(*j));
     if (!j) {
-        respond_error(x, 503, "out of memory", NULL);
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
         return;
     }
     j->kind = kind;
@@ -1710,14 +1725,14 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
     char v[64];
     const char *bad = NULL;
     if (kind == JOB_DEVICES) {
-        if (query_param(query, "udid", v, sizeof(v))) {
+        if (mdm_api_query_param(query, "udid", v, sizeof(v))) {
             if (!valid_id(v, strlen(v)))
                 bad = "udid: expected a UDID";
             snprintf(j->udid, sizeof(j->udid), "%s", v);
         }
-        if (query_param(query, "serial", v, sizeof(v)))
+        if (mdm_api_query_param(query, "serial", v, sizeof(v)))
             snprintf(j->serial, sizeof(j->serial), "%s", v);
-        if (query_param(query, "enrolled", v, sizeof(v))) {
+        if (mdm_api_query_param(query, "enrolled", v, sizeof(v))) {
             if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
                 j->enrolled = 1;
             else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
@@ -1725,15 +1740,17 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
             else
                 bad = "enrolled: expected true or false";
         }
-        if (query_param(query, "seen_since", v, sizeof(v)) && !parse_u64(v, &j->since_ms))
+        if (mdm_api_query_param(query, "seen_since", v, sizeof(v)) &&
+            !mdm_api_parse_u64(v, &j->since_ms))
             bad = "seen_since: expected milliseconds since the epoch";
     } else if (kind == JOB_AUDIT) {
-        if (query_param(query, "since", v, sizeof(v)) && !parse_u64(v, &j->since_ms))
+        if (mdm_api_query_param(query, "since", v, sizeof(v)) &&
+            !mdm_api_parse_u64(v, &j->since_ms))
             bad = "since: expected milliseconds since the epoch";
     }
     if (bad) {
         free(j);
-        respond_error(x, 400, "invalid parameter", bad);
+        mdm_api_respond_error(x, 400, "invalid parameter", bad);
         return;
     }
     start_job(x, j);
@@ -1745,7 +1762,7 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
  */
 
 struct pushjob {
-    struct call c; /* first */
+    struct mdm_api_call c; /* first */
     mdm_shard_msg_t msg;
     bool is_put, force;
     char *cert_pem, *key_pem, *password;
@@ -1758,7 +1775,7 @@ struct pushjob {
     mdm_buf_t sealed;
 };
 
-static void pushjob_free(struct call *c)
+static void pushjob_free(struct mdm_api_call *c)
 {
     struct pushjob *j = (struct pushjob *)c;
     free(j->cert_pem);
@@ -1780,23 +1797,24 @@ static json_t *pushcert_json(const mdm_pushcert_t *pc, int64_t now)
     json_t *o = json_object();
     if (!o)
         return NULL;
-    set_str(o, "topic", pc->topic);
-    set_str(o, "subject", pc->info.subject);
-    set_str(o, "issuer", pc->info.issuer);
-    set_str(o, "serial", pc->info.serial_hex);
-    set_str(o, "fingerprint_sha256", pc->info.fingerprint);
+    mdm_api_set_str(o, "topic", pc->topic);
+    mdm_api_set_str(o, "subject", pc->info.subject);
+    mdm_api_set_str(o, "issuer", pc->info.issuer);
+    mdm_api_set_str(o, "serial", pc->info.serial_hex);
+    mdm_api_set_str(o, "fingerprint_sha256", pc->info.fingerprint);
     json_object_set_new(o, "not_before", json_integer(pc->info.not_before));
     json_object_set_new(o, "not_after", json_integer(pc->info.not_after));
     json_object_set_new(o, "days_left", json_integer(days));
     if (days < 0)
-        set_str(o, "warning", "the push certificate has expired: Macs can no longer be woken; "
-                              "renew it and upload the new one");
+        mdm_api_set_str(o, "warning",
+                        "the push certificate has expired: Macs can no longer be woken; renew "
+                        "it and upload the new one");
     else if (days < MDM_PUSHCERT_WARN_DAYS) {
         char w[200];
         snprintf(w, sizeof(w), "the push certificate expires in %lld day(s): renew it with the "
                                "same Apple ID and upload the new one",
                  (long long)days);
-        set_str(o, "warning", w);
+        mdm_api_set_str(o, "warning", w);
     }
     return o;
 }
@@ -1805,7 +1823,7 @@ static void pushjob_set_error(struct pushjob *j, int status, const char *error,
                               const char *detail)
 {
     j->status = status;
-    j->body = error_json(error, detail);
+    j->body = mdm_api_error_json(error, detail);
     snprintf(j->detail, sizeof(j->detail), "%.40s: %.250s", error, detail);
 }
 
@@ -1830,7 +1848,7 @@ static void on_pushjob_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
     json_t *body = j->body;
     j->body = NULL;
     if (!j->is_put) {
-        respond_json(j->c.x, j->status, body, NULL, 0);
+        mdm_api_respond_json(j->c.x, j->status, body, NULL, 0);
         pushjob_free(&j->c);
         return;
     }
@@ -1853,7 +1871,7 @@ static void on_pushjob_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
                              "a restart");
         }
     }
-    call_finish(&j->c, j->status, body, j->detail);
+    mdm_api_call_finish(&j->c, j->status, body, j->detail);
 }
 
 static void run_pushjob(mdm_store_t *s, void *arg)
@@ -1946,10 +1964,10 @@ static bool dup_member(json_t *o, const char *key, char **out, bool *bad)
 static void handle_pushcert(mdm_exchange_t *x, bool is_put)
 {
     const mdm_http_request_t *r = mdm_exchange_request(x);
-    struct pushjob *j = (struct pushjob *)call_new(x, sizeof(*j), "push_certificate.upload",
-                                                   "push-certificate");
+    struct pushjob *j = (struct pushjob *)mdm_api_call_new(x, sizeof(*j), "push_certificate.upload",
+                                                           "push-certificate");
     if (!j) {
-        respond_error(x, 503, "out of memory", NULL);
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
         return;
     }
     j->c.free_fn = pushjob_free;
@@ -1958,7 +1976,7 @@ static void handle_pushcert(mdm_exchange_t *x, bool is_put)
     mdm_buf_init(&j->sealed, 0);
     if (is_put) {
         char v[8];
-        j->force = query_param(r->query, "force", v, sizeof(v)) &&
+        j->force = mdm_api_query_param(r->query, "force", v, sizeof(v)) &&
                    (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
         const char *why = NULL;
         json_error_t je;
@@ -1987,15 +2005,15 @@ static void handle_pushcert(mdm_exchange_t *x, bool is_put)
         free(b64);
         json_decref(body);
         if (why) {
-            call_fail(&j->c, 400, "invalid body", why);
+            mdm_api_call_fail(&j->c, 400, "invalid body", why);
             return;
         }
     }
     if (mdm_store_run_async(api.store, run_pushjob, j) != 0) {
         if (is_put) {
-            call_fail(&j->c, 503, "unavailable", "storage is shutting down");
+            mdm_api_call_fail(&j->c, 503, "unavailable", "storage is shutting down");
         } else {
-            respond_error(x, 503, "unavailable", "storage is shutting down");
+            mdm_api_respond_error(x, 503, "unavailable", "storage is shutting down");
             pushjob_free(&j->c);
         }
     }
@@ -2028,12 +2046,12 @@ static void pushcert_setup(const uint8_t seal_key[32])
  * Dispatch
  */
 
-static void method_not_allowed(mdm_exchange_t *x, const char *allow)
+void mdm_api_method_not_allowed(mdm_exchange_t *x, const char *allow)
 {
     mdm_http_header_t h = {"Allow", 5, allow, strlen(allow)};
     char detail[96];
     snprintf(detail, sizeof(detail), "this resource takes %s", allow);
-    respond_json(x, 405, error_json("method not allowed", detail), &h, 1);
+    mdm_api_respond_json(x, 405, mdm_api_error_json("method not allowed", detail), &h, 1);
 }
 
 static void handle_api(mdm_exchange_t *x, void *ctx)
@@ -2042,10 +2060,9 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
     const mdm_http_request_t *r = mdm_exchange_request(x);
     if (!authorized(r)) {
         mdm_http_header_t h = {"WWW-Authenticate", 16, "Bearer realm=\"mdmd\"", 19};
-        respond_json(x, 401,
-                     error_json("unauthorized",
-                                "send Authorization: Bearer <admin API key> (see mdmd init)"),
-                     &h, 1);
+        json_t *body = mdm_api_error_json(
+            "unauthorized", "send Authorization: Bearer <admin API key> (see mdmd init)");
+        mdm_api_respond_json(x, 401, body, &h, 1);
         return;
     }
     /* Split the path after the prefix into segments. */
@@ -2054,13 +2071,18 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
         rest += strlen(API_PREFIX);
     else
         rest = "";
+    if (mdm_api_enroll_owns(rest)) {
+        /* users, invitations, enrollments: names with '@' and percent-escapes (api_enroll.c) */
+        mdm_api_enroll_handle(x, rest);
+        return;
+    }
     char segs[SEGMENTS_MAX][MDM_UDID_MAX + 1];
     size_t n = 0;
     while (*rest) {
         size_t len = strcspn(rest, "/");
         if (len > 0) {
             if (n == SEGMENTS_MAX || !valid_id(rest, len)) {
-                respond_error(x, 404, "not found", "no such resource");
+                mdm_api_respond_error(x, 404, "not found", "no such resource");
                 return;
             }
             memcpy(segs[n], rest, len);
@@ -2077,53 +2099,53 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
         if (is_get)
             handle_list(x, JOB_DEVICES, NULL);
         else
-            method_not_allowed(x, "GET");
+            mdm_api_method_not_allowed(x, "GET");
     } else if (n == 2 && strcmp(segs[0], "devices") == 0) {
         if (is_get)
             handle_get_device(x, segs[1]);
         else if (m == MDM_HTTP_DELETE)
             handle_device_change(x, MDM_DEV_DELETE, segs[1], NULL);
         else
-            method_not_allowed(x, "GET, DELETE");
+            mdm_api_method_not_allowed(x, "GET, DELETE");
     } else if (n == 3 && strcmp(segs[0], "devices") == 0 && strcmp(segs[2], "commands") == 0) {
         if (is_get)
             handle_list(x, JOB_HISTORY, segs[1]);
         else if (m == MDM_HTTP_POST)
             handle_enqueue(x, segs[1]);
         else
-            method_not_allowed(x, "GET, POST");
+            mdm_api_method_not_allowed(x, "GET, POST");
     } else if (n == 3 && strcmp(segs[0], "devices") == 0 && strcmp(segs[2], "push") == 0) {
         if (m == MDM_HTTP_POST)
             handle_device_change(x, MDM_DEV_PUSH, segs[1], NULL);
         else
-            method_not_allowed(x, "POST");
+            mdm_api_method_not_allowed(x, "POST");
     } else if (n == 4 && strcmp(segs[0], "devices") == 0 && strcmp(segs[2], "commands") == 0) {
         if (m == MDM_HTTP_DELETE)
             handle_device_change(x, MDM_DEV_CANCEL, segs[1], segs[3]);
         else
-            method_not_allowed(x, "DELETE");
+            mdm_api_method_not_allowed(x, "DELETE");
     } else if (n == 1 && strcmp(segs[0], "commands") == 0) {
         if (m == MDM_HTTP_POST)
             handle_enqueue(x, NULL);
         else
-            method_not_allowed(x, "POST");
+            mdm_api_method_not_allowed(x, "POST");
     } else if (n == 1 && strcmp(segs[0], "push") == 0) {
         if (m == MDM_HTTP_POST)
             handle_bulk_push(x);
         else
-            method_not_allowed(x, "POST");
+            mdm_api_method_not_allowed(x, "POST");
     } else if (n == 1 && strcmp(segs[0], "push-certificate") == 0) {
         if (is_get || m == MDM_HTTP_PUT)
             handle_pushcert(x, !is_get);
         else
-            method_not_allowed(x, "GET, PUT");
+            mdm_api_method_not_allowed(x, "GET, PUT");
     } else if (n == 1 && strcmp(segs[0], "audit") == 0) {
         if (is_get)
             handle_list(x, JOB_AUDIT, NULL);
         else
-            method_not_allowed(x, "GET");
+            mdm_api_method_not_allowed(x, "GET");
     } else {
-        respond_error(x, 404, "not found", "no such resource");
+        mdm_api_respond_error(x, 404, "not found", "no such resource");
     }
 }
 

@@ -1009,6 +1009,10 @@ static bool ip_literal(const char *host, int port)
 static bool configure(const mdm_config_t *cfg)
 {
     const char *url = cfg->apns_url;
+    if (!url[0]) {
+        mdm_info("apns", "apns.url is empty: pushes are off");
+        return false;
+    }
     if (strncmp(url, "https://", 8) != 0) {
         mdm_error("apns", "apns.url '%s' must start with https://; pushes are off", url);
         return false;

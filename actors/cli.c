@@ -11,7 +11,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "actors/config.h"
 #include "core/buf.h"
@@ -21,16 +23,21 @@
 
 #define CLI_TIMEOUT_MS 60000
 #define ARGS_MAX 64
+#define GROUPS_MAX 16
+#define PASSWORD_MAX 1024
 
 struct opts {
     const char *dir;
     const char *pos[ARGS_MAX]; /* positional arguments after DIR */
     int n_pos;
-    bool json, yes, allow_unknown, force, all;
+    bool json, yes, allow_unknown, force, all, password_stdin;
     const char *url, *api_key, *ca;
     const char *limit, *after, *serial, *enrolled, *since;
     const char *params_json, *plist_file;
     const char *cert_file, *key_file, *p12_file, *password;
+    const char *display_name, *email, *mode, *expires_hours, *user, *status;
+    const char *groups[GROUPS_MAX + 1]; /* --group, repeated (one more: reported as too many) */
+    int n_groups;
 };
 
 struct target {
@@ -46,6 +53,7 @@ static const struct {
     {"devices", 0, 0}, {"device", 1, 1},   {"send", 2, ARGS_MAX}, {"commands", 1, 1},
     {"cancel", 2, 2},  {"audit", 0, 0},    {"delete-device", 1, 1},
     {"push-cert", 1, 1}, {"push", 0, 1},
+    {"users", 0, 2},   {"invite", 1, 1},   {"invitations", 0, 2}, {"enrollments", 0, 2},
 };
 
 bool mdm_cli_is_command(const char *cmd)
@@ -71,6 +79,14 @@ void mdm_cli_usage(FILE *f)
             "  mdmd push-cert DIR upload (--cert FILE --key FILE | --p12 FILE [--password P])\n"
             "            [--force]\n"
             "  mdmd push DIR (UDID[,UDID...] | --all)\n"
+            "  mdmd users DIR [list [--group G] [--limit N] [--after NAME]] | show NAME\n"
+            "  mdmd users DIR add NAME [--password-stdin | --password P] [--display-name D]\n"
+            "            [--email E] [--group G]...\n"
+            "  mdmd users DIR passwd NAME [--password-stdin | --password P]\n"
+            "  mdmd users DIR disable NAME | enable NAME | delete NAME\n"
+            "  mdmd invite DIR USER [--mode password|pin|password_and_pin] [--expires-hours N]\n"
+            "  mdmd invitations DIR [list [--user U] [--status S] | show ID | revoke ID]\n"
+            "  mdmd enrollments DIR [list [--user U] | show ID]\n"
             "      talk to the admin API of a running server; tables by default, --json for\n"
             "      scripts; --url https://HOST:PORT (default: admin_listen in DIR/mdmd.conf),\n"
             "      --api-key KEY (default: $MDMD_API_KEY), --ca FILE (default: DIR/ca/ca.crt)\n");
@@ -98,6 +114,12 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         {"--key", offsetof(struct opts, key_file)},
         {"--p12", offsetof(struct opts, p12_file)},
         {"--password", offsetof(struct opts, password)},
+        {"--display-name", offsetof(struct opts, display_name)},
+        {"--email", offsetof(struct opts, email)},
+        {"--mode", offsetof(struct opts, mode)},
+        {"--expires-hours", offsetof(struct opts, expires_hours)},
+        {"--user", offsetof(struct opts, user)},
+        {"--status", offsetof(struct opts, status)},
     };
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < argc; i++) {
@@ -121,6 +143,18 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         }
         if (strcmp(a, "--all") == 0) {
             o->all = true;
+            continue;
+        }
+        if (strcmp(a, "--password-stdin") == 0) {
+            o->password_stdin = true;
+            continue;
+        }
+        if (strcmp(a, "--group") == 0) {
+            if (i + 1 >= argc || o->n_groups > GROUPS_MAX) {
+                fprintf(err, "mdmd %s: --group needs a value (at most %d)\n", cmd, GROUPS_MAX);
+                return 2;
+            }
+            o->groups[o->n_groups++] = argv[++i];
             continue;
         }
         for (size_t v = 0; v < MDM_ARRAY_LEN(valued); v++) {
@@ -626,6 +660,341 @@ static int cmd_push(const char *cmd, const struct opts *o, FILE *out, FILE *err)
     return code;
 }
 
+/* ---- users, invitations, enrollments ---- */
+
+/* Prints "N things (more: --after X)" under a table. */
+static void print_footer(json_t *j, size_t n, const char *noun, FILE *out)
+{
+    fprintf(out, "%zu %s%s", n, noun, n == 1 ? "" : "s");
+    const char *next = json_string_value(json_object_get(j, "next_after"));
+    if (next)
+        fprintf(out, " (more: --after %s)", next);
+    fputc('\n', out);
+}
+
+static void print_users(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "users");
+    fprintf(out, "%-24s %-24s %-28s %-8s %-8s %s\n", "NAME", "DISPLAY NAME", "GROUPS",
+            "PASSWORD", "STATE", "CREATED");
+    size_t i;
+    json_t *u;
+    json_array_foreach(list, i, u) {
+        char groups[256] = "", created[32];
+        size_t n = 0, k;
+        json_t *g;
+        json_array_foreach(json_object_get(u, "groups"), k, g) {
+            int w = snprintf(groups + n, sizeof(groups) - n, "%s%s", k ? "," : "",
+                             json_string_value(g) ? json_string_value(g) : "?");
+            n = w < 0 || (size_t)w >= sizeof(groups) - n ? sizeof(groups) - 1 : n + (size_t)w;
+        }
+        fmt_time(json_object_get(u, "created_ms"), created, sizeof(created));
+        fprintf(out, "%-24s %-24s %-28s %-8s %-8s %s\n", str_or(u, "name", "-"),
+                str_or(u, "display_name", "-"), groups[0] ? groups : "-",
+                json_is_true(json_object_get(u, "has_password")) ? "set" : "none",
+                json_is_true(json_object_get(u, "disabled")) ? "disabled" : "active", created);
+    }
+    print_footer(j, json_array_size(list), "user", out);
+}
+
+static void print_invitations(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "invitations");
+    fprintf(out, "%-32s %-24s %-16s %-8s %s\n", "ID", "USER", "MODE", "STATUS", "EXPIRES");
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) {
+        char expires[32];
+        fmt_time(json_object_get(v, "expires_ms"), expires, sizeof(expires));
+        fprintf(out, "%-32s %-24s %-16s %-8s %s\n", str_or(v, "id", "-"), str_or(v, "user", "-"),
+                str_or(v, "mode", "-"), str_or(v, "status", "-"), expires);
+    }
+    print_footer(j, json_array_size(list), "invitation", out);
+}
+
+static void print_enrollments(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "enrollments");
+    fprintf(out, "%-32s %-24s %-10s %-9s %-40s %s\n", "ID", "USER", "METHOD", "STATUS", "UDID",
+            "CREATED");
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e) {
+        char created[32];
+        fmt_time(json_object_get(e, "created_ms"), created, sizeof(created));
+        fprintf(out, "%-32s %-24s %-10s %-9s %-40s %s\n", str_or(e, "id", "-"),
+                str_or(e, "user", "-"), str_or(e, "method", "-"), str_or(e, "status", "-"),
+                str_or(e, "udid", "-"), created);
+    }
+    print_footer(j, json_array_size(list), "enrollment", out);
+}
+
+/* The answer of mdmd invite: where to send the user, and the PIN (shown this once). */
+static void print_invitation_made(json_t *j, FILE *out)
+{
+    char expires[32];
+    fmt_time(json_object_get(j, "expires_ms"), expires, sizeof(expires));
+    fprintf(out, "invitation %s for %s (mode %s), expires %s\n", str_or(j, "id", "?"),
+            str_or(j, "user", "?"), str_or(j, "mode", "?"), expires);
+    fprintf(out, "URL: %s\n", str_or(j, "url", "(unknown: the device listener is not bound)"));
+    const char *pin = json_string_value(json_object_get(j, "pin"));
+    if (pin)
+        fprintf(out, "PIN: %s   (shown only now; give it to the user with the URL)\n", pin);
+}
+
+/* Appends "/" and seg percent-encoded (anything but unreserved characters and '@'). */
+static int add_segment(mdm_buf_t *b, const char *seg)
+{
+    int ret = mdm_buf_append_str(b, "/");
+    for (const unsigned char *p = (const unsigned char *)seg; ret == 0 && *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~' || *p == '@')
+            ret = mdm_buf_printf(b, "%c", *p);
+        else
+            ret = mdm_buf_printf(b, "%%%02X", *p);
+    }
+    return ret;
+}
+
+/* Reads one line (without its end) of at most PASSWORD_MAX bytes from f into buf. Returns its
+ * length, or -1 (EOF before anything, or too long). */
+static int read_line(FILE *f, char buf[PASSWORD_MAX + 2])
+{
+    if (!fgets(buf, PASSWORD_MAX + 2, f))
+        return -1;
+    size_t n = strlen(buf);
+    if (n && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    else if (n > PASSWORD_MAX)
+        return -1;
+    if (n && buf[n - 1] == '\r')
+        buf[--n] = '\0';
+    return (int)n;
+}
+
+/* Asks on the terminal (echo off). Returns the length or -1. */
+static int prompt_password(const char *prompt, char buf[PASSWORD_MAX + 2])
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (!tty)
+        return -1;
+    struct termios old, quiet;
+    bool restore = tcgetattr(fileno(tty), &old) == 0;
+    if (restore) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
+    }
+    fputs(prompt, tty);
+    fflush(tty);
+    int n = read_line(tty, buf);
+    if (restore)
+        tcsetattr(fileno(tty), TCSAFLUSH, &old);
+    fputc('\n', tty);
+    fclose(tty);
+    return n;
+}
+
+/*
+ * The new password for users add / passwd: --password P, --password-stdin (the first line of
+ * standard input), else (required only) asked twice on the terminal, or the first line of
+ * standard input when it is not a terminal. Writes it into buf; returns 1 (got one), 0 (none:
+ * not required and not given) or 2 (usage error, reported).
+ */
+static int get_password(const char *cmd, const struct opts *o, bool required,
+                        char buf[PASSWORD_MAX + 2], FILE *err)
+{
+    int n;
+    if (o->password && o->password_stdin) {
+        fprintf(err, "mdmd %s: give --password or --password-stdin, not both\n", cmd);
+        return 2;
+    }
+    if (o->password) {
+        n = (int)strlen(o->password);
+        if (n > PASSWORD_MAX)
+            n = -1;
+        else
+            memcpy(buf, o->password, (size_t)n + 1);
+    } else if (o->password_stdin || (required && !isatty(STDIN_FILENO))) {
+        n = read_line(stdin, buf);
+    } else if (required) {
+        char again[PASSWORD_MAX + 2];
+        n = prompt_password("New password: ", buf);
+        if (n >= 0 && (prompt_password("Again: ", again) != n || strcmp(buf, again) != 0)) {
+            fprintf(err, "mdmd %s: the passwords differ\n", cmd);
+            explicit_bzero(again, sizeof(again));
+            explicit_bzero(buf, PASSWORD_MAX + 2);
+            return 2;
+        }
+        explicit_bzero(again, sizeof(again));
+    } else {
+        return 0;
+    }
+    if (n < 1) {
+        fprintf(err, "mdmd %s: expected a password of 1 to %d bytes\n", cmd, PASSWORD_MAX);
+        explicit_bzero(buf, PASSWORD_MAX + 2);
+        return 2;
+    }
+    return 1;
+}
+
+/* Sends body (consumed; may hold a password: wiped) and prints the answer with print. */
+static int send_and_print(const char *cmd, const struct opts *o, const char *method,
+                          const char *path, json_t *body, void (*print)(json_t *, FILE *),
+                          FILE *out, FILE *err)
+{
+    bool has_body = body != NULL;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (has_body && !text)
+        return 1;
+    json_t *answer = NULL;
+    int code = call_api(cmd, o, method, path, text ? "application/json" : NULL, text,
+                        text ? strlen(text) : 0, &answer, out, err);
+    if (text) {
+        explicit_bzero(text, strlen(text));
+        free(text);
+    }
+    if (code == 0)
+        (o->json ? print_json : print)(answer, out);
+    json_decref(answer);
+    return code;
+}
+
+/* Builds path from a base, an optional segment and query parameters; NULL when out of
+ * memory (then reported as exit 1 by the caller). The buffer is the caller's. */
+static const char *build_path(mdm_buf_t *p, const char *base, const char *seg,
+                              const char *tail, const struct opts *o, bool list)
+{
+    mdm_buf_t q;
+    mdm_buf_init(&q, 0);
+    int ret = mdm_buf_append_str(p, base);
+    if (ret == 0 && seg)
+        ret = add_segment(p, seg);
+    if (ret == 0 && tail)
+        ret = mdm_buf_append_str(p, tail);
+    if (list) {
+        ret |= add_query(&q, "limit", o->limit) | add_query(&q, "after", o->after) |
+               add_query(&q, "user", o->user) | add_query(&q, "status", o->status);
+        if (o->n_groups)
+            ret |= add_query(&q, "group", o->groups[0]);
+    }
+    if (ret == 0 && q.len)
+        ret = mdm_buf_append(p, mdm_buf_head(&q), q.len);
+    if (ret == 0)
+        ret = mdm_buf_append(p, "", 1);
+    mdm_buf_dispose(&q);
+    return ret == 0 ? (const char *)mdm_buf_head(p) : NULL;
+}
+
+/* mdmd users DIR [list|show|add|passwd|disable|enable|delete] [NAME]. */
+static int cmd_users(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    const char *sub = o->n_pos ? o->pos[0] : "list";
+    const char *name = o->n_pos > 1 ? o->pos[1] : NULL;
+    bool is_list = strcmp(sub, "list") == 0;
+    if (is_list != (name == NULL)) {
+        fprintf(err, "mdmd %s: expected list, or show|add|passwd|disable|enable|delete NAME\n",
+                cmd);
+        return 2;
+    }
+    mdm_buf_t path;
+    mdm_buf_init(&path, 0);
+    const char *p = build_path(&path, "/api/v1/users", name, NULL, o, is_list);
+    int code = 2;
+    char password[PASSWORD_MAX + 2];
+    if (!p) {
+        code = 1;
+    } else if (is_list) {
+        code = send_and_print(cmd, o, "GET", p, NULL, print_users, out, err);
+    } else if (strcmp(sub, "show") == 0) {
+        code = send_and_print(cmd, o, "GET", p, NULL, print_device, out, err);
+    } else if (strcmp(sub, "delete") == 0) {
+        code = send_and_print(cmd, o, "DELETE", p, NULL, print_device, out, err);
+    } else if (strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0) {
+        json_t *body = json_pack("{s:b}", "disabled", strcmp(sub, "disable") == 0);
+        code = send_and_print(cmd, o, "PATCH", p, body, print_device, out, err);
+    } else if (strcmp(sub, "passwd") == 0) {
+        code = get_password(cmd, o, true, password, err);
+        if (code == 1) {
+            json_t *body = json_pack("{s:s}", "password", password);
+            explicit_bzero(password, sizeof(password));
+            code = send_and_print(cmd, o, "PATCH", p, body, print_device, out, err);
+        }
+    } else if (strcmp(sub, "add") == 0) {
+        code = get_password(cmd, o, false, password, err);
+        if (code != 2) {
+            json_t *body = json_pack("{s:s}", "name", name);
+            if (body && code == 1)
+                json_object_set_new(body, "password", json_string(password));
+            explicit_bzero(password, sizeof(password));
+            if (body && o->display_name)
+                json_object_set_new(body, "display_name", json_string(o->display_name));
+            if (body && o->email)
+                json_object_set_new(body, "email", json_string(o->email));
+            if (body && o->n_groups) {
+                json_t *g = json_array();
+                for (int i = 0; i < o->n_groups; i++)
+                    json_array_append_new(g, json_string(o->groups[i]));
+                json_object_set_new(body, "groups", g);
+            }
+            code = send_and_print(cmd, o, "POST", "/api/v1/users", body, print_device, out,
+                                  err);
+        }
+    } else {
+        fprintf(err, "mdmd %s: unknown action '%s' (list, show, add, passwd, disable, enable, "
+                     "delete)\n", cmd, sub);
+    }
+    mdm_buf_dispose(&path);
+    return code;
+}
+
+/* mdmd invite DIR USER [--mode M] [--expires-hours N]. */
+static int cmd_invite(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    json_t *body = json_pack("{s:s, s:s}", "user", o->pos[0], "mode",
+                             o->mode ? o->mode : "password");
+    if (o->expires_hours) {
+        char *end;
+        long h = strtol(o->expires_hours, &end, 10);
+        if (!*o->expires_hours || *end) {
+            fprintf(err, "mdmd %s: --expires-hours: expected a number of hours\n", cmd);
+            json_decref(body);
+            return 2;
+        }
+        json_object_set_new(body, "expires_hours", json_integer(h));
+    }
+    return send_and_print(cmd, o, "POST", "/api/v1/invitations", body, print_invitation_made,
+                          out, err);
+}
+
+/* mdmd invitations DIR [list|show ID|revoke ID], mdmd enrollments DIR [list|show ID]. */
+static int cmd_invitations(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    bool inv = strcmp(cmd, "invitations") == 0;
+    const char *sub = o->n_pos ? o->pos[0] : "list";
+    const char *id = o->n_pos > 1 ? o->pos[1] : NULL;
+    bool is_list = strcmp(sub, "list") == 0;
+    bool known = is_list || strcmp(sub, "show") == 0 || (inv && strcmp(sub, "revoke") == 0);
+    if (!known || is_list != (id == NULL)) {
+        fprintf(err, "mdmd %s: expected list, show ID%s\n", cmd, inv ? " or revoke ID" : "");
+        return 2;
+    }
+    bool revoke = strcmp(sub, "revoke") == 0;
+    mdm_buf_t path;
+    mdm_buf_init(&path, 0);
+    const char *p = build_path(&path, inv ? "/api/v1/invitations" : "/api/v1/enrollments", id,
+                               revoke ? "/revoke" : NULL, o, is_list);
+    int code = !p ? 1
+                  : send_and_print(cmd, o, revoke ? "POST" : "GET", p,
+                                   revoke ? json_object() : NULL,
+                                   is_list ? (inv ? print_invitations : print_enrollments)
+                                           : print_device,
+                                   out, err);
+    mdm_buf_dispose(&path);
+    return code;
+}
+
 int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
 {
     struct opts o;
@@ -636,6 +1005,12 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         return cmd_send(cmd, &o, out, err);
     if (strcmp(cmd, "push-cert") == 0 || strcmp(cmd, "push") == 0)
         return cmd_push(cmd, &o, out, err);
+    if (strcmp(cmd, "users") == 0)
+        return cmd_users(cmd, &o, out, err);
+    if (strcmp(cmd, "invite") == 0)
+        return cmd_invite(cmd, &o, out, err);
+    if (strcmp(cmd, "invitations") == 0 || strcmp(cmd, "enrollments") == 0)
+        return cmd_invitations(cmd, &o, out, err);
     mdm_buf_t path;
     mdm_buf_init(&path, 0);
     mdm_buf_t q;

@@ -15,6 +15,8 @@ static const char *const durabilities[] = {"fsync", "wal", "none", NULL};
 static const char *const user_auths[] = {"decline", "digest", NULL};
 /* enum mdm_cfg_identity order */
 static const char *const identities[] = {"mtls", "signature", "either", NULL};
+/* enum mdm_cfg_enroll_auth order */
+static const char *const enroll_auths[] = {"domain", "domain_otp", "invitation_otp", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum mdm_log_level order */
 static const char *const log_formats[] = {"plain", "json", NULL};
 
@@ -96,7 +98,7 @@ const mdm_cfg_key_t mdm_config_keys[] = {
 
     STR("apns", "url", apns_url, "https://api.push.apple.com:443",
         "APNs endpoint; its host is the :authority, TLS server name and certificate name "
-        "(sandbox: https://api.sandbox.push.apple.com)"),
+        "(sandbox: https://api.sandbox.push.apple.com; empty = no pushes)"),
     STR("apns", "address", apns_address, "",
         "IP:port ([v6]:port) to connect to instead of resolving url's host (resolved again "
         "every 5 minutes, each address tried in turn)"),
@@ -111,6 +113,62 @@ const mdm_cfg_key_t mdm_config_keys[] = {
     INT("apns", "ping_interval_ms", apns_ping_interval_ms, "60000", 0, 3600000,
         "HTTP/2 PING on a connection idle this long (an extra one is closed instead); no ack "
         "within as long (1 to 10 s) closes it (0 = no pings)"),
+
+    BOOL("enroll", "otae_enabled", otae_enabled, "true",
+         "Enable macOS OTAE: the web enrollment link /<instance>/macos/otae (false: invitations "
+         "only; the link answers 403)"),
+    ENUM("enroll", "auth", enroll_auth, "domain", enroll_auths,
+         "web link sign-on: domain (user name + password), domain_otp (also the PIN of a pending "
+         "invitation), invitation_otp (invitation links only)"),
+    INT("enroll", "max_failures", max_failures, "5", 1, 1000,
+        "failed sign-ons per user name and per source address within the window before a "
+        "lockout"),
+    INT("enroll", "failure_window_minutes", failure_window_minutes, "15", 1, 10080,
+        "failed sign-ons count within this many minutes"),
+    INT("enroll", "lockout_minutes", lockout_minutes, "15", 1, 10080,
+        "how long a user name or source address stays locked out"),
+    INT("enroll", "challenge_ttl_minutes", challenge_ttl_minutes, "60", 1, 10080,
+        "lifetime of the one-time SCEP challenge in an enrollment profile"),
+    INT("enroll", "device_cert_days", device_cert_days, "365", 1, 3650,
+        "validity of the device identity certificates SCEP issues"),
+    BOOL("enroll", "sign_message", sign_message, "false",
+         "SignMessage in the enrollment profile: Macs sign every request (Mdm-Signature)"),
+    INT("enroll", "access_rights", access_rights, "8191", 1, 8191,
+        "AccessRights of the enrollment profile (bits; 8191 = all)"),
+    STR("enroll", "organization", organization, "mdmd",
+        "organisation shown in the enrollment profile and put into device certificates (O)"),
+    INT("enroll", "threads", enroll_threads, "2", 1, 64,
+        "enrollment worker threads (password hashing, LDAP, SCEP, profile signing)"),
+    INT("enroll", "argon2_memory_kib", argon2_memory_kib, "65536", 8, 1048576,
+        "argon2id memory (KiB) of new password and PIN hashes and of the check for unknown "
+        "users"),
+    INT("enroll", "argon2_iterations", argon2_iterations, "3", 1, 16,
+        "argon2id passes of new password and PIN hashes and of the check for unknown users"),
+
+    STR("ldap", "url", ldap_url, "",
+        "directory for Domain sign-on: ldaps://host[:port] or ldap://host[:port]; empty = no "
+        "LDAP (local users only)"),
+    STR("ldap", "bind_dn", ldap_bind_dn, "", "service account that searches for users; empty = "
+        "anonymous"),
+    STR("ldap", "bind_password_file", ldap_bind_password_file, "",
+        "file holding bind_dn's password, mode 0600 (passwords never go into mdmd.conf)"),
+    STR("ldap", "base_dn", ldap_base_dn, "", "subtree searched for users"),
+    STR("ldap", "user_filter", ldap_user_filter, "(&(objectClass=inetOrgPerson)(uid=%s))",
+        "filter finding a user; %s = the escaped user name (Active Directory: "
+        "(sAMAccountName=%s))"),
+    STR("ldap", "group_attr", ldap_group_attr, "",
+        "attribute of the user entry listing its groups (e.g. memberOf); empty = none"),
+    STR("ldap", "group_base_dn", ldap_group_base_dn, "",
+        "subtree searched with group_filter; empty = base_dn"),
+    STR("ldap", "group_filter", ldap_group_filter, "",
+        "filter finding the user's groups; %s = user DN, %u = user name; empty = none"),
+    STR("ldap", "ca_file", ldap_ca_file, "",
+        "PEM CA certificates that verify the directory's TLS certificate; empty = system store"),
+    BOOL("ldap", "starttls", ldap_starttls, "false", "ldap:// URLs: StartTLS before binding"),
+    BOOL("ldap", "allow_plaintext", ldap_allow_plaintext, "false",
+         "allow ldap:// without StartTLS (passwords in clear): a loopback directory or tests only"),
+    INT("ldap", "timeout_ms", ldap_timeout_ms, "10000", 100, 120000,
+        "bound of one sign-on against the directory (connect, TLS, binds, searches)"),
 
     INT("actors", "max_in_memory", actors_in_memory, "100000", 16, 100000000,
         "actors kept in memory per shard; idle ones past this are evicted and reloaded on demand"),

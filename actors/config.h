@@ -17,6 +17,12 @@ enum mdm_client_cert_mode { MDM_CLIENT_CERT_NONE, MDM_CLIENT_CERT_OPTIONAL, MDM_
 enum mdm_cfg_durability { MDM_CFG_DURABILITY_FSYNC, MDM_CFG_DURABILITY_WAL, MDM_CFG_DURABILITY_NONE };
 enum mdm_cfg_log_format { MDM_CFG_LOG_PLAIN, MDM_CFG_LOG_JSON };
 enum mdm_cfg_user_auth { MDM_CFG_USER_AUTH_DECLINE, MDM_CFG_USER_AUTH_DIGEST };
+/* Who may enroll through the web enrollment link ([enroll] auth). */
+enum mdm_cfg_enroll_auth {
+    MDM_CFG_ENROLL_DOMAIN,         /* user name + password (local users, then LDAP) */
+    MDM_CFG_ENROLL_DOMAIN_OTP,     /* the same + the PIN of a pending invitation of the user */
+    MDM_CFG_ENROLL_INVITATION_OTP, /* invitation links only; the web link is closed */
+};
 /* How a Mac proves its identity on the TLS device listener ([mdm] identity). */
 enum mdm_cfg_identity { MDM_CFG_IDENTITY_MTLS, MDM_CFG_IDENTITY_SIGNATURE, MDM_CFG_IDENTITY_EITHER };
 
@@ -67,6 +73,35 @@ typedef struct mdm_config {
     long long apns_coalesce_ms;
     long long apns_connections;
     long long apns_ping_interval_ms; /* PING an idle connection after this; 0 = never */
+
+    /* [enroll] */
+    bool otae_enabled;                  /* "Enable macOS OTAE": the web enrollment link */
+    int enroll_auth;                    /* enum mdm_cfg_enroll_auth */
+    long long max_failures;             /* failed sign-ons per user / source before lockout */
+    long long failure_window_minutes;   /* failures count within this window */
+    long long lockout_minutes;
+    long long challenge_ttl_minutes;    /* SCEP challenge lifetime */
+    long long device_cert_days;         /* validity of issued device identities */
+    bool sign_message;                  /* the profile's SignMessage */
+    long long access_rights;            /* the profile's AccessRights */
+    char organization[64];              /* profile organisation, certificate O */
+    long long enroll_threads;           /* enrollment worker pool */
+    long long argon2_memory_kib;        /* argon2id cost of new hashes and dummy verifies */
+    long long argon2_iterations;
+
+    /* [ldap] */
+    char ldap_url[256];                 /* "" = no directory */
+    char ldap_bind_dn[512];
+    char ldap_bind_password_file[PATH_MAX]; /* the bind password, in a file of mode 0600 */
+    char ldap_base_dn[512];
+    char ldap_user_filter[512];
+    char ldap_group_attr[64];
+    char ldap_group_base_dn[512];
+    char ldap_group_filter[512];
+    char ldap_ca_file[PATH_MAX];
+    bool ldap_starttls;
+    bool ldap_allow_plaintext;
+    long long ldap_timeout_ms;
 
     /* [actors] */
     long long actors_in_memory;

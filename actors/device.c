@@ -11,7 +11,9 @@
  * - a response is recorded once: a repeat of an answered command is not stored again;
  *   a response for a command that is not in flight is refused (400) and logged;
  * - a new Authenticate for a known UDID starts a new enrollment and closes the old queue;
- * - identity: after Authenticate every request must present the certificate bound then;
+ * - identity: after Authenticate every request must present the certificate bound then; a
+ *   certificate issued by mdmd's SCEP belongs to one enrollment and completes it for one Mac
+ *   only, and a Mac enrolled that way re-enrolls only with a certificate of a new enrollment;
  *   refusals are 400/403, never 401 (a 401 makes a Mac remove its MDM profile).
  */
 #include "actors/device.h"
@@ -28,6 +30,7 @@
 #include "core/log.h"
 #include "core/plist.h"
 #include "core/seal.h"
+#include "storage/enroll.h"
 
 #define RECENT_DONE 8 /* answered command UUIDs remembered for duplicate responses */
 #define USER_CHANNELS_MAX 32 /* user channels (macOS users with MDM) kept per device */
@@ -468,7 +471,43 @@ static bool identity_matches(struct device_actor *da, mdm_dev_req_t *r)
     return true;
 }
 
-static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r)
+/* The enrollment record of the Authenticate's certificate, looked up before it is handled. */
+struct enroll_lookup {
+    struct device_actor *da;
+    mdm_dev_req_t *r;
+    int status; /* 0 found, MDM_ENOTFOUND: not issued by mdmd's SCEP, else a storage error */
+    mdm_enrollment_t e;
+    mdm_shard_msg_t msg;
+};
+
+/* May r's certificate (enrollment record l->e when l->status is 0) enroll this device? */
+static bool enrollment_allows(struct device_actor *da, mdm_dev_req_t *r,
+                              const struct enroll_lookup *l)
+{
+    if (l->status != 0 && l->status != MDM_ENOTFOUND) {
+        fail(r, 503, "enrollment records are unavailable, retry later");
+        return false;
+    }
+    if (l->status == 0 && l->e.udid[0] && strcmp(l->e.udid, da->base.id) != 0) {
+        mdm_warn("device", "%s: refused Authenticate with the certificate of enrollment %s, "
+                           "completed by %s", da->base.id, l->e.id, l->e.udid);
+        fail(r, 403, "this identity certificate belongs to the enrollment of another device");
+        return false;
+    }
+    const mdm_device_t *d = &da->dev;
+    if (l->status == MDM_ENOTFOUND && da->exists && d->state != MDM_DEVICE_NEW &&
+        d->enroll_id[0] && strcmp(d->cert_sha256, r->cert_sha256) != 0) {
+        mdm_warn("device", "%s: refused re-enrollment with a certificate mdmd did not issue for "
+                           "an enrollment", da->base.id);
+        fail(r, 403, "device %s enrolled through mdmd: it re-enrolls with the certificate of a "
+                     "new enrollment", da->base.id);
+        return false;
+    }
+    return true;
+}
+
+static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r,
+                            const struct enroll_lookup *l)
 {
     mdm_device_t *d = &da->dev;
     const char *topic = dict_string(r->msg, "Topic");
@@ -476,6 +515,8 @@ static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r)
         fail(r, 400, "Authenticate without Topic");
         return;
     }
+    if (!enrollment_allows(da, r, l))
+        return;
     if (!da->exists) {
         memset(d, 0, sizeof(*d));
         snprintf(d->udid, sizeof(d->udid), "%.63s", da->base.id);
@@ -502,6 +543,19 @@ static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r)
     d->push_token_len = 0;
     d->push_magic[0] = '\0';
     d->authenticated_ms = mdm_wall_ms();
+    d->enroll_id[0] = '\0';
+    if (l->status == 0) {
+        snprintf(d->enroll_id, sizeof(d->enroll_id), "%s", l->e.id);
+        if (!l->e.udid[0]) { /* the enrollment is complete: this Mac, this certificate */
+            mdm_enrollment_t e = l->e;
+            snprintf(e.udid, sizeof(e.udid), "%s", d->udid);
+            snprintf(e.cert_sha256, sizeof(e.cert_sha256), "%s", r->cert_sha256);
+            e.completed_ms = d->authenticated_ms;
+            mdm_store_put_enrollment(batch(da), &e);
+            mdm_info("device", "%s: enrollment %s completed (user %s)", d->udid, e.id,
+                     e.user_name);
+        }
+    }
     r->status = 200;
 }
 
@@ -656,7 +710,8 @@ static void on_get_bootstrap(struct device_actor *da, mdm_dev_req_t *r)
     plist_free(dict);
 }
 
-static void handle_checkin(struct device_actor *da, mdm_dev_req_t *r)
+static void handle_checkin(struct device_actor *da, mdm_dev_req_t *r,
+                           const struct enroll_lookup *lookup)
 {
     const char *type = dict_string(r->msg, "MessageType");
     if (!type) {
@@ -664,7 +719,7 @@ static void handle_checkin(struct device_actor *da, mdm_dev_req_t *r)
         return;
     }
     if (strcmp(type, "Authenticate") == 0) {
-        on_authenticate(da, r);
+        on_authenticate(da, r, lookup);
     } else if (strcmp(type, "UserAuthenticate") == 0) {
         /* 410 tells the Mac this server does not manage that user. */
         if (!opts.user_auth_digest) {
@@ -1222,13 +1277,63 @@ static void finish_connect(struct device_actor *da, mdm_dev_req_t *r)
     mdm_actor_done(&da->base);
 }
 
+static void on_enrollment_looked_up(mdm_shard_t *sh, mdm_shard_msg_t *m)
+{
+    (void)sh;
+    struct enroll_lookup *l = MDM_CONTAINER_OF(m, struct enroll_lookup, msg);
+    struct device_actor *da = l->da;
+    handle_checkin(da, l->r, l);
+    answer_after_commit(da, l->r);
+    free(l);
+    mdm_actor_done(&da->base);
+}
+
+static void enrollment_lookup_job(mdm_store_t *s, void *arg)
+{
+    struct enroll_lookup *l = arg;
+    char id[MDM_ENROLL_ID_LEN + 1];
+    l->status = mdm_store_get_enrollment_cert(s, l->r->cert_sha256, id);
+    if (l->status == -EINVAL)
+        l->status = MDM_ENOTFOUND; /* not a fingerprint mdmd could have indexed */
+    if (l->status == 0)
+        l->status = mdm_store_get_enrollment(s, id, &l->e);
+    l->msg.fn = on_enrollment_looked_up;
+    mdm_shard_post(mdm_actor_shard(&l->da->base), &l->msg);
+}
+
+/* An Authenticate waits for the enrollment record of its certificate; returns true when the
+ * lookup was started (the request finishes in on_enrollment_looked_up). */
+static bool start_enrollment_lookup(struct device_actor *da, mdm_dev_req_t *r)
+{
+    const char *type = dict_string(r->msg, "MessageType");
+    if (!type || strcmp(type, "Authenticate") != 0)
+        return false;
+    struct enroll_lookup *l = calloc(1, sizeof(*l));
+    if (!l) {
+        fail(r, 503, "out of memory");
+        return false;
+    }
+    l->da = da;
+    l->r = r;
+    if (mdm_store_run_async(mdm_actors_store(mdm_actors_of(&da->base)), enrollment_lookup_job,
+                            l) != 0) {
+        free(l);
+        fail(r, 503, "storage is shutting down");
+        return false;
+    }
+    return true;
+}
+
 static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
 {
     struct device_actor *da = (struct device_actor *)a;
     mdm_dev_req_t *r = (mdm_dev_req_t *)m;
     switch (r->kind) {
     case MDM_DEV_CHECKIN:
-        handle_checkin(da, r);
+        if (start_enrollment_lookup(da, r))
+            return; /* handled when the enrollment record is back */
+        if (r->status == 0)
+            handle_checkin(da, r, NULL);
         break;
     case MDM_DEV_CONNECT:
         if (handle_connect(da, r))

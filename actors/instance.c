@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "actors/config.h"
+#include "core/cms.h"
 #include "core/crypto.h"
 #include "core/file.h"
 #include "core/seal.h"
@@ -31,6 +32,8 @@
 #define HOSTNAMES_MAX 32       /* SAN entries we put into the TLS certificate */
 #define CA_DAYS 3650           /* the CA is a trust anchor: Apple's 398-day rule is for leaves */
 #define LEAF_DAYS 397          /* one day under Apple's 398-day limit */
+#define RA_DAYS 1825           /* SCEP RA: 5 years, never past the CA's notAfter */
+#define RA_RENEW_DAYS 30       /* serve replaces an RA certificate closer than this to expiry */
 #define API_KEY_BYTES 32
 #define API_KEY_HASH_FILE "admin-api-key.sha256"
 
@@ -301,6 +304,96 @@ static int make_signing(struct init_ctx *c)
     return make_leaf(c, "signing/signing.key", "signing/signing.crt", &spec);
 }
 
+/*
+ * The SCEP RA: an RSA-2048 key (SCEP's envelopes need RSA key transport; the CA is EC) and a
+ * certificate from the instance CA for signing CertReps and receiving requests. Its validity
+ * ends no later than the CA's.
+ */
+static int make_scep_ra(const char *dir, const char **step)
+{
+    char ca_key[PATH_MAX], ca_crt[PATH_MAX], key[PATH_MAX], crt[PATH_MAX];
+    int ret;
+    if ((ret = join(ca_key, dir, "ca/ca.key")) != 0 || (ret = join(ca_crt, dir, "ca/ca.crt")) != 0 ||
+        (ret = join(key, dir, MDM_INSTANCE_RA_KEY)) != 0 ||
+        (ret = join(crt, dir, MDM_INSTANCE_RA_CERT)) != 0)
+        return ret;
+    mdm_x509_info_t *ca = NULL;
+    size_t n = 0;
+    *step = "ca/ca.crt";
+    if ((ret = mdm_x509_inspect_file(ca_crt, &ca, &n)) != 0)
+        return ret;
+    int64_t left = (ca[0].not_after - (int64_t)time(NULL)) / 86400;
+    free(ca);
+    mdm_x509_spec_t spec = {
+        .common_name = "mdmd SCEP RA",
+        .organization = "mdmd",
+        .validity_days = left < 1 ? 1 : left < RA_DAYS ? (uint32_t)left : RA_DAYS,
+        .key_usage = MDM_X509_KU_DIGITAL_SIGNATURE | MDM_X509_KU_KEY_ENCIPHERMENT,
+    };
+    *step = MDM_INSTANCE_RA_KEY;
+    if ((ret = mdm_x509_key_generate(key, MDM_X509_KEY_RSA_2048)) != 0)
+        return ret;
+    *step = MDM_INSTANCE_RA_CERT;
+    return mdm_x509_issue(ca_key, ca_crt, key, crt, &spec);
+}
+
+/* True when the RA certificate is usable: it and its key are there, it chains to the CA, and
+ * it is valid for RA_RENEW_DAYS more. */
+static bool scep_ra_ok(const char *dir, char *why, size_t whylen)
+{
+    char ca_crt[PATH_MAX], key[PATH_MAX], crt[PATH_MAX];
+    if (join(ca_crt, dir, "ca/ca.crt") != 0 || join(key, dir, MDM_INSTANCE_RA_KEY) != 0 ||
+        join(crt, dir, MDM_INSTANCE_RA_CERT) != 0) {
+        snprintf(why, whylen, "path too long");
+        return false;
+    }
+    if (access(crt, F_OK) != 0 || access(key, F_OK) != 0) {
+        snprintf(why, whylen, "missing");
+        return false;
+    }
+    uint8_t *der = NULL;
+    size_t len = 0;
+    int ret = mdm_x509_read_cert_der(crt, &der, &len);
+    if (ret != 0) {
+        snprintf(why, whylen, "unreadable: %s", mdm_strerror(ret));
+        return false;
+    }
+    int64_t now = (int64_t)time(NULL);
+    mdm_x509_info_t info;
+    bool ok = false;
+    if (mdm_cms_cert_verify_chain(der, len, ca_crt, now) != 0)
+        snprintf(why, whylen, "not valid under ca/ca.crt (expired, or another CA's)");
+    else if (mdm_x509_inspect_der(der, len, &info) != 0 || info.key_alg != MDM_X509_KEYALG_RSA)
+        snprintf(why, whylen, "not an RSA certificate");
+    else if (info.not_after - now < (int64_t)RA_RENEW_DAYS * 86400)
+        snprintf(why, whylen, "expires in less than %d days", RA_RENEW_DAYS);
+    else
+        ok = true;
+    free(der);
+    return ok;
+}
+
+int mdm_instance_ensure_scep_ra(const char *dir, bool *created, char *why, size_t whylen)
+{
+    assert(dir && created && why);
+    *created = false;
+    why[0] = 0;
+    char sub[PATH_MAX];
+    int ret;
+    if (scep_ra_ok(dir, why, whylen))
+        return 0;
+    const char *step = "scep";
+    if ((ret = join(sub, dir, "scep")) != 0 || (ret = ensure_dir(sub)) != 0 ||
+        (ret = make_scep_ra(dir, &step)) != 0) {
+        char inner[200];
+        snprintf(inner, sizeof(inner), "%s", why);
+        snprintf(why, whylen, "%s; creating %s: %s", inner, step, mdm_strerror(ret));
+        return ret;
+    }
+    *created = true;
+    return 0;
+}
+
 static int make_secrets_key(struct init_ctx *c)
 {
     char path[PATH_MAX], db[PATH_MAX];
@@ -361,6 +454,9 @@ static void print_summary(const struct init_ctx *c)
     fprintf(o, "  %-22s profile signing certificate, ECDSA P-256, %d days\n",
             "signing/signing.crt", LEAF_DAYS);
     fprintf(o, "  %-22s %s\n", "signing/signing.key", "its private key");
+    fprintf(o, "  %-22s SCEP RA certificate, RSA 2048, issued by ca/ca.crt\n",
+            MDM_INSTANCE_RA_CERT);
+    fprintf(o, "  %-22s %s\n", MDM_INSTANCE_RA_KEY, "its private key");
     fprintf(o, "  %-22s %s\n", "secrets.key",
             c->kept_secrets ? "kept: db/ holds secrets sealed with it"
                             : "seals secrets at rest (AES-256-GCM)");
@@ -395,7 +491,7 @@ int mdm_instance_init(const char *dir, const char *hostnames_csv, bool force, FI
                 dir);
         return -EEXIST;
     }
-    static const char *const dirs[] = {"", "ca", "tls", "signing", "db"};
+    static const char *const dirs[] = {"", "ca", "tls", "signing", "scep", "db"};
     for (size_t i = 0; i < MDM_ARRAY_LEN(dirs); i++) {
         char sub[PATH_MAX];
         c.step = dirs[i][0] ? dirs[i] : dir;
@@ -403,7 +499,7 @@ int mdm_instance_init(const char *dir, const char *hostnames_csv, bool force, FI
             goto fail;
     }
     if ((ret = make_ca(&c)) != 0 || (ret = make_tls(&c)) != 0 || (ret = make_signing(&c)) != 0 ||
-        (ret = make_secrets_key(&c)) != 0 || (ret = make_api_key(&c)) != 0)
+        (ret = make_scep_ra(dir, &c.step)) != 0 || (ret = make_secrets_key(&c)) != 0 || (ret = make_api_key(&c)) != 0)
         goto fail;
     c.step = "mdmd.conf"; /* last: its presence marks a complete instance */
     if ((ret = write_config(path, c.hostnames_csv)) != 0)

@@ -11,6 +11,9 @@
  *     tls/chain.pem          server certificate followed by the CA certificate
  *     signing/signing.key,   profile signing certificate from the CA: digitalSignature,
  *       signing.crt          emailProtection + codeSigning, 397 days
+ *     scep/ra.key, ra.crt    SCEP RA certificate from the CA: RSA 2048, digitalSignature +
+ *                            keyEncipherment, 5 years (never past the CA); created by serve
+ *                            for instances made before it existed
  *     secrets.key            32 random bytes sealing secrets at rest (core/seal)
  *     admin-api-key.sha256   lowercase hex SHA-256 of the admin API key "mdm_<base64url>"
  *     db/                    RocksDB, created by `mdmd serve`
@@ -28,6 +31,10 @@
 
 /** Host names used when init is given none. */
 #define MDM_INSTANCE_DEFAULT_HOSTNAMES "localhost,127.0.0.1,::1"
+
+/** The SCEP RA's files, relative to the instance folder. */
+#define MDM_INSTANCE_RA_KEY "scep/ra.key"
+#define MDM_INSTANCE_RA_CERT "scep/ra.crt"
 
 /** Prefix of admin API keys; the rest is 43 characters of unpadded base64url (32 bytes). */
 #define MDM_INSTANCE_API_KEY_PREFIX "mdm_"
@@ -66,6 +73,17 @@ MDM_MUST_CHECK int mdm_instance_init(const char *dir, const char *hostnames_csv,
 MDM_MUST_CHECK int mdm_instance_check_certs(const char *dir, const char *hostnames_csv,
                                             const char *const *extra_files, size_t n_extra,
                                             FILE *out);
+
+/**
+ * Makes sure dir holds a usable SCEP RA (MDM_INSTANCE_RA_KEY, MDM_INSTANCE_RA_CERT): present,
+ * an RSA certificate that chains to ca/ca.crt and is valid for 30 more days. Otherwise makes
+ * a new key and certificate (*created = true) and says in why (whylen bytes) what was wrong
+ * with the old one, for the log. Blocks on file I/O and RSA key generation (about a second):
+ * start-up only. Returns 0, or the codes of the x509 functions and -errno (why then also
+ * names the failing step).
+ */
+MDM_MUST_CHECK int mdm_instance_ensure_scep_ra(const char *dir, bool *created, char *why,
+                                               size_t whylen);
 
 /**
  * Reads dir/admin-api-key.sha256 into hex_out (64 lowercase hex digits and a NUL).

@@ -21,6 +21,7 @@
 #include "actors/apns.h"
 #include "actors/config.h"
 #include "actors/device.h"
+#include "actors/enroll.h"
 #include "actors/mdm.h"
 #include "actors/probe.h"
 #include "core/log.h"
@@ -218,6 +219,10 @@ static int make_servers(struct app *app, unsigned n)
     };
     if (ret == 0)
         ret = mdm_mdm_add_routes(&app->device_router, &app->mdm_opts);
+    /* SCEP and the enrollment pages: reached by Macs and browsers without a client
+     * certificate (the device listener asks for one but does not require it by default). */
+    if (ret == 0)
+        ret = mdm_enroll_add_routes(&app->device_router, c->instance);
     if (ret == 0)
         ret = mdm_api_add_routes(&app->admin_router, app->actors, c->dir, app->secrets_key);
     if (ret != 0)
@@ -283,6 +288,7 @@ static void print_ready(const struct app *app, unsigned n, FILE *out)
                      "Mdm-Signature only)\n",
                 hlen, listen, mdm_server_port(app->device_plain), app->cfg.instance);
     }
+    fprintf(out, "  enrollment:    %s/macos/otae\n", mdm_enroll_base_url());
     fprintf(out, "  admin URL:     https://%s:%d/\n", host, mdm_server_port(app->admin));
     fprintf(out, "  admin API key: printed once by `mdmd init`; its hash is in %s/admin-api-key.sha256\n",
             app->cfg.dir);
@@ -297,6 +303,7 @@ static void app_free(struct app *app)
     if (app->shards_ready)
         mdm_shards_join(&app->shards);
     mdm_workers_free(app->verifiers); /* idle by now: their requests were answered */
+    mdm_enroll_stop();                /* after the shards, before the store: jobs commit */
     mdm_store_close(app->store);      /* waits for commits still in flight */
     if (app->shards.shards)
         mdm_shards_dispose(&app->shards);
@@ -352,8 +359,14 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
     mdm_device_setup(app->actors, &dopts);
     if (mdm_apns_setup(&app->shards, &app->cfg, app->store, app->secrets_key) != 0)
         goto out;
+    struct mdm_enroll_options eo = {.cfg = &app->cfg, .store = app->store};
+    if (mdm_enroll_start(&eo) != 0)
+        goto out;
     if (make_servers(app, n) != 0)
         goto out;
+    char host[300];
+    url_host(&app->cfg, host, sizeof(host));
+    mdm_enroll_set_base_url(host, mdm_server_port(app->device), app->cfg.instance);
     int ret = mdm_shards_start(&app->shards);
     app->shards_ready = true;
     if (ret != 0) {

@@ -12,6 +12,7 @@
  *   enrollment:  u8 format, str user_name, u8 method, str invitation_id, u64 created_ms,
  *                u64 challenge_expires_ms, str udid, str cert_sha256, u64 completed_ms
  *   failures:    u8 format, u32 count, u64 window_start_ms, u64 locked_until_ms  (21 bytes)
+ *   cert index:  u8 format, str enrollment_id   (key "ec/" + 64 hex digits; not listable)
  *
  * Decoders are strict: besides the codec's bounds checks they refuse unknown flag bits and
  * enum values, and identifiers a writer could not have written (a bad user name, an id that
@@ -35,8 +36,8 @@
 #define USER_FLAG_DISABLED 0x01u
 #define CHALLENGE_FLAG_USED 0x01u
 
-/* Longest key: a 3-byte prefix and a 63-byte identifier. */
-#define KEY_MAX (3 + 63)
+/* Longest key: a 3-byte prefix and a 64-byte identifier (a certificate's hex SHA-256). */
+#define KEY_MAX (3 + 64)
 
 _Static_assert(MDM_USER_NAME_MAX <= 63 && MDM_SIGNON_SUBJECT_MAX <= 63 &&
                    MDM_ENROLL_ID_LEN <= 63 && MDM_SHA256_LEN <= 63,
@@ -604,6 +605,80 @@ void mdm_store_delete_signon_failures(mdm_batch_t *b, enum mdm_signon_kind kind,
     struct key k;
     key_str(&k, fail_kind(kind), subject);
     mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+/* ---- identity certificate index ------------------------------------------------------------ */
+
+#define CERT_PREFIX "ec/"
+
+static bool cert_hex_ok(const char *hex)
+{
+    if (!hex || strnlen(hex, MDM_SHA256_HEX_LEN + 1) != MDM_SHA256_HEX_LEN)
+        return false;
+    for (int i = 0; i < MDM_SHA256_HEX_LEN; i++)
+        if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static void cert_key(struct key *k, const char *hex)
+{
+    k->n = strlen(CERT_PREFIX) + MDM_SHA256_HEX_LEN;
+    static_assert(sizeof(CERT_PREFIX) - 1 + MDM_SHA256_HEX_LEN <= KEY_MAX, "fits");
+    memcpy(k->b, CERT_PREFIX, strlen(CERT_PREFIX));
+    memcpy(k->b + strlen(CERT_PREFIX), hex, MDM_SHA256_HEX_LEN);
+}
+
+static void enc_cert(struct mdm_wr *w, const void *rec)
+{
+    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_str(w, rec, MDM_ENROLL_ID_LEN + 1);
+}
+
+void mdm_store_put_enrollment_cert(mdm_batch_t *b, const char *cert_sha256_hex,
+                                   const char *enrollment_id)
+{
+    assert(b && cert_hex_ok(cert_sha256_hex) && mdm_enroll_id_valid(enrollment_id));
+    struct key k;
+    cert_key(&k, cert_sha256_hex);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_cert, enrollment_id);
+}
+
+void mdm_store_delete_enrollment_cert(mdm_batch_t *b, const char *cert_sha256_hex)
+{
+    assert(b && cert_hex_ok(cert_sha256_hex));
+    struct key k;
+    cert_key(&k, cert_sha256_hex);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+}
+
+static int on_cert_view(void *arg, const void *val, size_t vlen)
+{
+    char *id = arg;
+    struct mdm_rd r = {.p = val, .left = vlen};
+    if (mdm_rd_u8(&r) != FORMAT_1)
+        r.err = -EBADMSG;
+    else
+        mdm_rd_str(&r, id, MDM_ENROLL_ID_LEN + 1);
+    int ret = mdm_rd_end(&r);
+    if (ret == 0 && !mdm_enroll_id_valid(id))
+        ret = -EBADMSG;
+    return ret;
+}
+
+int mdm_store_get_enrollment_cert(mdm_store_t *s, const char *cert_sha256_hex,
+                                  char enrollment_id[MDM_ENROLL_ID_LEN + 1])
+{
+    assert(s && enrollment_id);
+    enrollment_id[0] = 0;
+    if (!cert_hex_ok(cert_sha256_hex))
+        return -EINVAL;
+    struct key k;
+    cert_key(&k, cert_sha256_hex);
+    int ret = mdm_store_get_view(s, MDM_CF_ENROLL, k.b, k.n, on_cert_view, enrollment_id);
+    if (ret != 0)
+        enrollment_id[0] = 0;
+    return ret;
 }
 
 /* ---- generic get ---------------------------------------------------------------------------- */

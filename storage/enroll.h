@@ -13,6 +13,8 @@
  *   "e/"  <enrollment id, 32 hex>      -> mdm_enrollment_t
  *   "fu/" <user name>                  -> mdm_signon_failures_t (per user name)
  *   "fa/" <source address>             -> mdm_signon_failures_t (per source address)
+ *   "ec/" <identity certificate SHA-256, 64 lowercase hex> -> enrollment id (the certificate
+ *                                       SCEP issued for that enrollment; found at Authenticate)
  * No prefix is a prefix of another, so each kind is one contiguous, separately listable range.
  *
  * Identifiers:
@@ -163,6 +165,16 @@ void mdm_store_put_signon_failures(mdm_batch_t *b, const mdm_signon_failures_t *
 void mdm_store_delete_signon_failures(mdm_batch_t *b, enum mdm_signon_kind kind,
                                       const char *subject);
 
+/**
+ * Appends the index record "ec/<cert_sha256_hex>" -> enrollment_id: the identity certificate
+ * (lowercase hex SHA-256 of its DER, 64 digits) issued for that enrollment. Written in the batch
+ * that records the issuance, so a certificate never exists without its index. Asserted: both
+ * identifiers valid.
+ */
+void mdm_store_put_enrollment_cert(mdm_batch_t *b, const char *cert_sha256_hex,
+                                   const char *enrollment_id);
+void mdm_store_delete_enrollment_cert(mdm_batch_t *b, const char *cert_sha256_hex);
+
 /* ---- reads (synchronous: storage workers and jobs, tools, tests; never on a shard thread) ---
  * On every return *out is fully set (0) or zeroed. Each returns 0, MDM_ENOTFOUND, -EINVAL (bad
  * identifier), MDM_ESTORE or -EBADMSG (undecodable record). */
@@ -179,6 +191,10 @@ MDM_MUST_CHECK int mdm_store_get_enrollment(mdm_store_t *s, const char *id,
 MDM_MUST_CHECK int mdm_store_get_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind,
                                                  const char *subject,
                                                  mdm_signon_failures_t *out);
+/** The enrollment whose SCEP issuance produced the certificate with this SHA-256 (64 lowercase
+ * hex digits; -EINVAL otherwise) into enrollment_id ("" unless 0). */
+MDM_MUST_CHECK int mdm_store_get_enrollment_cert(mdm_store_t *s, const char *cert_sha256_hex,
+                                                 char enrollment_id[MDM_ENROLL_ID_LEN + 1]);
 
 /*
  * Listings page through one record kind in key order, strictly after `after` (NULL or "" =

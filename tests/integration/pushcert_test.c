@@ -244,7 +244,7 @@ static void test_cli(void)
     CHECK_EQ_INT(harness_run(dir, pk, 30000, out, sizeof(out)), 0);
     const char *half[] = {"push-cert", dir, "upload", "--cert", cert, "--url", url, NULL};
     CHECK_EQ_INT(harness_run(dir, half, 30000, out, sizeof(out)), 2);
-    /* No APNs address configured here: the pusher is off and the API says so (503). */
+    /* The pusher is off here (apns.url empty) and the API says so (503). */
     const char *all[] = {"push", dir, "--all", "--url", url, "--api-key", api_key, NULL};
     CHECK_EQ_INT(harness_run(dir, all, 30000, out, sizeof(out)), 1);
     CHECK(strstr(out, "503") != NULL);
@@ -295,7 +295,8 @@ int main(void)
     }
     if (admin_key_from_init(out, api_key, sizeof(api_key)) != 0)
         return 99;
-    const char *extra[] = {"--shards", "2", NULL};
+    /* apns.url empty: pushes are off (the CLI's push then reports 503). */
+    const char *extra[] = {"--shards", "2", "--set", "apns.url=", NULL};
     if (harness_start(&srv, dir, extra) != 0)
         return 99;
     test_refusals();

@@ -1035,9 +1035,116 @@ out:
     free(dir);
 }
 
+/* The identity certificate index "ec/<hex SHA-256>" -> enrollment id: round trip, overwrite,
+ * delete, bad hex refused, damaged values refused, and enrollments listed without it. */
+static void test_cert_index(void)
+{
+    char *dir = strdup(check_tmpdir("enroll-cert"));
+    mdm_store_t *s = open_store(dir);
+    CHECK(s != NULL);
+    if (!s)
+        goto out;
+    mdm_batch_t *b = mdm_batch_new();
+    char hex[MDM_SHA256_HEX_LEN + 1], id[MDM_ENROLL_ID_LEN + 1], got[MDM_ENROLL_ID_LEN + 1];
+    uint8_t sha[MDM_SHA256_LEN];
+    CHECK_EQ_INT(mdm_sha256("cert", 4, sha), 0);
+    mdm_hex_encode(sha, sizeof(sha), hex);
+    CHECK_EQ_INT(mdm_enroll_id_new(id), 0);
+
+    strcpy(got, "x");
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex, got), MDM_ENOTFOUND);
+    CHECK_STR(got, "");
+    mdm_store_put_enrollment_cert(b, hex, id);
+    mdm_enrollment_t e = {0};
+    snprintf(e.id, sizeof(e.id), "%s", id);
+    snprintf(e.user_name, sizeof(e.user_name), "alice");
+    snprintf(e.cert_sha256, sizeof(e.cert_sha256), "%s", hex);
+    mdm_store_put_enrollment(b, &e);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex, got), 0);
+    CHECK_STR(got, id);
+
+    /* The layout: "ec/" + 64 hex digits -> format 1, u16 length, the id. */
+    uint8_t key[3 + MDM_SHA256_HEX_LEN];
+    memcpy(key, "ec/", 3);
+    memcpy(key + 3, hex, MDM_SHA256_HEX_LEN);
+    mdm_buf_t v;
+    mdm_buf_init(&v, 0);
+    CHECK_EQ_INT(mdm_store_get(s, MDM_CF_ENROLL, key, sizeof(key), &v), 0);
+    CHECK_EQ_INT(v.len, 1 + 2 + MDM_ENROLL_ID_LEN);
+    CHECK(v.len > 3 && mdm_buf_head(&v)[0] == 1 && mdm_buf_head(&v)[2] == MDM_ENROLL_ID_LEN &&
+          memcmp(mdm_buf_head(&v) + 3, id, MDM_ENROLL_ID_LEN) == 0);
+
+    /* Damaged values: truncated, trailing byte, unknown format, an id that is not hex. */
+    uint8_t bad[1 + 2 + MDM_ENROLL_ID_LEN + 1];
+    memcpy(bad, mdm_buf_head(&v), v.len);
+    size_t lens[] = {0, 1, 3, v.len - 1, v.len + 1};
+    bad[v.len] = 0;
+    for (size_t i = 0; i < MDM_ARRAY_LEN(lens); i++) {
+        mdm_batch_put(b, MDM_CF_ENROLL, key, sizeof(key), bad, lens[i]);
+        CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+        mdm_batch_clear(b);
+        strcpy(got, "x");
+        CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex, got), -EBADMSG);
+        CHECK_STR(got, "");
+    }
+    bad[0] = 2;
+    mdm_batch_put(b, MDM_CF_ENROLL, key, sizeof(key), bad, v.len);
+    bad[0] = 1;
+    bad[3] = 'X';
+    uint8_t key2[sizeof(key)];
+    memcpy(key2, key, sizeof(key));
+    key2[3] = key2[3] == 'a' ? 'b' : 'a';
+    mdm_batch_put(b, MDM_CF_ENROLL, key2, sizeof(key2), bad, v.len);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex, got), -EBADMSG);
+    char hex2[MDM_SHA256_HEX_LEN + 1];
+    memcpy(hex2, key2 + 3, MDM_SHA256_HEX_LEN);
+    hex2[MDM_SHA256_HEX_LEN] = 0;
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex2, got), -EBADMSG);
+
+    /* Overwrite, then delete. */
+    mdm_store_put_enrollment_cert(b, hex, id);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex, got), 0);
+    CHECK_STR(got, id);
+    mdm_store_delete_enrollment_cert(b, hex);
+    CHECK_EQ_INT(mdm_store_commit(s, b), 0);
+    mdm_batch_clear(b);
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, hex, got), MDM_ENOTFOUND);
+
+    /* Identifiers that are not 64 lowercase hex digits. */
+    char upper[MDM_SHA256_HEX_LEN + 1];
+    memcpy(upper, hex, sizeof(upper));
+    for (char *p = upper; *p; p++)
+        if (*p >= 'a' && *p <= 'f')
+            *p = (char)(*p - 'a' + 'A');
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, upper, got), -EINVAL);
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, "abc", got), -EINVAL);
+    char longer[MDM_SHA256_HEX_LEN + 2];
+    snprintf(longer, sizeof(longer), "%s0", hex);
+    CHECK_EQ_INT(mdm_store_get_enrollment_cert(s, longer, got), -EINVAL);
+
+    /* The index is not an enrollment: listing enrollments sees exactly the one record. */
+    struct count c = {0};
+    CHECK_EQ_INT(list_kind(s, ENROLLMENT, NULL, &c), 0);
+    CHECK_EQ_INT(c.n, 1);
+
+    mdm_buf_dispose(&v);
+    mdm_batch_free(b);
+    mdm_store_close(s);
+out:
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     mdm_log_setup(MDM_LOG_ERROR, false);
+    test_cert_index();
     test_identifiers();
     test_round_trip();
     test_layouts_and_damage();
