@@ -1096,7 +1096,37 @@ static json_t *device_json(const mdm_device_t *d)
     mdm_api_set_int(o, "checked_out_ms", d->checked_out_ms);
     mdm_api_set_int(o, "vshard", d->vshard);
     mdm_api_set_int(o, "version", d->version);
+    mdm_api_set_str(o, "enrollment_id", d->enroll_id);
     return o;
+}
+
+/* The stored outcome of the last push to a channel. */
+static json_t *last_push_json(uint64_t result_ms, int status, const char *reason)
+{
+    json_t *push = json_object();
+    mdm_api_set_int(push, "result_ms", result_ms);
+    json_object_set_new(push, "status", json_integer(status));
+    mdm_api_set_str(push, "reason", reason);
+    return push;
+}
+
+static json_t *user_channels_json(const mdm_user_channel_t *u, unsigned n)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; a && i < n; i++) {
+        json_t *o = json_object();
+        mdm_api_set_str(o, "user_id", u[i].user_id);
+        mdm_api_set_str(o, "short_name", u[i].short_name);
+        mdm_api_set_str(o, "long_name", u[i].long_name);
+        json_object_set_new(o, "push_token", json_boolean(u[i].push_token_len > 0));
+        json_object_set_new(o, "push_token_invalid", json_boolean(u[i].push_token_invalid));
+        mdm_api_set_int(o, "updated_ms", u[i].updated_ms);
+        json_object_set_new(o, "last_push", last_push_json(u[i].last_push_ms,
+                                                           u[i].last_push_status,
+                                                           u[i].last_push_reason));
+        json_array_append_new(a, o);
+    }
+    return a;
 }
 
 static void on_device_got(mdm_dev_req_t *r)
@@ -1109,12 +1139,12 @@ static void on_device_got(mdm_dev_req_t *r)
         json_t *o = device_json(&r->device);
         if (o) {
             mdm_api_set_int(o, "queued", r->queued);
-            json_t *push = json_object();
+            const mdm_device_t *d = &r->device;
+            json_t *push = last_push_json(d->last_push_ms, d->last_push_status,
+                                          d->last_push_reason);
             mdm_api_set_int(push, "requested_ms", r->push_requested_ms);
-            mdm_api_set_int(push, "result_ms", r->push_result_ms);
-            json_object_set_new(push, "status", json_integer(r->push_result_status));
-            mdm_api_set_str(push, "reason", r->push_result_reason);
             json_object_set_new(o, "last_push", push);
+            json_object_set_new(o, "user_channels", user_channels_json(r->users, r->n_users));
         }
         mdm_api_respond_json(x, 200, o, NULL, 0);
     }

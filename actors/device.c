@@ -202,6 +202,7 @@ void mdm_dev_req_free(mdm_dev_req_t *r)
         plist_free(r->msg);
     free(r->body);
     free(r->plist);
+    free(r->users);
     mdm_buf_dispose(&r->reply);
     free(r);
 }
@@ -1355,10 +1356,10 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
             r->push_requested_ms = da->push_requested_ms
                                        ? mdm_wall_ms() - (mdm_now_ms() - da->push_requested_ms)
                                        : 0;
-            r->push_result_ms = da->dev.last_push_ms;
-            r->push_result_status = da->dev.last_push_status;
-            snprintf(r->push_result_reason, sizeof(r->push_result_reason), "%s",
-                     da->dev.last_push_reason);
+            if (da->n_users && (r->users = malloc(da->n_users * sizeof(*r->users)))) {
+                memcpy(r->users, da->users, da->n_users * sizeof(*r->users));
+                r->n_users = da->n_users;
+            }
             r->status = 200;
         }
         break; /* answered once what it shows is durable */

@@ -51,13 +51,11 @@ struct mdm_dev_req {
     mdm_buf_t reply;
     const char *reply_type; /* content type; NULL for none */
     char error[200];        /* one line saying what was wrong, with status >= 400 */
-    mdm_device_t device;    /* GET: copy of the record */
+    mdm_device_t device;    /* GET: copy of the record (with the last push's outcome) */
     unsigned queued;        /* GET: entries waiting */
-    /* GET: pushes, kept in memory by the actor (lost on eviction and restart) */
-    uint64_t push_requested_ms; /* last push handed to the pusher, 0 = none */
-    uint64_t push_result_ms;    /* when its outcome came back, 0 = none yet */
-    int push_result_status;     /* APNs :status, 0 = not answered */
-    char push_result_reason[64];
+    uint64_t push_requested_ms; /* GET: last push handed to the pusher (memory only), 0 = none */
+    mdm_user_channel_t *users;  /* GET: copies of the user channels (owned), n_users of them */
+    unsigned n_users;
 
     /* plumbing */
     mdm_commit_waiter_t _waiter;

@@ -278,6 +278,15 @@ static void test_user_channel(void)
         seen = count_token_pushes(hex, "\"status\":410") >= 1;
     CHECK(seen);
     sleep_ms(COALESCE_MS + 300); /* the result is back and stored */
+    json_t *d = get_device(&m);
+    json_t *u = json_array_get(json_object_get(d, "user_channels"), 0);
+    CHECK_STR(jstr(u, "user_id"), USER_ID);
+    CHECK_STR(jstr(u, "short_name"), "jappleseed");
+    CHECK_STR(jstr(u, "long_name"), "Johnny Appleseed");
+    CHECK(json_is_true(json_object_get(u, "push_token_invalid")));
+    CHECK_EQ_INT((int)json_integer_value(json_object_get(json_object_get(u, "last_push"),
+                                                         "status")), 410);
+    json_decref(d);
     int before = count_token_pushes(hex, NULL);
     CHECK_EQ_INT(api("POST", path, "{\"request_type\":\"ProfileList\"}", NULL), 201);
     sleep_ms(COALESCE_MS + 300);
