@@ -206,6 +206,8 @@ static int url_decode(const char *src, size_t len, bool plus_space, char *dst, s
 static bool find_param(const char *list, size_t len, const char *name, const char **val,
                        size_t *vlen)
 {
+    if (!list || len == 0)
+        return false;
     size_t nlen = strlen(name);
     const char *p = list, *end = list + len;
     while (p < end) {

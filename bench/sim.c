@@ -26,6 +26,7 @@
 
 #include "core/cms.h"
 #include "core/crypto.h"
+#include "core/file.h"
 #include "core/x509.h"
 
 static long long mono_ms(void)
@@ -487,41 +488,20 @@ static plist_t profile_list(const sim_mac_t *m)
     return a;
 }
 
-/* Decodes the first PEM block of path into DER (malloc'ed). Returns its length, 0 on failure. */
-static size_t pem_to_der(const char *path, uint8_t **der)
+/* The first PEM block (a certificate, or with is_key a private key) of the file at path as
+ * DER (malloc'ed). Returns 0 or a negative code; *der is NULL on failure. */
+static int read_pem_der(const char *path, bool is_key, uint8_t **der, size_t *len)
 {
+    uint8_t *text = NULL;
+    size_t n = 0;
     *der = NULL;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char text[8192];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *p = strstr(text, "-----BEGIN");
-    char *end = p ? strstr(p + 10, "-----END") : NULL;
-    if (!p || !end || !(p = strchr(p + 10, '\n')))
-        return 0;
-    uint8_t *out = malloc(n);
-    if (!out)
-        return 0;
-    size_t len = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (; p < end; p++) {
-        const char *alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        const char *pos = *p ? strchr(alpha, *p) : NULL;
-        if (!pos)
-            continue; /* newlines and '=' padding */
-        acc = (acc << 6) | (uint32_t)(pos - alpha);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[len++] = (uint8_t)(acc >> bits);
-        }
-    }
-    *der = out;
-    return len;
+    *len = 0;
+    int ret = mdm_file_read(path, 1 << 16, &text, &n);
+    if (ret == 0)
+        ret = mdm_x509_pem_to_der((const char *)text, n, is_key, der, len);
+    if (text)
+        mdm_free_wiped(text, n);
+    return ret;
 }
 
 static plist_t certificate_list(const sim_mac_t *m)
@@ -530,8 +510,8 @@ static plist_t certificate_list(const sim_mac_t *m)
     char path[640];
     cert_path(m, path, sizeof(path));
     uint8_t *der;
-    size_t len = pem_to_der(path, &der);
-    if (len) {
+    size_t len;
+    if (read_pem_der(path, false, &der, &len) == 0) {
         plist_t c = plist_new_dict();
         set_str(c, "CommonName", m->name);
         set_bool(c, "IsIdentity", true);
@@ -539,8 +519,7 @@ static plist_t certificate_list(const sim_mac_t *m)
         plist_array_append_item(a, c);
     }
     free(der);
-    len = pem_to_der(m->env->ca_cert, &der);
-    if (len) {
+    if (read_pem_der(m->env->ca_cert, false, &der, &len) == 0) {
         plist_t c = plist_new_dict();
         set_str(c, "CommonName", "mdmd instance CA");
         set_bool(c, "IsIdentity", false);
@@ -992,16 +971,10 @@ static int exchange(sim_mac_t *m, const mdm_buf_t *req, int *status, mdm_buf_t *
     }
 }
 
-int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
-            mdm_buf_t *out)
+/* Sends the request in req, retrying once on a new connection when a reused one was closed
+ * under it. Returns 0 with *status (and the body in out), or -1. */
+static int send_request(sim_mac_t *m, const mdm_buf_t *req, int *status, mdm_buf_t *out)
 {
-    const char *type = strstr(path, "/connect") ? "application/x-apple-aspen-mdm"
-                                                : "application/x-apple-aspen-mdm-checkin";
-    mdm_buf_t req;
-    mdm_buf_init(&req, 0);
-    int ret = -1;
-    if (build_request(m, path, type, body, len, &req) != 0)
-        goto out;
     for (int attempt = 0; attempt < 2; attempt++) {
         bool reused = connected(m);
         if (reused && connection_stale(m)) {
@@ -1009,18 +982,164 @@ int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *s
             reused = false;
         }
         if (!connected(m) && open_connection(m) != 0)
-            goto out;
-        int r = exchange(m, &req, status, out);
-        if (r == 0) {
-            ret = 0;
-            goto out;
-        }
+            return -1;
+        int r = exchange(m, req, status, out);
+        if (r == 0)
+            return 0;
         sim_mac_disconnect(m);
         if (r < 0 || !reused)
-            goto out; /* only a reused connection closed under us is worth a retry */
+            return -1; /* only a reused connection closed under us is worth a retry */
+    }
+    return -1;
+}
+
+int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
+            mdm_buf_t *out)
+{
+    const char *type = strstr(path, "/connect") ? "application/x-apple-aspen-mdm"
+                                                : "application/x-apple-aspen-mdm-checkin";
+    mdm_buf_t req;
+    mdm_buf_init(&req, 0);
+    int ret = build_request(m, path, type, body, len, &req) == 0
+                  ? send_request(m, &req, status, out)
+                  : -1;
+    mdm_buf_dispose(&req);
+    return ret;
+}
+
+/* ---- SCEP ---- */
+
+/* GET (body NULL) or POST of an unsigned request, on a connection without a client
+ * certificate. */
+static int scep_http(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
+                     mdm_buf_t *out)
+{
+    mdm_buf_t req;
+    mdm_buf_init(&req, 0);
+    int ret = body ? mdm_buf_printf(&req,
+                                    "POST %s HTTP/1.1\r\nHost: localhost:%d\r\n"
+                                    "User-Agent: MDM/1.0\r\nContent-Type: %s\r\n"
+                                    "Content-Length: %zu\r\n\r\n",
+                                    path, m->env->port, MDM_SCEP_PKI_MESSAGE_TYPE, len)
+                   : mdm_buf_printf(&req, "GET %s HTTP/1.1\r\nHost: localhost:%d\r\n"
+                                          "User-Agent: MDM/1.0\r\n\r\n",
+                                    path, m->env->port);
+    if (ret == 0 && body)
+        ret = mdm_buf_append(&req, body, len);
+    bool had_identity = !m->no_identity;
+    if (ret == 0) {
+        sim_mac_disconnect(m);
+        m->no_identity = true;
+        ret = send_request(m, &req, status, out);
+        sim_mac_disconnect(m);
+        m->no_identity = !had_identity;
+    }
+    mdm_buf_dispose(&req);
+    return ret;
+}
+
+/* Appends "<prefix><message, base64 with + / = percent-encoded>" to path. */
+static int scep_get_path(const char *prefix, const mdm_buf_t *msg, mdm_buf_t *path)
+{
+    mdm_buf_t b64;
+    mdm_buf_init(&b64, 0);
+    int ret = mdm_base64_encode(mdm_buf_head(msg), msg->len, &b64);
+    if (ret == 0)
+        ret = mdm_buf_append_str(path, prefix);
+    for (size_t i = 0; ret == 0 && i < b64.len; i++) {
+        char ch = (char)mdm_buf_head(&b64)[i];
+        ret = ch == '+'   ? mdm_buf_append_str(path, "%2B")
+              : ch == '/' ? mdm_buf_append_str(path, "%2F")
+              : ch == '=' ? mdm_buf_append_str(path, "%3D")
+                          : mdm_buf_append(path, &ch, 1);
+    }
+    if (ret == 0)
+        ret = mdm_buf_append(path, "", 1);
+    mdm_buf_dispose(&b64);
+    return ret;
+}
+
+int sim_scep(sim_mac_t *m, sim_scep_t *s)
+{
+    char path[256], key_file[640], crt_file[640];
+    key_path(m, key_file, sizeof(key_file));
+    cert_path(m, crt_file, sizeof(crt_file));
+    uint8_t *key = NULL, *cert = NULL, *csr = NULL, *old_key = NULL;
+    size_t key_len = 0, cert_len = 0, csr_len = 0, old_key_len = 0;
+    mdm_buf_t resp, ra, msg, get_path;
+    mdm_buf_init(&resp, 0);
+    mdm_buf_init(&ra, 0);
+    mdm_buf_init(&msg, 0);
+    mdm_buf_init(&get_path, 0);
+    mdm_scep_reply_t rep = {0};
+    s->http_status = 0;
+    int ret = -1;
+    snprintf(path, sizeof(path), "/%s/scep?operation=GetCACert", m->env->instance);
+    if (scep_http(m, path, NULL, 0, &s->http_status, &resp) != 0 || s->http_status != 200 ||
+        mdm_scep_pick_ra(mdm_buf_head(&resp), resp.len, &ra, NULL) != 0)
+        goto out;
+    bool renewal = s->type == MDM_SCEP_RENEWAL_REQ;
+    if (renewal) { /* signed with the current identity, for a new key */
+        if ((ret = read_pem_der(crt_file, false, &cert, &cert_len)) != 0 ||
+            (ret = read_pem_der(key_file, true, &old_key, &old_key_len)) != 0)
+            goto out;
+    }
+    if ((ret = mdm_x509_key_generate_der(MDM_X509_KEY_RSA_2048, &key, &key_len)) != 0)
+        goto out;
+    if (!renewal) {
+        mdm_x509_spec_t self = {.common_name = m->name, .validity_days = 1};
+        if ((ret = mdm_x509_make_self_signed_der(key, key_len, &self, &cert, &cert_len)) != 0)
+            goto out;
+    }
+    if ((ret = mdm_x509_make_csr_der(key, key_len, m->name, NULL, s->challenge, &csr,
+                                     &csr_len)) != 0)
+        goto out;
+    mdm_scep_client_t c = {renewal ? old_key : key, renewal ? old_key_len : key_len, cert,
+                           cert_len, mdm_buf_head(&ra), ra.len};
+    mdm_scep_transaction_t tx;
+    if ((ret = mdm_scep_client_request(&c, s->type, csr, csr_len, MDM_SCEP_AES_256_CBC, &tx,
+                                       &msg)) != 0)
+        goto out;
+    ret = -1;
+    mdm_buf_reset(&resp);
+    if (s->use_get) {
+        snprintf(path, sizeof(path), "/%s/scep?operation=PKIOperation&message=",
+                 m->env->instance);
+        if (scep_get_path(path, &msg, &get_path) != 0 ||
+            scep_http(m, (const char *)mdm_buf_head(&get_path), NULL, 0, &s->http_status,
+                      &resp) != 0)
+            goto out;
+    } else {
+        snprintf(path, sizeof(path), "/%s/scep?operation=PKIOperation", m->env->instance);
+        if (scep_http(m, path, mdm_buf_head(&msg), msg.len, &s->http_status, &resp) != 0)
+            goto out;
+    }
+    if (s->http_status != 200)
+        goto out;
+    /* The reply is encrypted for the key that signed the request. */
+    if ((ret = mdm_scep_client_parse_reply(&c, &tx, mdm_buf_head(&resp), resp.len, &rep)) != 0)
+        goto out;
+    s->status = rep.status;
+    s->fail_info = rep.fail_info;
+    if (rep.status == MDM_SCEP_SUCCESS) {
+        /* A renewal's certificate is for the CSR's (new) key. */
+        ret = mdm_x509_write_pem(key_file, MDM_X509_PEM_RSA_KEY, key, key_len);
+        if (ret == 0)
+            ret = mdm_x509_write_pem(crt_file, MDM_X509_PEM_CERT, rep.cert, rep.cert_len);
+        sim_mac_disconnect(m);
     }
 out:
-    mdm_buf_dispose(&req);
+    mdm_scep_reply_dispose(&rep);
+    if (key)
+        mdm_free_wiped(key, key_len);
+    if (old_key)
+        mdm_free_wiped(old_key, old_key_len);
+    free(cert);
+    free(csr);
+    mdm_buf_dispose(&resp);
+    mdm_buf_dispose(&ra);
+    mdm_buf_dispose(&msg);
+    mdm_buf_dispose(&get_path);
     return ret;
 }
 

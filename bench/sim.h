@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/scep.h"
 #include "core/tls.h"
 
 /** What every Mac of a run shares. Fill with sim_env_init; read-only afterwards. */
@@ -119,6 +120,29 @@ int sim_mac_new_identity(sim_mac_t *m);
 
 /** Closes the connection (the next request opens a new one). */
 void sim_mac_disconnect(sim_mac_t *m);
+
+/** One SCEP exchange as a Mac makes it (sim_scep). */
+typedef struct sim_scep {
+    enum mdm_scep_message_type type; /* PKCSReq, or RenewalReq (signed with the current cert) */
+    const char *challenge;           /* the profile's one-time challenge; NULL = none */
+    bool use_get;                    /* GET ...&message=<base64> instead of POST */
+    /* out */
+    int http_status;                 /* of the PKIOperation */
+    enum mdm_scep_status status;     /* of the CertRep (valid with http_status 200) */
+    enum mdm_scep_fail_info fail_info;
+} sim_scep_t;
+
+/**
+ * Gets an identity from the SCEP service at /<instance>/scep as a Mac does after installing
+ * an enrollment profile: GetCACert (the RA), a new RSA-2048 key, a CSR with CN = m->name and
+ * the challenge, signed with a self-signed certificate (PKCSReq) or with the Mac's current
+ * identity (RenewalReq), sent over TLS without a client certificate. On SUCCESS the key and
+ * the issued certificate become the Mac's identity (its files) and its connection is closed.
+ * Returns 0 when a CertRep came back (s->status says which; the identity changes only on
+ * SUCCESS), -1 when the exchange failed (s->http_status set when a response came), or a
+ * negative code from key or message making.
+ */
+int sim_scep(sim_mac_t *m, sim_scep_t *s);
 
 /** Closes the connection; the certificate files stay. */
 void sim_mac_dispose(sim_mac_t *m);

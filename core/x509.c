@@ -221,6 +221,29 @@ out:
     return ret;
 }
 
+int mdm_x509_write_pem(const char *path, enum mdm_x509_pem_kind kind, const uint8_t *der,
+                       size_t len)
+{
+    int type;
+    mode_t mode = 0600;
+    switch (kind) {
+    case MDM_X509_PEM_CERT: type = CERT_TYPE, mode = 0644; break;
+    case MDM_X509_PEM_RSA_KEY: type = PRIVATEKEY_TYPE; break;
+    case MDM_X509_PEM_EC_KEY: type = ECC_PRIVATEKEY_TYPE; break;
+    default: return -EINVAL;
+    }
+    if (!der || len == 0 || len > INT_MAX / 2)
+        return -EINVAL;
+    size_t cap = len * 2 + 128; /* base64 (4/3), line breaks and the two lines around it */
+    uint8_t *pem = malloc(cap);
+    if (!pem)
+        return -ENOMEM;
+    int n = wc_DerToPem(der, (word32)len, pem, (word32)cap, type);
+    int ret = n > 0 ? mdm_file_write_atomic(path, pem, (size_t)n, mode) : MDM_ECRYPTO;
+    mdm_free_wiped(pem, cap);
+    return ret;
+}
+
 /* ---- DER helpers ----------------------------------------------------------------------- */
 
 /* Reads one TLV at *p (before end). Returns 0 or -1 on malformed input. */

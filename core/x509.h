@@ -312,6 +312,21 @@ MDM_MUST_CHECK int mdm_x509_issue_der(const uint8_t *ca_key_der, size_t ca_key_l
  * Returns 0; -EINVAL for empty or too long names or challenge; MDM_ECRYPTO when key_der is not
  * a private key or signing fails; MDM_ECERT when wolfCrypt cannot encode the request; -ENOMEM.
  */
+/** What mdm_x509_write_pem() writes. */
+enum mdm_x509_pem_kind {
+    MDM_X509_PEM_CERT,    /* "CERTIFICATE", mode 0644 */
+    MDM_X509_PEM_RSA_KEY, /* "RSA PRIVATE KEY" (PKCS#1 DER), mode 0600 */
+    MDM_X509_PEM_EC_KEY,  /* "EC PRIVATE KEY" (SEC1 DER), mode 0600 */
+};
+
+/**
+ * Writes len bytes of DER as one PEM block of kind to path (atomic replace).
+ * Returns 0, -EINVAL (an unknown kind or empty der), MDM_ECRYPTO (cannot encode), -ENOMEM or
+ * -errno from the file.
+ */
+MDM_MUST_CHECK int mdm_x509_write_pem(const char *path, enum mdm_x509_pem_kind kind,
+                                      const uint8_t *der, size_t len);
+
 MDM_MUST_CHECK int mdm_x509_make_csr_der(const uint8_t *key_der, size_t key_len,
                                          const char *common_name, const char *organization,
                                          const char *challenge, uint8_t **csr_der,

@@ -329,11 +329,7 @@ static void api_seed(void)
     int st = admin_api(srv.admin_port, dir, api_key, "POST", "/api/v1/users", NULL,
                        "{\"name\":\"apiuser\",\"password\":\"api user password\"}", &j);
     json_decref(j);
-    if (st == 404 || st == 405) {
-        fprintf(stderr, "note: the admin API has no /api/v1/users yet; seeded records only\n");
-        return;
-    }
-    CHECK(st == 200 || st == 201);
+    CHECK_EQ_INT(st, 201);
     j = NULL;
     st = admin_api(srv.admin_port, dir, api_key, "POST", "/api/v1/invitations", NULL,
                    "{\"user\":\"apiuser\",\"mode\":\"pin\",\"expires_hours\":1}", &j);
@@ -391,99 +387,6 @@ static void test_scep_ca(void)
                             MDM_SCEP_PKI_MESSAGE_TYPE, "junk", 4, &r),
                  400);
     resp_free(&r);
-}
-
-/* A simulated Mac's SCEP identity: RSA key, self-signed certificate. */
-typedef struct scep_mac {
-    uint8_t *key, *self;
-    size_t key_len, self_len;
-} scep_mac_t;
-
-static void scep_mac_init(scep_mac_t *m, const char *cn)
-{
-    memset(m, 0, sizeof(*m));
-    CHECK_EQ_INT(mdm_x509_key_generate_der(MDM_X509_KEY_RSA_2048, &m->key, &m->key_len), 0);
-    mdm_x509_spec_t spec = {.common_name = cn, .validity_days = 1};
-    CHECK_EQ_INT(mdm_x509_make_self_signed_der(m->key, m->key_len, &spec, &m->self, &m->self_len),
-                 0);
-}
-
-static void scep_mac_dispose(scep_mac_t *m)
-{
-    if (m->key)
-        mdm_free_wiped(m->key, m->key_len);
-    free(m->self);
-}
-
-/*
- * One PKIOperation: a request of type signed with cert (the self-signed one, or the current
- * identity for a renewal) for a CSR of m's key with cn and challenge (may be NULL); sent as a
- * POST, or as a GET with message= when use_get. Returns the reply's status (-1 when no CertRep
- * came) and the issued certificate in *issued (caller frees) on SUCCESS.
- */
-static int scep_request(const scep_mac_t *m, const uint8_t *cert, size_t cert_len,
-                        enum mdm_scep_message_type type, const char *cn, const char *challenge,
-                        bool use_get, uint8_t **issued, size_t *issued_len,
-                        enum mdm_scep_fail_info *fail)
-{
-    uint8_t *csr = NULL;
-    size_t csr_len = 0;
-    int result = -1;
-    mdm_buf_t msg;
-    mdm_buf_init(&msg, 0);
-    CHECK_EQ_INT(mdm_x509_make_csr_der(m->key, m->key_len, cn, "Test Org", challenge, &csr,
-                                       &csr_len),
-                 0);
-    mdm_scep_client_t c = {m->key, m->key_len, cert, cert_len, mdm_buf_head(&ra_cert),
-                           ra_cert.len};
-    mdm_scep_transaction_t tx;
-    CHECK_EQ_INT(mdm_scep_client_request(&c, type, csr, csr_len, MDM_SCEP_AES_128_CBC, &tx, &msg),
-                 0);
-    resp_t r;
-    if (use_get) {
-        mdm_buf_t b64, path;
-        mdm_buf_init(&b64, 0);
-        mdm_buf_init(&path, 0);
-        CHECK_EQ_INT(mdm_base64_encode(mdm_buf_head(&msg), msg.len, &b64), 0);
-        CHECK_EQ_INT(mdm_buf_append_str(&path, "/zdm/scep?operation=PKIOperation&message="), 0);
-        for (size_t i = 0; i < b64.len; i++) {
-            char ch = (char)mdm_buf_head(&b64)[i];
-            int ret = ch == '+'   ? mdm_buf_append_str(&path, "%2B")
-                      : ch == '/' ? mdm_buf_append_str(&path, "%2F")
-                      : ch == '=' ? mdm_buf_append_str(&path, "%3D")
-                                  : mdm_buf_append(&path, &ch, 1);
-            CHECK_EQ_INT(ret, 0);
-        }
-        CHECK_EQ_INT(mdm_buf_append(&path, "", 1), 0);
-        CHECK_EQ_INT(get((const char *)mdm_buf_head(&path), &r), 200);
-        mdm_buf_dispose(&b64);
-        mdm_buf_dispose(&path);
-    } else {
-        CHECK_EQ_INT(device_req("POST", "/zdm/scep?operation=PKIOperation",
-                                MDM_SCEP_PKI_MESSAGE_TYPE, mdm_buf_head(&msg), msg.len, &r),
-                     200);
-    }
-    if (r.status == 200) {
-        CHECK_STR(header(&r, "Content-Type"), MDM_SCEP_PKI_MESSAGE_TYPE);
-        mdm_scep_reply_t rep;
-        int ret = mdm_scep_client_parse_reply(&c, &tx, (const uint8_t *)r.body, r.body_len, &rep);
-        CHECK_EQ_INT(ret, 0);
-        if (ret == 0) {
-            result = (int)rep.status;
-            if (fail)
-                *fail = rep.fail_info;
-            if (rep.status == MDM_SCEP_SUCCESS && issued) {
-                *issued = rep.cert;
-                *issued_len = rep.cert_len;
-                rep.cert = NULL;
-            }
-        }
-        mdm_scep_reply_dispose(&rep);
-    }
-    resp_free(&r);
-    mdm_buf_dispose(&msg);
-    free(csr);
-    return result;
 }
 
 /* ---- profile -------------------------------------------------------------------------------- */
@@ -606,24 +509,6 @@ static const char *check_profile(plist_t top)
     return challenge;
 }
 
-/* Writes der as PEM (label "CERTIFICATE", "RSA PRIVATE KEY") to path. */
-static void write_pem(const char *path, const char *label, const uint8_t *der, size_t len)
-{
-    mdm_buf_t b64, pem;
-    mdm_buf_init(&b64, 0);
-    mdm_buf_init(&pem, 0);
-    CHECK_EQ_INT(mdm_base64_encode(der, len, &b64), 0);
-    CHECK_EQ_INT(mdm_buf_printf(&pem, "-----BEGIN %s-----\n", label), 0);
-    for (size_t i = 0; i < b64.len; i += 64)
-        CHECK_EQ_INT(mdm_buf_printf(&pem, "%.*s\n", (int)(b64.len - i < 64 ? b64.len - i : 64),
-                                    (const char *)mdm_buf_head(&b64) + i),
-                     0);
-    CHECK_EQ_INT(mdm_buf_printf(&pem, "-----END %s-----\n", label), 0);
-    CHECK_EQ_INT(mdm_file_write_atomic(path, mdm_buf_head(&pem), pem.len, 0600), 0);
-    mdm_buf_dispose(&b64);
-    mdm_buf_dispose(&pem);
-}
-
 /* ---- tests ---------------------------------------------------------------------------------- */
 
 static void test_no_pushcert(void)
@@ -696,78 +581,111 @@ static void test_web_enrollment(void)
     CHECK_EQ_INT(get("/zdm/macos/profile/nothing?t=1", &r), 410);
     resp_free(&r);
 
-    /* The simulated Mac gets its identity with the challenge. */
-    scep_mac_t mac;
-    scep_mac_init(&mac, "alice-mac");
-    enum mdm_scep_fail_info fail = 0;
-    CHECK_EQ_INT(scep_request(&mac, mac.self, mac.self_len, MDM_SCEP_PKCS_REQ, "alice-mac",
-                              challenge, false, &issued_cert, &issued_len, NULL),
-                 MDM_SCEP_SUCCESS);
+    /* The simulated Mac gets its identity with the challenge (PKCSReq over SCEP). */
+    sim_env_t env;
+    CHECK_EQ_INT(sim_env_init(&env, dir, work, srv.device_port), 0);
+    snprintf(env.topic, sizeof(env.topic), "%s", TOPIC);
+    sim_mac_t m;
+    CHECK_EQ_INT(sim_mac_init(&m, &env, NULL, 1), 0);
+    char crt[800];
+    snprintf(crt, sizeof(crt), "%s/%s.crt", work, m.name);
+    sim_scep_t sc = {.type = MDM_SCEP_PKCS_REQ, .challenge = challenge};
+    CHECK_EQ_INT(sim_scep(&m, &sc), 0);
+    CHECK_EQ_INT(sc.status, MDM_SCEP_SUCCESS);
+    CHECK_EQ_INT(mdm_x509_read_cert_der(crt, &issued_cert, &issued_len), 0);
     if (issued_cert) {
         CHECK_EQ_INT(mdm_cms_cert_verify_chain(issued_cert, issued_len, instance_ca(dir),
                                                time(NULL)),
                      0);
         mdm_x509_info_t info;
         CHECK_EQ_INT(mdm_x509_inspect_der(issued_cert, issued_len, &info), 0);
-        CHECK(strstr(info.subject, "CN=alice-mac") != NULL);
+        char cn[100];
+        snprintf(cn, sizeof(cn), "CN=%s", m.name);
+        CHECK(strstr(info.subject, cn) != NULL);
         CHECK(strstr(info.subject, "O=mdmd") != NULL);
         CHECK(info.has_eku && info.eku == MDM_X509_EKU_CLIENT_AUTH && !info.is_ca);
         CHECK(info.key_usage == (MDM_X509_KU_DIGITAL_SIGNATURE | MDM_X509_KU_KEY_ENCIPHERMENT));
+        CHECK(info.key_alg == MDM_X509_KEYALG_RSA);
         int64_t days = (info.not_after - info.not_before) / 86400;
         CHECK(days >= 364 && days <= 366);
     }
-    /* The challenge is spent: FAILURE, not a certificate; as for an unknown one. */
-    uint8_t *none = NULL;
-    size_t none_len = 0;
-    CHECK_EQ_INT(scep_request(&mac, mac.self, mac.self_len, MDM_SCEP_PKCS_REQ, "alice-mac",
-                              challenge, false, &none, &none_len, &fail),
-                 MDM_SCEP_FAILURE);
-    CHECK_EQ_INT(fail, MDM_SCEP_BAD_REQUEST);
-    CHECK(none == NULL);
-    CHECK_EQ_INT(scep_request(&mac, mac.self, mac.self_len, MDM_SCEP_PKCS_REQ, "alice-mac",
-                              "0123456789abcdef0123456789abcdef", true, &none, &none_len, &fail),
-                 MDM_SCEP_FAILURE);
-    CHECK_EQ_INT(scep_request(&mac, mac.self, mac.self_len, MDM_SCEP_PKCS_REQ, "alice-mac",
-                              NULL, false, &none, &none_len, &fail),
-                 MDM_SCEP_FAILURE);
-    CHECK(none == NULL);
+    /* The challenge is spent: FAILURE, not a certificate; as for an unknown one (sent by GET)
+     * and for none. The Mac keeps its identity. */
+    sc = (sim_scep_t){.type = MDM_SCEP_PKCS_REQ, .challenge = challenge};
+    CHECK_EQ_INT(sim_scep(&m, &sc), 0);
+    CHECK_EQ_INT(sc.status, MDM_SCEP_FAILURE);
+    CHECK_EQ_INT(sc.fail_info, MDM_SCEP_BAD_REQUEST);
+    sc = (sim_scep_t){.type = MDM_SCEP_PKCS_REQ,
+                      .challenge = "0123456789abcdef0123456789abcdef",
+                      .use_get = true};
+    CHECK_EQ_INT(sim_scep(&m, &sc), 0);
+    CHECK_EQ_INT(sc.status, MDM_SCEP_FAILURE);
+    sc = (sim_scep_t){.type = MDM_SCEP_PKCS_REQ};
+    CHECK_EQ_INT(sim_scep(&m, &sc), 0);
+    CHECK_EQ_INT(sc.status, MDM_SCEP_FAILURE);
+    uint8_t *now = NULL;
+    size_t now_len = 0;
+    CHECK_EQ_INT(mdm_x509_read_cert_der(crt, &now, &now_len), 0);
+    CHECK(now_len == issued_len && issued_cert && memcmp(now, issued_cert, now_len) == 0);
+    free(now);
 
-    /* Renewal: signed by the current identity -> a new certificate; by a self-signed one ->
-     * FAILURE. */
-    if (issued_cert) {
-        scep_mac_t next;
-        scep_mac_init(&next, "alice-mac");
-        /* Signed with the current key and certificate (the CSR keeps the key). */
-        CHECK_EQ_INT(scep_request(&mac, issued_cert, issued_len, MDM_SCEP_RENEWAL_REQ,
-                                  "alice-mac", NULL, false, &renewed_cert, &renewed_len, NULL),
-                     MDM_SCEP_SUCCESS);
-        CHECK(renewed_cert && mdm_cms_cert_verify_chain(renewed_cert, renewed_len,
-                                                        instance_ca(dir), time(NULL)) == 0);
-        CHECK_EQ_INT(scep_request(&next, next.self, next.self_len, MDM_SCEP_RENEWAL_REQ,
-                                  "alice-mac", NULL, false, &none, &none_len, &fail),
-                     MDM_SCEP_FAILURE);
-        scep_mac_dispose(&next);
-    }
+    /* Renewal: signed by the current identity -> a certificate for a new key; signed by a
+     * self-signed certificate -> FAILURE. */
+    sc = (sim_scep_t){.type = MDM_SCEP_RENEWAL_REQ};
+    CHECK_EQ_INT(sim_scep(&m, &sc), 0);
+    CHECK_EQ_INT(sc.status, MDM_SCEP_SUCCESS);
+    CHECK_EQ_INT(mdm_x509_read_cert_der(crt, &renewed_cert, &renewed_len), 0);
+    CHECK(renewed_cert && mdm_cms_cert_verify_chain(renewed_cert, renewed_len, instance_ca(dir),
+                                                    time(NULL)) == 0);
+    sim_mac_t selfsigned;
+    CHECK_EQ_INT(sim_mac_init(&selfsigned, &env, NULL, 2), 0);
+    char skey[800], scrt[800];
+    snprintf(skey, sizeof(skey), "%s/%s.key", work, selfsigned.name);
+    snprintf(scrt, sizeof(scrt), "%s/%s.crt", work, selfsigned.name);
+    mdm_x509_spec_t self = {.common_name = selfsigned.name, .validity_days = 1};
+    CHECK_EQ_INT(mdm_x509_key_generate(skey, MDM_X509_KEY_RSA_2048), 0);
+    CHECK_EQ_INT(mdm_x509_make_self_signed(skey, scrt, &self), 0);
+    sc = (sim_scep_t){.type = MDM_SCEP_RENEWAL_REQ};
+    CHECK_EQ_INT(sim_scep(&selfsigned, &sc), 0);
+    CHECK_EQ_INT(sc.status, MDM_SCEP_FAILURE);
+    sim_mac_dispose(&selfsigned);
 
-    /* Authenticate and TokenUpdate with the issued identity (the renewed one when there). */
-    sim_env_t env;
-    CHECK_EQ_INT(sim_env_init(&env, dir, work, srv.device_port), 0);
-    snprintf(env.topic, sizeof(env.topic), "%s", TOPIC);
-    sim_mac_t m;
-    CHECK_EQ_INT(sim_mac_init(&m, &env, NULL, 1), 0);
-    char kp[800], cp[800];
-    snprintf(kp, sizeof(kp), "%s/%s.key", work, m.name);
-    snprintf(cp, sizeof(cp), "%s/%s.crt", work, m.name);
-    write_pem(kp, "RSA PRIVATE KEY", mac.key, mac.key_len);
-    if (renewed_cert)
-        write_pem(cp, "CERTIFICATE", renewed_cert, renewed_len);
-    else if (issued_cert)
-        write_pem(cp, "CERTIFICATE", issued_cert, issued_len);
-    sim_mac_disconnect(&m);
+    /* Authenticate and TokenUpdate with the SCEP identity: enrolled, and the enrollment is
+     * completed by this Mac. */
     CHECK_EQ_INT(sim_authenticate(&m, NULL), 200);
     CHECK_EQ_INT(sim_token_update(&m, NULL, 0, NULL), 200);
+    char path2[200];
+    snprintf(path2, sizeof(path2), "/api/v1/devices/%s", m.udid);
+    json_t *j = NULL;
+    CHECK_EQ_INT(admin_api(srv.admin_port, dir, api_key, "GET", path2, NULL, NULL, &j), 200);
+    CHECK_STR(jstr(j, "enrollment_id"), alice_enrollment);
+    CHECK(json_is_true(json_object_get(j, "enrolled")));
+    json_decref(j);
+    j = NULL;
+    snprintf(path2, sizeof(path2), "/api/v1/enrollments/%s", alice_enrollment);
+    CHECK_EQ_INT(admin_api(srv.admin_port, dir, api_key, "GET", path2, NULL, NULL, &j), 200);
+    CHECK_STR(jstr(j, "udid"), m.udid);
+    CHECK_STR(jstr(j, "user"), "alice");
+    json_decref(j);
+
+    /* The certificate of that enrollment cannot enroll another Mac (a copy of its key and
+     * certificate under another UDID). */
+    sim_mac_t thief;
+    CHECK_EQ_INT(sim_mac_init(&thief, &env, NULL, 3), 0);
+    char tkey[800], tcrt[800], mkey[800], cmd[4000];
+    snprintf(tkey, sizeof(tkey), "%s/%s.key", work, thief.name);
+    snprintf(tcrt, sizeof(tcrt), "%s/%s.crt", work, thief.name);
+    snprintf(mkey, sizeof(mkey), "%s/%s.key", work, m.name);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && cp '%s' '%s'", mkey, tkey, crt, tcrt);
+    CHECK_EQ_INT(system(cmd), 0);
+    CHECK_EQ_INT(sim_authenticate(&thief, NULL), 403);
+    sim_mac_dispose(&thief);
+
+    /* A Mac enrolled through mdmd re-enrolls only with a new enrollment's certificate: one
+     * issued outside enrollment (straight from the CA) is refused for it. */
+    CHECK_EQ_INT(sim_mac_new_identity(&m), 0);
+    CHECK_EQ_INT(sim_authenticate(&m, NULL), 403);
     sim_mac_dispose(&m);
-    scep_mac_dispose(&mac);
 }
 
 /* Every failed sign-on answers the same page. */
@@ -1242,11 +1160,17 @@ int main(void)
     }
     if (admin_key_from_init(out, api_key, sizeof(api_key)) != 0)
         return 99;
-    char ra[700];
+    /* init makes the SCEP RA; serve makes it again for an instance that has none (made before
+     * it existed). */
+    char ra[700], ra_key[700];
     snprintf(ra, sizeof(ra), "%s/scep/ra.crt", dir);
-    CHECK(access(ra, R_OK) == 0); /* made by init */
+    snprintf(ra_key, sizeof(ra_key), "%s/scep/ra.key", dir);
+    CHECK(access(ra, R_OK) == 0 && access(ra_key, R_OK) == 0);
+    CHECK(unlink(ra) == 0 && unlink(ra_key) == 0);
     if (start(NULL) != 0)
         return 99;
+    struct stat st;
+    CHECK(stat(ra, &st) == 0 && stat(ra_key, &st) == 0 && (st.st_mode & 077) == 0);
 
     test_scep_ca();
     test_no_pushcert();
