@@ -451,17 +451,15 @@ static void run_ejob(mdm_store_t *s, struct ejob *j)
     }
     case EJ_INVITE_REVOKE: {
         char id[MDM_ENROLL_ID_LEN + 1];
-        memcpy(id, j->inv.id, sizeof(id)); /* the read zeroes j->inv first */
-        ret = mdm_store_get_invitation(s, id, &j->inv);
+        memcpy(id, j->inv.id, sizeof(id)); /* the call overwrites j->inv */
+        ret = mdm_enroll_revoke_invitation(id, j->now_ms, &j->inv);
         if (ret == MDM_ENOTFOUND || ret == -EINVAL) {
             ejob_fail(j, 404, "not found", "no invitation %s", j->c.audit.target);
-        } else if (ret != 0) {
-            ejob_fail(j, 503, "storage failure", "%s", mdm_strerror(ret));
-        } else if (mdm_api_invitation_status(&j->inv, j->now_ms) != MDM_INVITE_PENDING) {
+        } else if (ret == -EALREADY) {
             ejob_fail(j, 409, "conflict", "invitation %s is %s, not pending", j->inv.id,
                       mdm_invite_status_name(mdm_api_invitation_status(&j->inv, j->now_ms)));
-        } else {
-            j->inv.status = MDM_INVITE_REVOKED;
+        } else if (ret != 0) {
+            ejob_fail(j, 503, "storage failure", "%s", mdm_strerror(ret));
         }
         break;
     }
@@ -536,8 +534,7 @@ static void on_ejob_done(mdm_shard_t *sh, mdm_shard_msg_t *m)
                  mdm_invite_mode_name((enum mdm_invite_mode)j->inv.mode), when);
         break;
     }
-    case EJ_INVITE_REVOKE:
-        mdm_store_put_invitation(b, &j->inv);
+    case EJ_INVITE_REVOKE: /* committed already, under the enrollment service's lock */
         body = invitation_json(&j->inv, j->now_ms);
         snprintf(detail, sizeof(detail), "user %.63s, mode %s", j->inv.user_name,
                  mdm_invite_mode_name((enum mdm_invite_mode)j->inv.mode));
@@ -814,7 +811,7 @@ static void handle_invite_revoke(mdm_exchange_t *x, const char *id)
     memcpy(j->inv.id, id, MDM_ENROLL_ID_LEN + 1); /* valid: 32 digits */
     char key[CLAIM_KEY_MAX];
     snprintf(key, sizeof(key), "i/%s", id);
-    ejob_start(j, key, false);
+    ejob_start(j, key, true); /* on the enrollment pool: it takes the service's lock */
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -599,6 +599,27 @@ static int commit(mdm_batch_t *b, const char *what)
     return ret;
 }
 
+int mdm_enroll_revoke_invitation(const char *id, uint64_t now_ms, mdm_invitation_t *out)
+{
+    if (!E.store)
+        return -ESHUTDOWN;
+    mdm_batch_t *b = mdm_batch_new();
+    if (!b)
+        return -ENOMEM;
+    pthread_mutex_lock(&E.lock);
+    int ret = mdm_store_get_invitation(E.store, id, out);
+    if (ret == 0 && (out->status != MDM_INVITE_PENDING || out->expires_ms <= now_ms)) {
+        ret = -EALREADY;
+    } else if (ret == 0) {
+        out->status = MDM_INVITE_REVOKED;
+        mdm_store_put_invitation(b, out);
+        ret = commit(b, "the invitation's revocation");
+    }
+    pthread_mutex_unlock(&E.lock);
+    mdm_batch_free(b);
+    return ret;
+}
+
 /* The APNs topic of the stored push certificate. Returns 0, MDM_ENOTFOUND or another error. */
 static int load_topic(char topic[MDM_PUSHCERT_TOPIC_MAX])
 {

@@ -21,6 +21,7 @@
 #include "actors/config.h"
 #include "core/http.h"
 #include "core/workers.h"
+#include "storage/enroll.h"
 #include "storage/store.h"
 
 /**
@@ -67,6 +68,16 @@ MDM_MUST_CHECK int mdm_enroll_start(const struct mdm_enroll_options *o);
  * to r. Returns 0 or the codes of mdm_http_router_add().
  */
 MDM_MUST_CHECK int mdm_enroll_add_routes(mdm_http_router_t *r, const char *instance);
+
+/**
+ * Revokes invitation id if it is pending at now_ms: read, check and commit happen under the
+ * same lock as the invitation pages' use of it, so a revoke and a use never both win. out
+ * receives the record as it is afterwards (as read when not pending). Blocks: call it on the
+ * enrollment pool (mdm_enroll_run). Returns 0; -EALREADY when it is not pending (used, expired
+ * or revoked: see out); MDM_ENOTFOUND; -EINVAL (bad id); the store's codes.
+ */
+MDM_MUST_CHECK int mdm_enroll_revoke_invitation(const char *id, uint64_t now_ms,
+                                                mdm_invitation_t *out);
 
 /** Runs the queued jobs, stops the pool and frees everything mdm_enroll_start() loaded
  * (keys wiped). Safe when never started. */
