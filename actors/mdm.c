@@ -28,51 +28,58 @@
 #include "core/server.h"
 
 #define PLIST_MAX_DEPTH 32
-#define TRUSTED_CACHE_SLOTS 65536        /* per shard, direct-mapped: 2.6 MB; sized for the
-                                            devices one shard hears from within the TTL */
+#define TRUSTED_CACHE_SLOTS 65536        /* direct-mapped: 2.6 MB; sized for the devices
+                                            heard from within the TTL */
+#define TRUSTED_CACHE_LOCKS 64           /* stripes: verifiers rarely wait for each other */
 #define TRUSTED_CACHE_TTL_S 600          /* an expiry or a CA change is seen within this */
 
-/* Signer certificates this shard verified against the trust set recently, by SHA-256. The
+/* Signer certificates verified against the trust set recently, by SHA-256, shared by every
+ * verifier thread (a miss costs an ECDSA or RSA verification of the CA's signature). The
  * trust set is immutable while the server runs, so the answer only ages with the clock. */
 struct trusted_slot {
     uint8_t sha256[32];
     time_t until;
 };
-static pthread_key_t trusted_key; /* each thread's cache, freed when the thread exits */
+static struct trusted_slot *trusted_cache;
+static pthread_mutex_t trusted_locks[TRUSTED_CACHE_LOCKS];
 static pthread_once_t trusted_once = PTHREAD_ONCE_INIT;
 
-static void make_trusted_key(void) { (void)pthread_key_create(&trusted_key, free); }
-
-/* The slot for sha, or NULL when the cache cannot be allocated (then nothing is cached). */
-static struct trusted_slot *trusted_slot(const uint8_t sha[32])
+static void trusted_init(void)
 {
-    pthread_once(&trusted_once, make_trusted_key);
-    struct trusted_slot *trusted_cache = pthread_getspecific(trusted_key);
-    if (!trusted_cache) {
-        trusted_cache = calloc(TRUSTED_CACHE_SLOTS, sizeof(*trusted_cache));
-        if (!trusted_cache || pthread_setspecific(trusted_key, trusted_cache) != 0) {
-            free(trusted_cache);
-            return NULL;
-        }
-    }
-    unsigned i = ((unsigned)sha[0] | (unsigned)sha[1] << 8 | (unsigned)sha[2] << 16) %
-                 TRUSTED_CACHE_SLOTS;
-    return &trusted_cache[i];
+    trusted_cache = calloc(TRUSTED_CACHE_SLOTS, sizeof(*trusted_cache));
+    for (unsigned i = 0; i < TRUSTED_CACHE_LOCKS; i++)
+        pthread_mutex_init(&trusted_locks[i], NULL);
+}
+
+static unsigned trusted_index(const uint8_t sha[32])
+{
+    return ((unsigned)sha[0] | (unsigned)sha[1] << 8 | (unsigned)sha[2] << 16) %
+           TRUSTED_CACHE_SLOTS;
 }
 
 static bool trusted_recently(const uint8_t sha[32], time_t now)
 {
-    const struct trusted_slot *s = trusted_slot(sha);
-    return s && s->until > now && memcmp(s->sha256, sha, 32) == 0;
+    pthread_once(&trusted_once, trusted_init);
+    if (!trusted_cache)
+        return false; /* no memory for it: nothing is cached */
+    unsigned i = trusted_index(sha);
+    pthread_mutex_lock(&trusted_locks[i % TRUSTED_CACHE_LOCKS]);
+    const struct trusted_slot *t = &trusted_cache[i];
+    bool hit = t->until > now && memcmp(t->sha256, sha, 32) == 0;
+    pthread_mutex_unlock(&trusted_locks[i % TRUSTED_CACHE_LOCKS]);
+    return hit;
 }
 
 static void remember_trusted(const uint8_t sha[32], time_t now)
 {
-    struct trusted_slot *s = trusted_slot(sha);
-    if (!s)
+    pthread_once(&trusted_once, trusted_init);
+    if (!trusted_cache)
         return;
-    memcpy(s->sha256, sha, 32);
-    s->until = now + TRUSTED_CACHE_TTL_S;
+    unsigned i = trusted_index(sha);
+    pthread_mutex_lock(&trusted_locks[i % TRUSTED_CACHE_LOCKS]);
+    memcpy(trusted_cache[i].sha256, sha, 32);
+    trusted_cache[i].until = now + TRUSTED_CACHE_TTL_S;
+    pthread_mutex_unlock(&trusted_locks[i % TRUSTED_CACHE_LOCKS]);
 }
 
 static bool valid_udid(const char *s)

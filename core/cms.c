@@ -43,6 +43,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -67,41 +68,42 @@
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+/* Decoding table: 0..63 for the alphabet, B64_SPACE, B64_PAD, B64_BAD for the rest. */
+enum { B64_BAD = 0xff, B64_SPACE = 0xfe, B64_PAD = 0xfd };
+static uint8_t b64_table[256];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
 
-static bool b64_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static void b64_table_init(void)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    memset(b64_table, B64_BAD, sizeof(b64_table));
+    for (unsigned i = 0; i < 64; i++)
+        b64_table[(unsigned char)alphabet[i]] = (uint8_t)i;
+    b64_table[' '] = b64_table['\t'] = b64_table['\r'] = b64_table['\n'] = B64_SPACE;
+    b64_table['='] = B64_PAD;
+}
 
 int mdm_base64_decode(const char *in, size_t len, mdm_buf_t *out)
 {
     assert((in || len == 0) && out);
+    pthread_once(&b64_once, b64_table_init);
     /* Pass 1: validate and size, so that out is untouched on failure. */
     size_t n = 0, pad = 0;
-    int last = 0;
+    unsigned last = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (b64_space(c))
-            continue;
-        if (c == '=') {
+        unsigned v = b64_table[(unsigned char)in[i]];
+        if (v < 64) {
+            if (pad > 0)
+                return -EINVAL; /* data after padding */
+            last = v;
+        } else if (v == B64_PAD) {
             if (++pad > 2)
                 return -EINVAL;
+        } else if (v == B64_SPACE) {
+            continue;
         } else {
-            int v = b64_value(c);
-            if (v < 0 || pad > 0) /* not base64, or data after padding */
-                return -EINVAL;
-            last = v;
+            return -EINVAL;
         }
         n++;
     }
@@ -115,16 +117,16 @@ int mdm_base64_decode(const char *in, size_t len, mdm_buf_t *out)
     int ret = mdm_buf_reserve(out, out_len);
     if (ret != 0)
         return ret;
-    /* Pass 2: decode. */
+    /* Pass 2: decode (valid input: every byte is a digit, padding or space). */
     uint8_t *dst = mdm_buf_tail(out);
     size_t w = 0;
     uint32_t acc = 0;
     unsigned got = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (b64_space(c))
+        unsigned v = b64_table[(unsigned char)in[i]];
+        if (v == B64_SPACE)
             continue;
-        acc = acc << 6 | (uint32_t)(c == '=' ? 0 : b64_value(c));
+        acc = acc << 6 | (v < 64 ? v : 0);
         if (++got == 4) {
             uint8_t group[3] = {(uint8_t)(acc >> 16), (uint8_t)(acc >> 8), (uint8_t)acc};
             for (unsigned k = 0; k < 3 && w < out_len; k++)
