@@ -386,7 +386,7 @@ static void out_esc(struct job *j, const char *s) { html_esc(&j->out, &j->oom, s
 static const char page_css[] =
     ":root{color-scheme:light dark}"
     "*{box-sizing:border-box}"
-    "body{margin:0;font:16px/1.5 -apple-system,BlinkMacSystemFont,\"Segoe UI\",Helvetica,"
+    "body{margin:0;padding:0 .75rem;font:16px/1.5 -apple-system,BlinkMacSystemFont,\"Segoe UI\",Helvetica,"
     "Arial,sans-serif;background:#f2f2f7;color:#1c1c1e}"
     "main{max-width:28rem;margin:8vh auto;padding:2rem;background:#fff;border-radius:14px;"
     "box-shadow:0 1px 4px rgba(0,0,0,.12)}"

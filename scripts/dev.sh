@@ -2,7 +2,8 @@
 # mdmd developer entry point; the README's quick start is these two commands:
 #   ./scripts/dev.sh run    install what is missing, build, create ./demo if absent, serve
 #   ./scripts/dev.sh test   install what is missing, build, run every test (normal + ASan/UBSan)
-# Other verbs: deps, build, bench.
+# Other verbs: deps, build, bench. Only test installs the browser test's chromium, node, npm
+# and playwright-core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,11 +70,31 @@ meson_tests() { # meson_tests BUILDDIR
     rm -f "$log"
 }
 
+# The browser test's needs (tests/browser): Debian's chromium, node and npm (Debian's nodejs
+# and npm unless a node and npm are there already), and playwright-core from the lock file.
+NODE_NEW=0
+browser_deps() {
+    local extra=(chromium)
+    command -v node >/dev/null || { extra+=(nodejs); NODE_NEW=1; }
+    command -v npm >/dev/null || extra+=(npm)
+    deps "${extra[@]}"
+    if [ -f tests/browser/package-lock.json ]; then
+        (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    else
+        (cd tests/browser && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+}
+
 test_all() {
     deps
+    browser_deps
     build
     setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
           -Dbuildtype=debug
+    if [ "$NODE_NEW" = 1 ]; then # build dirs made before node was there lack the browser test
+        meson setup --reconfigure build >/dev/null
+        meson setup --reconfigure build-asan >/dev/null
+    fi
     ninja -C build-asan
     meson_tests build
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
