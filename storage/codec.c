@@ -1,6 +1,7 @@
 /*
  * storage/codec: the out-of-line part of the shared record encoding (see codec.h): strings,
- * blobs, the two-pass put, key splitting and the log line for undecodable records.
+ * blobs, the two-pass put, key splitting, the log line for undecodable records and the typed
+ * listings.
  * Threads: any (no state).
  */
 #include "storage/codec.h"
@@ -95,4 +96,35 @@ void mdm_log_bad_record(const char *what, const void *key, size_t klen)
     }
     shown[n] = 0;
     mdm_warn("store", "undecodable %s record \"%s\" (%zu key bytes)", what, shown, klen);
+}
+
+struct listing {
+    const struct mdm_listing *l;
+    void *rec;
+    int (*cb)(void *arg, const void *rec);
+    void *arg;
+};
+
+static int on_listed_record(void *arg, const void *key, size_t klen, const void *val,
+                            size_t vlen)
+{
+    struct listing *ls = arg;
+    const struct mdm_listing *l = ls->l;
+    assert(klen >= l->key_skip); /* the iteration is bounded by a prefix at least that long */
+    int ret = l->dec((const uint8_t *)key + l->key_skip, klen - l->key_skip, val, vlen, ls->rec);
+    if (ret != 0) {
+        mdm_log_bad_record(l->what, key, klen);
+        return ret;
+    }
+    return ls->cb(ls->arg, ls->rec);
+}
+
+int mdm_list_records(mdm_store_t *s, const struct mdm_listing *l, void *rec,
+                     int (*cb)(void *arg, const void *rec), void *arg)
+{
+    assert(s && l && l->dec && l->what && rec && cb);
+    assert(l->key_skip <= l->plen);
+    struct listing ls = {l, rec, cb, arg};
+    return mdm_store_iter_after(s, l->cf, l->prefix, l->plen, l->after, l->alen,
+                                on_listed_record, &ls);
 }

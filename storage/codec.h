@@ -124,6 +124,48 @@ static inline int mdm_rd_end(struct mdm_rd *r)
     return r->err;
 }
 
+/*
+ * The frame of a record decoder, the same in every record module:
+ *
+ *     T *x = rec;
+ *     struct mdm_rd r = mdm_rd_start(x, sizeof(*x), val, vlen);
+ *     r.err = <parse the key into x>;          (a bad key fails the record like a bad value)
+ *     switch (mdm_rd_format(&r, FORMAT_N)) {   (FORMAT_N: the newest format)
+ *     case FORMAT_1: <read the fields> break;  (one case per format)
+ *     }
+ *     return mdm_rd_finish(&r, x, sizeof(*x));
+ */
+
+/** Zeroes the record rec[0..size) (fields an older format lacks stay 0) and returns a reader
+ * over the value val[0..vlen). */
+static inline struct mdm_rd mdm_rd_start(void *rec, size_t size, const void *val, size_t vlen)
+{
+    memset(rec, 0, size);
+    return (struct mdm_rd){.p = val, .left = vlen};
+}
+
+/** The value's format byte when this build reads it (1..newest); else 0 with err set: an
+ * unknown format, an empty value, or an earlier failure such as a bad key. */
+static inline unsigned mdm_rd_format(struct mdm_rd *r, unsigned newest)
+{
+    unsigned format = mdm_rd_u8(r);
+    if (format == 0 || format > newest) {
+        r->err = -EBADMSG;
+        return 0;
+    }
+    return format;
+}
+
+/** The value must end here (mdm_rd_end); on any failure rec[0..size) is zeroed again, so no
+ * half-decoded record escapes. Returns 0 or -EBADMSG. */
+static inline int mdm_rd_finish(struct mdm_rd *r, void *rec, size_t size)
+{
+    int ret = mdm_rd_end(r);
+    if (ret != 0)
+        memset(rec, 0, size);
+    return ret;
+}
+
 #define MDM_RD_STR(r, field) mdm_rd_str((r), (field), sizeof(field))
 
 /* ---- keys ----------------------------------------------------------------------------------- */
@@ -138,5 +180,69 @@ int mdm_key_take(const uint8_t **p, size_t *left, char *dst, size_t size, size_t
 /** Logs an undecodable record of kind what with its key (printable bytes as they are, others
  * as \xNN; long keys are cut). */
 void mdm_log_bad_record(const char *what, const void *key, size_t klen);
+
+/* ---- typed listings ------------------------------------------------------------------------- */
+
+/**
+ * Decodes the record under key (klen bytes) with value val (vlen bytes) into rec, a struct of
+ * the type the decoder is written for; on failure rec is zeroed. Returns 0 or -EBADMSG.
+ */
+typedef int (*mdm_decode_fn)(const void *key, size_t klen, const void *val, size_t vlen,
+                             void *rec);
+
+/** Which records a listing visits, and how it decodes them. */
+struct mdm_listing {
+    enum mdm_store_cf cf;
+    const void *prefix; /* keys that start with prefix[0..plen) (plen 0: every key) */
+    size_t plen;
+    const void *after;  /* and lie strictly after after[0..alen) (alen 0: from the first) */
+    size_t alen;
+    size_t key_skip;    /* leading key bytes dec is not given (a prefix it implies) */
+    mdm_decode_fn dec;
+    const char *what;   /* the record's name in the log */
+};
+
+/**
+ * Decodes each record l selects, in key order, into rec (scratch for one record of dec's type,
+ * valid only during the call) and calls cb(arg, rec); a nonzero return stops the listing. An
+ * undecodable record is logged and stops it with -EBADMSG. Synchronous, where the store allows
+ * synchronous reads. Returns 0, cb's nonzero value, -EBADMSG, MDM_ESTORE or -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_list_records(mdm_store_t *s, const struct mdm_listing *l, void *rec,
+                                    int (*cb)(void *arg, const void *rec), void *arg);
+
+/*
+ * MDM_LISTING_OF(name, T) defines, in the file that uses it,
+ *
+ *     static int name(mdm_store_t *s, const struct mdm_listing *l,
+ *                     int (*cb)(void *arg, const T *rec), void *arg);
+ *
+ * that is mdm_list_records over records of type T, with a T on the stack as the scratch.
+ *
+ * Why a macro: the public listings take a callback typed per record, and calling a function
+ * through a pointer of another type is undefined behaviour, even when the types differ only in
+ * `const T *` against `const void *`. So cb is never cast: it travels with its arg in a small
+ * struct to an adapter that calls it with its own type. The macro writes that struct and the
+ * adapter once per T, and the compiler still checks each cb against T.
+ */
+#define MDM_LISTING_OF(name, T)                                                                \
+    struct name##_typed {                                                                      \
+        int (*cb)(void *arg, const T *rec);                                                    \
+        void *arg;                                                                             \
+    };                                                                                         \
+                                                                                               \
+    static int name##_call(void *arg, const void *rec)                                         \
+    {                                                                                          \
+        const struct name##_typed *t = arg;                                                    \
+        return t->cb(t->arg, rec);                                                             \
+    }                                                                                          \
+                                                                                               \
+    static int name(mdm_store_t *s, const struct mdm_listing *l,                               \
+                    int (*cb)(void *arg, const T *rec), void *arg)                             \
+    {                                                                                          \
+        T rec;                                                                                 \
+        struct name##_typed t = {cb, arg};                                                     \
+        return mdm_list_records(s, l, &rec, name##_call, &t);                                  \
+    }
 
 #endif

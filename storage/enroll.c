@@ -16,12 +16,14 @@
  *
  * Decoders are strict: besides the codec's bounds checks they refuse unknown flag bits and
  * enum values, and identifiers a writer could not have written (a bad user name, an id that
- * is not 32 lowercase hex digits, an empty group). A new format gets a new format byte and a
- * decoder case next to the old ones; writers always use the newest.
+ * is not 32 lowercase hex digits, an empty group), in the decoder frame of storage/codec.h. A
+ * new format gets a new format byte and a decoder case next to the old ones; writers always use
+ * the newest.
  *
- * One generic get and one generic listing serve every kind through a table of key prefixes
- * and decoders. Threads: puts on whichever thread owns the batch; reads where synchronous
- * reads are allowed (storage workers, tools, tests).
+ * One generic put, delete and get serve every kind through a table of key prefixes and
+ * decoders, and the listings are the codec's typed listings over that table. Threads: puts on
+ * whichever thread owns the batch; reads where synchronous reads are allowed (storage workers,
+ * tools, tests).
  */
 #include "storage/enroll.h"
 
@@ -47,27 +49,24 @@ _Static_assert(MDM_USER_GROUPS_MAX <= UINT8_MAX, "n_groups is a u8");
 /* Record kinds in MDM_CF_ENROLL; index into `kinds`. */
 enum kind { K_USER, K_INVITATION, K_CHALLENGE, K_ENROLLMENT, K_FAIL_USER, K_FAIL_ADDRESS };
 
-/* Decodes a value whose key identifier (the key without its prefix) is id[0..idlen) into out;
- * on failure out is zeroed. Returns 0 or -EBADMSG. */
-typedef int (*decode_fn)(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
-                         void *out);
-
-static int dec_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen, void *out);
-static int dec_invitation(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+/* The decoders (mdm_decode_fn) are given the key identifier, the key without its prefix:
+ * id[0..idlen). */
+static int dec_user(const void *id, size_t idlen, const void *val, size_t vlen, void *out);
+static int dec_invitation(const void *id, size_t idlen, const void *val, size_t vlen,
                           void *out);
-static int dec_challenge(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_challenge(const void *id, size_t idlen, const void *val, size_t vlen,
                          void *out);
-static int dec_enrollment(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_enrollment(const void *id, size_t idlen, const void *val, size_t vlen,
                           void *out);
-static int dec_fail_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_fail_user(const void *id, size_t idlen, const void *val, size_t vlen,
                          void *out);
-static int dec_fail_address(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_fail_address(const void *id, size_t idlen, const void *val, size_t vlen,
                             void *out);
 
 static const struct kind_info {
     const char *prefix;
     const char *what; /* for logs */
-    decode_fn dec;
+    mdm_decode_fn dec;
     size_t size;      /* of the record struct */
 } kinds[] = {
     [K_USER] = {"u/", "local user", dec_user, sizeof(mdm_local_user_t)},
@@ -236,21 +235,37 @@ static void key_make(struct key *k, enum kind kind, const void *id, size_t idlen
     k->n = plen + idlen;
 }
 
-static void key_str(struct key *k, enum kind kind, const char *id)
-{
-    key_make(k, kind, id, strlen(id));
-}
-
 static enum kind fail_kind(enum mdm_signon_kind kind)
 {
     return kind == MDM_SIGNON_USER ? K_FAIL_USER : K_FAIL_ADDRESS;
 }
 
-/* A key identifier (no NUL inside) into a char[size] field; 0 or -EBADMSG. */
-static int id_take(const uint8_t *id, size_t idlen, char *dst, size_t size)
+/* A key identifier (no NUL inside) into a char[size] field, which valid (unless NULL) must
+ * accept; 0 or -EBADMSG. */
+static int id_take(const void *id, size_t idlen, char *dst, size_t size,
+                   bool (*valid)(const char *))
 {
     const uint8_t *p = id;
-    return mdm_key_take(&p, &idlen, dst, size, 1, true);
+    int ret = mdm_key_take(&p, &idlen, dst, size, 1, true);
+    if (ret == 0 && valid && !valid(dst))
+        ret = -EBADMSG;
+    return ret;
+}
+
+/* Puts rec, encoded by enc, under the key of kind and id[0..idlen). */
+static void put_record(mdm_batch_t *b, enum kind kind, const void *id, size_t idlen,
+                       mdm_encode_fn enc, const void *rec)
+{
+    struct key k;
+    key_make(&k, kind, id, idlen);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc, rec);
+}
+
+static void delete_record(mdm_batch_t *b, enum kind kind, const void *id, size_t idlen)
+{
+    struct key k;
+    key_make(&k, kind, id, idlen);
+    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
 }
 
 /* ---- local users ---------------------------------------------------------------------------- */
@@ -271,17 +286,12 @@ static void enc_user(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, u->password_changed_ms, 8);
 }
 
-static int dec_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen, void *out)
+static int dec_user(const void *id, size_t idlen, const void *val, size_t vlen, void *out)
 {
     mdm_local_user_t *u = out;
-    memset(u, 0, sizeof(*u));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = id_take(id, idlen, u->name, sizeof(u->name));
-    if (ret == 0 && !mdm_user_name_valid(u->name))
-        ret = -EBADMSG;
-    if (ret != 0)
-        goto out;
-    switch (mdm_rd_u8(&r)) {
+    struct mdm_rd r = mdm_rd_start(u, sizeof(*u), val, vlen);
+    r.err = id_take(id, idlen, u->name, sizeof(u->name), mdm_user_name_valid);
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1: {
         unsigned flags = mdm_rd_u8(&r);
         if (flags & ~USER_FLAG_DISABLED)
@@ -305,15 +315,8 @@ static int dec_user(const uint8_t *id, size_t idlen, const void *val, size_t vle
         u->password_changed_ms = mdm_rd_be(&r, 8);
         break;
     }
-    default: /* unknown format, or an empty value */
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(u, 0, sizeof(*u));
-    return ret;
+    return mdm_rd_finish(&r, u, sizeof(*u));
 }
 
 void mdm_store_put_local_user(mdm_batch_t *b, const mdm_local_user_t *u)
@@ -323,17 +326,13 @@ void mdm_store_put_local_user(mdm_batch_t *b, const mdm_local_user_t *u)
     assert(u->n_groups <= MDM_USER_GROUPS_MAX);
     for (unsigned i = 0; i < u->n_groups; i++)
         assert(mdm_group_name_valid(u->groups[i]));
-    struct key k;
-    key_str(&k, K_USER, u->name);
-    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_user, u);
+    put_record(b, K_USER, u->name, strlen(u->name), enc_user, u);
 }
 
 void mdm_store_delete_local_user(mdm_batch_t *b, const char *name)
 {
     assert(b && mdm_user_name_valid(name));
-    struct key k;
-    key_str(&k, K_USER, name);
-    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+    delete_record(b, K_USER, name, strlen(name));
 }
 
 /* ---- invitations ---------------------------------------------------------------------------- */
@@ -353,18 +352,13 @@ static void enc_invitation(struct mdm_wr *w, const void *rec)
     MDM_WR_STR(w, inv->enrollment_id);
 }
 
-static int dec_invitation(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_invitation(const void *id, size_t idlen, const void *val, size_t vlen,
                           void *out)
 {
     mdm_invitation_t *inv = out;
-    memset(inv, 0, sizeof(*inv));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = id_take(id, idlen, inv->id, sizeof(inv->id));
-    if (ret == 0 && !mdm_enroll_id_valid(inv->id))
-        ret = -EBADMSG;
-    if (ret != 0)
-        goto out;
-    switch (mdm_rd_u8(&r)) {
+    struct mdm_rd r = mdm_rd_start(inv, sizeof(*inv), val, vlen);
+    r.err = id_take(id, idlen, inv->id, sizeof(inv->id), mdm_enroll_id_valid);
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1:
         MDM_RD_STR(&r, inv->user_name);
         inv->mode = mdm_rd_u8(&r);
@@ -379,15 +373,8 @@ static int dec_invitation(const uint8_t *id, size_t idlen, const void *val, size
                            !status_valid(inv->status) || !opt_id_ok(inv->enrollment_id)))
             r.err = -EBADMSG;
         break;
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(inv, 0, sizeof(*inv));
-    return ret;
+    return mdm_rd_finish(&r, inv, sizeof(*inv));
 }
 
 void mdm_store_put_invitation(mdm_batch_t *b, const mdm_invitation_t *inv)
@@ -396,17 +383,13 @@ void mdm_store_put_invitation(mdm_batch_t *b, const mdm_invitation_t *inv)
     assert(mdm_enroll_id_valid(inv->id) && mdm_user_ref_valid(inv->user_name));
     assert(mode_valid(inv->mode) && status_valid(inv->status));
     assert(opt_id_ok(inv->enrollment_id));
-    struct key k;
-    key_str(&k, K_INVITATION, inv->id);
-    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_invitation, inv);
+    put_record(b, K_INVITATION, inv->id, strlen(inv->id), enc_invitation, inv);
 }
 
 void mdm_store_delete_invitation(mdm_batch_t *b, const char *id)
 {
     assert(b && mdm_enroll_id_valid(id));
-    struct key k;
-    key_str(&k, K_INVITATION, id);
-    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+    delete_record(b, K_INVITATION, id, strlen(id));
 }
 
 /* ---- SCEP challenges ------------------------------------------------------------------------ */
@@ -420,17 +403,16 @@ static void enc_challenge(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, c->expires_ms, 8);
 }
 
-static int dec_challenge(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_challenge(const void *id, size_t idlen, const void *val, size_t vlen,
                          void *out)
 {
     mdm_scep_challenge_t *c = out;
-    memset(c, 0, sizeof(*c));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = idlen == MDM_SHA256_LEN ? 0 : -EBADMSG;
-    if (ret != 0)
-        goto out;
-    memcpy(c->hash, id, MDM_SHA256_LEN);
-    switch (mdm_rd_u8(&r)) {
+    struct mdm_rd r = mdm_rd_start(c, sizeof(*c), val, vlen);
+    if (idlen == MDM_SHA256_LEN)
+        memcpy(c->hash, id, MDM_SHA256_LEN);
+    else
+        r.err = -EBADMSG;
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1: {
         unsigned flags = mdm_rd_u8(&r);
         if (flags & ~CHALLENGE_FLAG_USED)
@@ -442,32 +424,21 @@ static int dec_challenge(const uint8_t *id, size_t idlen, const void *val, size_
             r.err = -EBADMSG;
         break;
     }
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(c, 0, sizeof(*c));
-    return ret;
+    return mdm_rd_finish(&r, c, sizeof(*c));
 }
 
 void mdm_store_put_scep_challenge(mdm_batch_t *b, const mdm_scep_challenge_t *c)
 {
     assert(b && c);
     assert(opt_id_ok(c->enrollment_id));
-    struct key k;
-    key_make(&k, K_CHALLENGE, c->hash, MDM_SHA256_LEN);
-    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_challenge, c);
+    put_record(b, K_CHALLENGE, c->hash, MDM_SHA256_LEN, enc_challenge, c);
 }
 
 void mdm_store_delete_scep_challenge(mdm_batch_t *b, const uint8_t hash[MDM_SHA256_LEN])
 {
     assert(b && hash);
-    struct key k;
-    key_make(&k, K_CHALLENGE, hash, MDM_SHA256_LEN);
-    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+    delete_record(b, K_CHALLENGE, hash, MDM_SHA256_LEN);
 }
 
 /* ---- enrollments ---------------------------------------------------------------------------- */
@@ -486,18 +457,13 @@ static void enc_enrollment(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, e->completed_ms, 8);
 }
 
-static int dec_enrollment(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_enrollment(const void *id, size_t idlen, const void *val, size_t vlen,
                           void *out)
 {
     mdm_enrollment_t *e = out;
-    memset(e, 0, sizeof(*e));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = id_take(id, idlen, e->id, sizeof(e->id));
-    if (ret == 0 && !mdm_enroll_id_valid(e->id))
-        ret = -EBADMSG;
-    if (ret != 0)
-        goto out;
-    switch (mdm_rd_u8(&r)) {
+    struct mdm_rd r = mdm_rd_start(e, sizeof(*e), val, vlen);
+    r.err = id_take(id, idlen, e->id, sizeof(e->id), mdm_enroll_id_valid);
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1:
         MDM_RD_STR(&r, e->user_name);
         e->method = mdm_rd_u8(&r);
@@ -511,15 +477,8 @@ static int dec_enrollment(const uint8_t *id, size_t idlen, const void *val, size
                            !opt_id_ok(e->invitation_id)))
             r.err = -EBADMSG;
         break;
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(e, 0, sizeof(*e));
-    return ret;
+    return mdm_rd_finish(&r, e, sizeof(*e));
 }
 
 void mdm_store_put_enrollment(mdm_batch_t *b, const mdm_enrollment_t *e)
@@ -527,17 +486,13 @@ void mdm_store_put_enrollment(mdm_batch_t *b, const mdm_enrollment_t *e)
     assert(b && e);
     assert(mdm_enroll_id_valid(e->id) && mdm_user_ref_valid(e->user_name));
     assert(method_valid(e->method) && opt_id_ok(e->invitation_id));
-    struct key k;
-    key_str(&k, K_ENROLLMENT, e->id);
-    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_enrollment, e);
+    put_record(b, K_ENROLLMENT, e->id, strlen(e->id), enc_enrollment, e);
 }
 
 void mdm_store_delete_enrollment(mdm_batch_t *b, const char *id)
 {
     assert(b && mdm_enroll_id_valid(id));
-    struct key k;
-    key_str(&k, K_ENROLLMENT, id);
-    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+    delete_record(b, K_ENROLLMENT, id, strlen(id));
 }
 
 /* ---- sign-on failure counters --------------------------------------------------------------- */
@@ -551,39 +506,29 @@ static void enc_failures(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, f->locked_until_ms, 8);
 }
 
-static int dec_failures(enum mdm_signon_kind kind, const uint8_t *id, size_t idlen,
+static int dec_failures(enum mdm_signon_kind kind, const void *id, size_t idlen,
                         const void *val, size_t vlen, mdm_signon_failures_t *f)
 {
-    memset(f, 0, sizeof(*f));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = id_take(id, idlen, f->subject, sizeof(f->subject));
-    if (ret != 0)
-        goto out;
+    struct mdm_rd r = mdm_rd_start(f, sizeof(*f), val, vlen);
+    r.err = id_take(id, idlen, f->subject, sizeof(f->subject), NULL);
     f->kind = (uint8_t)kind;
-    switch (mdm_rd_u8(&r)) {
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1:
         f->count = (uint32_t)mdm_rd_be(&r, 4);
         f->window_start_ms = mdm_rd_be(&r, 8);
         f->locked_until_ms = mdm_rd_be(&r, 8);
         break;
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(f, 0, sizeof(*f));
-    return ret;
+    return mdm_rd_finish(&r, f, sizeof(*f));
 }
 
-static int dec_fail_user(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_fail_user(const void *id, size_t idlen, const void *val, size_t vlen,
                          void *out)
 {
     return dec_failures(MDM_SIGNON_USER, id, idlen, val, vlen, out);
 }
 
-static int dec_fail_address(const uint8_t *id, size_t idlen, const void *val, size_t vlen,
+static int dec_fail_address(const void *id, size_t idlen, const void *val, size_t vlen,
                             void *out)
 {
     return dec_failures(MDM_SIGNON_ADDRESS, id, idlen, val, vlen, out);
@@ -593,18 +538,14 @@ void mdm_store_put_signon_failures(mdm_batch_t *b, const mdm_signon_failures_t *
 {
     assert(b && f);
     assert(kind_ok(f->kind) && subject_ok(f->subject));
-    struct key k;
-    key_str(&k, fail_kind(f->kind), f->subject);
-    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_failures, f);
+    put_record(b, fail_kind(f->kind), f->subject, strlen(f->subject), enc_failures, f);
 }
 
 void mdm_store_delete_signon_failures(mdm_batch_t *b, enum mdm_signon_kind kind,
                                       const char *subject)
 {
     assert(b && kind_ok(kind) && subject_ok(subject));
-    struct key k;
-    key_str(&k, fail_kind(kind), subject);
-    mdm_batch_delete(b, MDM_CF_ENROLL, k.b, k.n);
+    delete_record(b, fail_kind(kind), subject, strlen(subject));
 }
 
 /* ---- identity certificate index ------------------------------------------------------------ */
@@ -656,9 +597,7 @@ static int on_cert_view(void *arg, const void *val, size_t vlen)
 {
     char *id = arg;
     struct mdm_rd r = {.p = val, .left = vlen};
-    if (mdm_rd_u8(&r) != FORMAT_1)
-        r.err = -EBADMSG;
-    else
+    if (mdm_rd_format(&r, FORMAT_1) == FORMAT_1)
         mdm_rd_str(&r, id, MDM_ENROLL_ID_LEN + 1);
     int ret = mdm_rd_end(&r);
     if (ret == 0 && !mdm_enroll_id_valid(id))
@@ -685,22 +624,24 @@ int mdm_store_get_enrollment_cert(mdm_store_t *s, const char *cert_sha256_hex,
 
 struct view {
     enum kind kind;
-    const struct key *k;
+    const void *id;
+    size_t idlen;
     void *out;
 };
 
 static int on_view(void *arg, const void *val, size_t vlen)
 {
     struct view *v = arg;
-    size_t plen = strlen(kinds[v->kind].prefix);
-    return kinds[v->kind].dec(v->k->b + plen, v->k->n - plen, val, vlen, v->out);
+    return kinds[v->kind].dec(v->id, v->idlen, val, vlen, v->out);
 }
 
-/* Reads the record of kind under k into out (kinds[kind].size bytes); zeroed unless 0. */
-static int get_record(mdm_store_t *s, enum kind kind, const struct key *k, void *out)
+/* Reads the record of kind and id[0..idlen) into out (kinds[kind].size bytes); zeroed unless 0. */
+static int get_record(mdm_store_t *s, enum kind kind, const void *id, size_t idlen, void *out)
 {
-    struct view v = {kind, k, out};
-    int ret = mdm_store_get_view(s, MDM_CF_ENROLL, k->b, k->n, on_view, &v);
+    struct key k;
+    key_make(&k, kind, id, idlen);
+    struct view v = {kind, id, idlen, out};
+    int ret = mdm_store_get_view(s, MDM_CF_ENROLL, k.b, k.n, on_view, &v);
     if (ret != 0)
         memset(out, 0, kinds[kind].size);
     return ret;
@@ -712,9 +653,7 @@ int mdm_store_get_local_user(mdm_store_t *s, const char *name, mdm_local_user_t 
     memset(out, 0, sizeof(*out));
     if (!mdm_user_name_valid(name))
         return -EINVAL;
-    struct key k;
-    key_str(&k, K_USER, name);
-    return get_record(s, K_USER, &k, out);
+    return get_record(s, K_USER, name, strlen(name), out);
 }
 
 int mdm_store_get_invitation(mdm_store_t *s, const char *id, mdm_invitation_t *out)
@@ -723,9 +662,7 @@ int mdm_store_get_invitation(mdm_store_t *s, const char *id, mdm_invitation_t *o
     memset(out, 0, sizeof(*out));
     if (!mdm_enroll_id_valid(id))
         return -EINVAL;
-    struct key k;
-    key_str(&k, K_INVITATION, id);
-    return get_record(s, K_INVITATION, &k, out);
+    return get_record(s, K_INVITATION, id, strlen(id), out);
 }
 
 int mdm_store_get_scep_challenge(mdm_store_t *s, const uint8_t hash[MDM_SHA256_LEN],
@@ -733,9 +670,7 @@ int mdm_store_get_scep_challenge(mdm_store_t *s, const uint8_t hash[MDM_SHA256_L
 {
     assert(s && hash && out);
     memset(out, 0, sizeof(*out));
-    struct key k;
-    key_make(&k, K_CHALLENGE, hash, MDM_SHA256_LEN);
-    return get_record(s, K_CHALLENGE, &k, out);
+    return get_record(s, K_CHALLENGE, hash, MDM_SHA256_LEN, out);
 }
 
 int mdm_store_get_enrollment(mdm_store_t *s, const char *id, mdm_enrollment_t *out)
@@ -744,9 +679,7 @@ int mdm_store_get_enrollment(mdm_store_t *s, const char *id, mdm_enrollment_t *o
     memset(out, 0, sizeof(*out));
     if (!mdm_enroll_id_valid(id))
         return -EINVAL;
-    struct key k;
-    key_str(&k, K_ENROLLMENT, id);
-    return get_record(s, K_ENROLLMENT, &k, out);
+    return get_record(s, K_ENROLLMENT, id, strlen(id), out);
 }
 
 int mdm_store_get_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind, const char *subject,
@@ -756,66 +689,32 @@ int mdm_store_get_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind, con
     memset(out, 0, sizeof(*out));
     if (!kind_ok(kind) || !subject_ok(subject))
         return -EINVAL;
-    struct key k;
-    key_str(&k, fail_kind(kind), subject);
-    return get_record(s, fail_kind(kind), &k, out);
+    return get_record(s, fail_kind(kind), subject, strlen(subject), out);
 }
 
-/* ---- generic listing ------------------------------------------------------------------------ */
+/* ---- listings ------------------------------------------------------------------------------- */
 
-/* The typed callback of a listing (one member per kind; failures share one). */
-union list_cb {
-    int (*user)(void *arg, const mdm_local_user_t *u);
-    int (*invitation)(void *arg, const mdm_invitation_t *inv);
-    int (*challenge)(void *arg, const mdm_scep_challenge_t *c);
-    int (*enrollment)(void *arg, const mdm_enrollment_t *e);
-    int (*failures)(void *arg, const mdm_signon_failures_t *f);
-};
+MDM_LISTING_OF(list_users, mdm_local_user_t)
+MDM_LISTING_OF(list_invitations, mdm_invitation_t)
+MDM_LISTING_OF(list_challenges, mdm_scep_challenge_t)
+MDM_LISTING_OF(list_enrollments, mdm_enrollment_t)
+MDM_LISTING_OF(list_failures, mdm_signon_failures_t)
 
-struct list {
-    enum kind kind;
-    union list_cb cb;
-    void *arg;
-};
-
-static int on_record(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+/* The listing of kind strictly after the identifier after[0..alen) (alen 0: from the start).
+ * Its prefix and bound both point into *k: the prefix is the bound's first bytes. */
+static struct mdm_listing kind_listing(struct key *k, enum kind kind, const void *after,
+                                       size_t alen)
 {
-    struct list *l = arg;
-    const struct kind_info *ki = &kinds[l->kind];
-    size_t plen = strlen(ki->prefix);
-    assert(klen >= plen); /* the iteration is bounded by the prefix */
-    union {
-        mdm_local_user_t user;
-        mdm_invitation_t invitation;
-        mdm_scep_challenge_t challenge;
-        mdm_enrollment_t enrollment;
-        mdm_signon_failures_t failures;
-    } rec;
-    int ret = ki->dec((const uint8_t *)key + plen, klen - plen, val, vlen, &rec);
-    if (ret != 0) {
-        mdm_log_bad_record(ki->what, key, klen);
-        return ret;
-    }
-    switch (l->kind) {
-    case K_USER: return l->cb.user(l->arg, &rec.user);
-    case K_INVITATION: return l->cb.invitation(l->arg, &rec.invitation);
-    case K_CHALLENGE: return l->cb.challenge(l->arg, &rec.challenge);
-    case K_ENROLLMENT: return l->cb.enrollment(l->arg, &rec.enrollment);
-    case K_FAIL_USER:
-    case K_FAIL_ADDRESS: return l->cb.failures(l->arg, &rec.failures);
-    }
-    assert(!"unknown kind");
-    return -EINVAL;
-}
-
-/* Lists kind strictly after the identifier after[0..alen) (alen 0: from the start). */
-static int list_kind(mdm_store_t *s, struct list *l, const void *after, size_t alen)
-{
-    struct key prefix, from;
-    key_make(&prefix, l->kind, NULL, 0);
-    key_make(&from, l->kind, after, alen);
-    return mdm_store_iter_after(s, MDM_CF_ENROLL, prefix.b, prefix.n, alen ? from.b : NULL,
-                                alen ? from.n : 0, on_record, l);
+    key_make(k, kind, after, alen);
+    size_t plen = strlen(kinds[kind].prefix);
+    return (struct mdm_listing){.cf = MDM_CF_ENROLL,
+                                .prefix = k->b,
+                                .plen = plen,
+                                .after = alen ? k->b : NULL,
+                                .alen = alen ? k->n : 0,
+                                .key_skip = plen,
+                                .dec = kinds[kind].dec,
+                                .what = kinds[kind].what};
 }
 
 /* Length of an `after` identifier of at most max bytes (NULL = 0), or -1 when longer. */
@@ -834,8 +733,9 @@ int mdm_store_list_local_users(mdm_store_t *s, const char *after,
     int alen = after_len(after, MDM_USER_NAME_MAX);
     if (alen < 0)
         return -EINVAL;
-    struct list l = {.kind = K_USER, .cb.user = cb, .arg = arg};
-    return list_kind(s, &l, after, (size_t)alen);
+    struct key k;
+    struct mdm_listing l = kind_listing(&k, K_USER, after, (size_t)alen);
+    return list_users(s, &l, cb, arg);
 }
 
 int mdm_store_list_invitations(mdm_store_t *s, const char *after,
@@ -845,8 +745,9 @@ int mdm_store_list_invitations(mdm_store_t *s, const char *after,
     int alen = after_len(after, MDM_ENROLL_ID_LEN);
     if (alen < 0)
         return -EINVAL;
-    struct list l = {.kind = K_INVITATION, .cb.invitation = cb, .arg = arg};
-    return list_kind(s, &l, after, (size_t)alen);
+    struct key k;
+    struct mdm_listing l = kind_listing(&k, K_INVITATION, after, (size_t)alen);
+    return list_invitations(s, &l, cb, arg);
 }
 
 int mdm_store_list_scep_challenges(mdm_store_t *s, const uint8_t *after,
@@ -854,8 +755,9 @@ int mdm_store_list_scep_challenges(mdm_store_t *s, const uint8_t *after,
                                    void *arg)
 {
     assert(s && cb);
-    struct list l = {.kind = K_CHALLENGE, .cb.challenge = cb, .arg = arg};
-    return list_kind(s, &l, after, after ? MDM_SHA256_LEN : 0);
+    struct key k;
+    struct mdm_listing l = kind_listing(&k, K_CHALLENGE, after, after ? MDM_SHA256_LEN : 0);
+    return list_challenges(s, &l, cb, arg);
 }
 
 int mdm_store_list_enrollments(mdm_store_t *s, const char *after,
@@ -865,8 +767,9 @@ int mdm_store_list_enrollments(mdm_store_t *s, const char *after,
     int alen = after_len(after, MDM_ENROLL_ID_LEN);
     if (alen < 0)
         return -EINVAL;
-    struct list l = {.kind = K_ENROLLMENT, .cb.enrollment = cb, .arg = arg};
-    return list_kind(s, &l, after, (size_t)alen);
+    struct key k;
+    struct mdm_listing l = kind_listing(&k, K_ENROLLMENT, after, (size_t)alen);
+    return list_enrollments(s, &l, cb, arg);
 }
 
 int mdm_store_list_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind, const char *after,
@@ -877,6 +780,7 @@ int mdm_store_list_signon_failures(mdm_store_t *s, enum mdm_signon_kind kind, co
     int alen = after_len(after, MDM_SIGNON_SUBJECT_MAX);
     if (!kind_ok(kind) || alen < 0)
         return -EINVAL;
-    struct list l = {.kind = fail_kind(kind), .cb.failures = cb, .arg = arg};
-    return list_kind(s, &l, after, (size_t)alen);
+    struct key k;
+    struct mdm_listing l = kind_listing(&k, fail_kind(kind), after, (size_t)alen);
+    return list_failures(s, &l, cb, arg);
 }

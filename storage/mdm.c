@@ -23,8 +23,10 @@
  *   secret:  the caller's sealed bytes as they are (the core/seal envelope has its own version)
  *
  * Decoding is strict: every read is bounds-checked, unknown formats, enum values, flag bits and
- * trailing bytes are errors (-EBADMSG), and nothing is read past the value. A new format gets
- * a new format byte and a decoder case next to the old ones; writers always use the newest.
+ * trailing bytes are errors (-EBADMSG), and nothing is read past the value. Decoders follow the
+ * frame in storage/codec.h (mdm_rd_start, mdm_rd_format, mdm_rd_finish), where a bad key fails
+ * the record as a bad value does. A new format gets a new format byte and a decoder case next to
+ * the old ones; writers always use the newest.
  *
  * Writers encode in two passes over the same function: one counts the bytes, the second writes
  * them straight into the batch (mdm_batch_put_space), so a put allocates nothing of its own.
@@ -171,10 +173,11 @@ static void key_queue(struct key *k, const mdm_queue_entry_t *e)
     key_str(k, e->uuid, false);
 }
 
-static int key_parse_udid(const void *key, size_t klen, char *udid)
+/* A key of one identifier (udid or uuid) into a char[size] field. */
+static int key_parse_id(const void *key, size_t klen, char *id, size_t size)
 {
     const uint8_t *p = key;
-    return mdm_key_take(&p, &klen, udid, MDM_UDID_MAX + 1, 1, true);
+    return mdm_key_take(&p, &klen, id, size, 1, true);
 }
 
 static int key_parse_pair(const void *key, size_t klen, char *udid, char *name, size_t name_size)
@@ -202,6 +205,32 @@ static int key_parse_queue(const void *key, size_t klen, mdm_queue_entry_t *e)
     p += 8;
     klen -= 8;
     return mdm_key_take(&p, &klen, e->uuid, sizeof(e->uuid), 1, true);
+}
+
+/* A blob16 push token into dst[0..size) and *len (left 0 on failure); longer is -EBADMSG. */
+static void rd_push_token(struct mdm_rd *r, uint8_t *dst, size_t size, uint16_t *len)
+{
+    size_t n;
+    const uint8_t *tok = mdm_rd_blob(r, 2, &n);
+    if (n > size) {
+        r->err = -EBADMSG;
+    } else if (tok) {
+        memcpy(dst, tok, n);
+        *len = (uint16_t)n;
+    }
+}
+
+/* Replaces the borrowed bytes *p (len of them; NULL when none) by a copy the caller frees. */
+static int own_bytes(uint8_t **p, size_t len)
+{
+    if (!*p)
+        return 0;
+    uint8_t *copy = malloc(len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, *p, len);
+    *p = copy;
+    return 0;
 }
 
 /* ---- devices -------------------------------------------------------------------------------- */
@@ -238,16 +267,13 @@ static void enc_device(struct mdm_wr *w, const void *rec)
     MDM_WR_STR(w, d->last_push_reason);
 }
 
-/* Decodes a device record; on failure *d is zeroed. */
-static int dec_device(const void *key, size_t klen, const void *val, size_t vlen,
-                      mdm_device_t *d)
+/* Decodes a device record (an mdm_device_t); on failure it is zeroed. */
+static int dec_device(const void *key, size_t klen, const void *val, size_t vlen, void *rec)
 {
-    memset(d, 0, sizeof(*d));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = key_parse_udid(key, klen, d->udid);
-    if (ret != 0)
-        goto out;
-    unsigned format = mdm_rd_u8(&r);
+    mdm_device_t *d = rec;
+    struct mdm_rd r = mdm_rd_start(d, sizeof(*d), val, vlen);
+    r.err = key_parse_id(key, klen, d->udid, sizeof(d->udid));
+    unsigned format = mdm_rd_format(&r, FORMAT_2);
     switch (format) {
     case FORMAT_1:
     case FORMAT_2: {
@@ -268,14 +294,7 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
         MDM_RD_STR(&r, d->build_version);
         MDM_RD_STR(&r, d->device_name);
         MDM_RD_STR(&r, d->topic);
-        size_t tlen;
-        const uint8_t *tok = mdm_rd_blob(&r, 2, &tlen);
-        if (tlen > sizeof(d->push_token)) {
-            r.err = -EBADMSG;
-        } else if (tok) {
-            memcpy(d->push_token, tok, tlen);
-            d->push_token_len = (uint16_t)tlen;
-        }
+        rd_push_token(&r, d->push_token, sizeof(d->push_token), &d->push_token_len);
         MDM_RD_STR(&r, d->push_magic);
         MDM_RD_STR(&r, d->cert_sha256);
         d->authenticated_ms = mdm_rd_be(&r, 8);
@@ -290,15 +309,8 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
         }
         break;
     }
-    default: /* unknown format, or an empty value */
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(d, 0, sizeof(*d));
-    return ret;
+    return mdm_rd_finish(&r, d, sizeof(*d));
 }
 
 void mdm_store_put_device(mdm_batch_t *b, const mdm_device_t *d)
@@ -355,17 +367,13 @@ static void enc_command(struct mdm_wr *w, const void *rec)
     mdm_wr_blob32(w, c->plist, c->plist_len);
 }
 
-/* Decodes with c->plist borrowed from val; on failure *c is zeroed. */
-static int dec_command(const void *key, size_t klen, const void *val, size_t vlen,
-                       mdm_command_t *c)
+/* Decodes an mdm_command_t with its plist borrowed from val; on failure it is zeroed. */
+static int dec_command(const void *key, size_t klen, const void *val, size_t vlen, void *rec)
 {
-    memset(c, 0, sizeof(*c));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    const uint8_t *p = key;
-    int ret = mdm_key_take(&p, &klen, c->uuid, sizeof(c->uuid), 1, true);
-    if (ret != 0)
-        goto out;
-    switch (mdm_rd_u8(&r)) {
+    mdm_command_t *c = rec;
+    struct mdm_rd r = mdm_rd_start(c, sizeof(*c), val, vlen);
+    r.err = key_parse_id(key, klen, c->uuid, sizeof(c->uuid));
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1: {
         MDM_RD_STR(&r, c->request_type);
         c->created_ms = mdm_rd_be(&r, 8);
@@ -374,15 +382,8 @@ static int dec_command(const void *key, size_t klen, const void *val, size_t vle
         c->plist = c->plist_len ? (uint8_t *)(uintptr_t)plist : NULL;
         break;
     }
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(c, 0, sizeof(*c));
-    return ret;
+    return mdm_rd_finish(&r, c, sizeof(*c));
 }
 
 void mdm_store_put_command(mdm_batch_t *b, const mdm_command_t *c)
@@ -403,14 +404,7 @@ static int view_command(void *arg, const void *val, size_t vlen)
 {
     struct view_command *v = arg;
     int ret = dec_command(v->uuid, strlen(v->uuid), val, vlen, v->out);
-    if (ret != 0 || !v->out->plist)
-        return ret;
-    uint8_t *copy = malloc(v->out->plist_len);
-    if (!copy)
-        return -ENOMEM;
-    memcpy(copy, v->out->plist, v->out->plist_len);
-    v->out->plist = copy;
-    return 0;
+    return ret != 0 ? ret : own_bytes(&v->out->plist, v->out->plist_len);
 }
 
 int mdm_store_get_command(mdm_store_t *s, const char *uuid, mdm_command_t *out)
@@ -446,15 +440,12 @@ static void enc_queue(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, e->expires_ms, 8);
 }
 
-static int dec_queue(const void *key, size_t klen, const void *val, size_t vlen,
-                     mdm_queue_entry_t *e)
+static int dec_queue(const void *key, size_t klen, const void *val, size_t vlen, void *rec)
 {
-    memset(e, 0, sizeof(*e));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = key_parse_queue(key, klen, e);
-    if (ret != 0)
-        goto out;
-    switch (mdm_rd_u8(&r)) {
+    mdm_queue_entry_t *e = rec;
+    struct mdm_rd r = mdm_rd_start(e, sizeof(*e), val, vlen);
+    r.err = key_parse_queue(key, klen, e);
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1:
         e->enrollment = (uint32_t)mdm_rd_be(&r, 4);
         e->status = mdm_rd_u8(&r);
@@ -463,15 +454,8 @@ static int dec_queue(const void *key, size_t klen, const void *val, size_t vlen,
         if (!status_valid(e->status))
             r.err = -EBADMSG;
         break;
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(e, 0, sizeof(*e));
-    return ret;
+    return mdm_rd_finish(&r, e, sizeof(*e));
 }
 
 static void assert_queue_key(const mdm_queue_entry_t *e)
@@ -516,16 +500,13 @@ static void enc_result(struct mdm_wr *w, const void *rec)
     mdm_wr_blob32(w, r->response, r->response_len);
 }
 
-/* Decodes with res->response borrowed from val; on failure *res is zeroed. */
-static int dec_result(const void *key, size_t klen, const void *val, size_t vlen,
-                      mdm_result_t *res)
+/* Decodes an mdm_result_t with its response borrowed from val; on failure it is zeroed. */
+static int dec_result(const void *key, size_t klen, const void *val, size_t vlen, void *rec)
 {
-    memset(res, 0, sizeof(*res));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = key_parse_pair(key, klen, res->udid, res->uuid, sizeof(res->uuid));
-    if (ret != 0)
-        goto out;
-    switch (mdm_rd_u8(&r)) {
+    mdm_result_t *res = rec;
+    struct mdm_rd r = mdm_rd_start(res, sizeof(*res), val, vlen);
+    r.err = key_parse_pair(key, klen, res->udid, res->uuid, sizeof(res->uuid));
+    switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1: {
         MDM_RD_STR(&r, res->channel);
         res->status = mdm_rd_u8(&r);
@@ -544,15 +525,8 @@ static int dec_result(const void *key, size_t klen, const void *val, size_t vlen
         res->response = res->response_len ? (uint8_t *)(uintptr_t)resp : NULL;
         break;
     }
-    default:
-        r.err = -EBADMSG;
-        break;
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(res, 0, sizeof(*res));
-    return ret;
+    return mdm_rd_finish(&r, res, sizeof(*res));
 }
 
 void mdm_store_put_result(mdm_batch_t *b, const mdm_result_t *r)
@@ -592,14 +566,7 @@ static int view_result(void *arg, const void *val, size_t vlen)
 {
     struct view_result *v = arg;
     int ret = dec_result(v->k->b, v->k->n, val, vlen, v->out);
-    if (ret != 0 || !v->out->response)
-        return ret;
-    uint8_t *copy = malloc(v->out->response_len);
-    if (!copy)
-        return -ENOMEM;
-    memcpy(copy, v->out->response, v->out->response_len);
-    v->out->response = copy;
-    return 0;
+    return ret != 0 ? ret : own_bytes(&v->out->response, v->out->response_len);
 }
 
 int mdm_store_get_result(mdm_store_t *s, const char *udid, const char *uuid, mdm_result_t *out)
@@ -627,21 +594,16 @@ void mdm_result_dispose(mdm_result_t *r)
 
 /* ---- listings ------------------------------------------------------------------------------- */
 
-struct list_queue {
-    int (*cb)(void *arg, const mdm_queue_entry_t *e);
-    void *arg;
-};
+MDM_LISTING_OF(list_queue, mdm_queue_entry_t)
+MDM_LISTING_OF(list_results, mdm_result_t)
+MDM_LISTING_OF(list_devices, mdm_device_t)
 
-static int on_queue_record(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+/* The listing of cf's records of udid (keys <udid> 0x00 ...); its prefix is built in *k. */
+static struct mdm_listing udid_listing(struct key *k, const char *udid, enum mdm_store_cf cf,
+                                       mdm_decode_fn dec, const char *what)
 {
-    struct list_queue *l = arg;
-    mdm_queue_entry_t e;
-    int ret = dec_queue(key, klen, val, vlen, &e);
-    if (ret != 0) {
-        mdm_log_bad_record("queue", key, klen);
-        return ret;
-    }
-    return l->cb(l->arg, &e);
+    key_pair(k, udid, "");
+    return (struct mdm_listing){.cf = cf, .prefix = k->b, .plen = k->n, .dec = dec, .what = what};
 }
 
 int mdm_store_list_queue(mdm_store_t *s, const char *udid,
@@ -650,28 +612,9 @@ int mdm_store_list_queue(mdm_store_t *s, const char *udid,
     assert(s && cb);
     if (!udid_ok(udid))
         return -EINVAL;
-    struct key prefix;
-    key_pair(&prefix, udid, "");
-    struct list_queue l = {cb, arg};
-    return mdm_store_iter_prefix(s, MDM_CF_QUEUE, prefix.b, prefix.n, on_queue_record, &l);
-}
-
-struct list_results {
-    int (*cb)(void *arg, const mdm_result_t *r);
-    void *arg;
-};
-
-static int on_result_record(void *arg, const void *key, size_t klen, const void *val,
-                            size_t vlen)
-{
-    struct list_results *l = arg;
-    mdm_result_t r;
-    int ret = dec_result(key, klen, val, vlen, &r);
-    if (ret != 0) {
-        mdm_log_bad_record("history", key, klen);
-        return ret;
-    }
-    return l->cb(l->arg, &r);
+    struct key k;
+    struct mdm_listing l = udid_listing(&k, udid, MDM_CF_QUEUE, dec_queue, "queue");
+    return list_queue(s, &l, cb, arg);
 }
 
 int mdm_store_list_results(mdm_store_t *s, const char *udid,
@@ -680,28 +623,9 @@ int mdm_store_list_results(mdm_store_t *s, const char *udid,
     assert(s && cb);
     if (!udid_ok(udid))
         return -EINVAL;
-    struct key prefix;
-    key_pair(&prefix, udid, "");
-    struct list_results l = {cb, arg};
-    return mdm_store_iter_prefix(s, MDM_CF_HISTORY, prefix.b, prefix.n, on_result_record, &l);
-}
-
-struct list_devices {
-    int (*cb)(void *arg, const mdm_device_t *d);
-    void *arg;
-};
-
-static int on_device_record(void *arg, const void *key, size_t klen, const void *val,
-                            size_t vlen)
-{
-    struct list_devices *l = arg;
-    mdm_device_t d;
-    int ret = dec_device(key, klen, val, vlen, &d);
-    if (ret != 0) {
-        mdm_log_bad_record("device", key, klen);
-        return ret;
-    }
-    return l->cb(l->arg, &d);
+    struct key k;
+    struct mdm_listing l = udid_listing(&k, udid, MDM_CF_HISTORY, dec_result, "history");
+    return list_results(s, &l, cb, arg);
 }
 
 int mdm_store_list_devices(mdm_store_t *s, const char *after,
@@ -710,9 +634,9 @@ int mdm_store_list_devices(mdm_store_t *s, const char *after,
     assert(s && cb);
     if (!after)
         after = "";
-    struct list_devices l = {cb, arg};
-    return mdm_store_iter_after(s, MDM_CF_DEVICES, NULL, 0, after, strlen(after),
-                                on_device_record, &l);
+    struct mdm_listing l = {.cf = MDM_CF_DEVICES, .after = after, .alen = strlen(after),
+                            .dec = dec_device, .what = "device"};
+    return list_devices(s, &l, cb, arg);
 }
 
 /* ---- user channels ---------------------------------------------------------------------------- */
@@ -736,41 +660,26 @@ static void enc_user_channel(struct mdm_wr *w, const void *rec)
 }
 
 static int dec_user_channel(const void *key, size_t klen, const void *val, size_t vlen,
-                            mdm_user_channel_t *u)
+                            void *rec)
 {
-    memset(u, 0, sizeof(*u));
-    struct mdm_rd r = {.p = val, .left = vlen};
-    int ret = key_parse_pair(key, klen, u->udid, u->user_id, sizeof(u->user_id));
-    if (ret != 0)
-        goto out;
-    if (mdm_rd_u8(&r) != FORMAT_1) {
-        r.err = -EBADMSG;
-    } else {
+    mdm_user_channel_t *u = rec;
+    struct mdm_rd r = mdm_rd_start(u, sizeof(*u), val, vlen);
+    r.err = key_parse_pair(key, klen, u->udid, u->user_id, sizeof(u->user_id));
+    if (mdm_rd_format(&r, FORMAT_1) == FORMAT_1) {
         unsigned flags = mdm_rd_u8(&r);
         if (flags & ~USER_FLAG_PUSH_TOKEN_INVALID)
             r.err = -EBADMSG;
         u->push_token_invalid = flags & USER_FLAG_PUSH_TOKEN_INVALID;
         MDM_RD_STR(&r, u->short_name);
         MDM_RD_STR(&r, u->long_name);
-        size_t tlen;
-        const uint8_t *tok = mdm_rd_blob(&r, 2, &tlen);
-        if (tlen > sizeof(u->push_token)) {
-            r.err = -EBADMSG;
-        } else if (tok) {
-            memcpy(u->push_token, tok, tlen);
-            u->push_token_len = (uint16_t)tlen;
-        }
+        rd_push_token(&r, u->push_token, sizeof(u->push_token), &u->push_token_len);
         MDM_RD_STR(&r, u->push_magic);
         u->updated_ms = mdm_rd_be(&r, 8);
         u->last_push_ms = mdm_rd_be(&r, 8);
         u->last_push_status = (uint16_t)mdm_rd_be(&r, 2);
         MDM_RD_STR(&r, u->last_push_reason);
     }
-    ret = mdm_rd_end(&r);
-out:
-    if (ret != 0)
-        memset(u, 0, sizeof(*u));
-    return ret;
+    return mdm_rd_finish(&r, u, sizeof(*u));
 }
 
 void mdm_store_put_user_channel(mdm_batch_t *b, const mdm_user_channel_t *u)
@@ -782,23 +691,7 @@ void mdm_store_put_user_channel(mdm_batch_t *b, const mdm_user_channel_t *u)
     mdm_put_encoded(b, MDM_CF_USERS, k.b, k.n, enc_user_channel, u);
 }
 
-struct list_user_channels {
-    int (*cb)(void *arg, const mdm_user_channel_t *u);
-    void *arg;
-};
-
-static int on_user_channel_record(void *arg, const void *key, size_t klen, const void *val,
-                                  size_t vlen)
-{
-    struct list_user_channels *l = arg;
-    mdm_user_channel_t u;
-    int ret = dec_user_channel(key, klen, val, vlen, &u);
-    if (ret != 0) {
-        mdm_log_bad_record("user channel", key, klen);
-        return ret;
-    }
-    return l->cb(l->arg, &u);
-}
+MDM_LISTING_OF(list_user_channels, mdm_user_channel_t)
 
 int mdm_store_list_user_channels(mdm_store_t *s, const char *udid,
                                  int (*cb)(void *arg, const mdm_user_channel_t *u), void *arg)
@@ -806,11 +699,9 @@ int mdm_store_list_user_channels(mdm_store_t *s, const char *udid,
     assert(s && cb);
     if (!udid_ok(udid))
         return -EINVAL;
-    struct key prefix;
-    key_pair(&prefix, udid, "");
-    struct list_user_channels l = {cb, arg};
-    return mdm_store_iter_prefix(s, MDM_CF_USERS, prefix.b, prefix.n, on_user_channel_record,
-                                 &l);
+    struct key k;
+    struct mdm_listing l = udid_listing(&k, udid, MDM_CF_USERS, dec_user_channel, "user channel");
+    return list_user_channels(s, &l, cb, arg);
 }
 
 /* ---- purge and secrets ---------------------------------------------------------------------- */
