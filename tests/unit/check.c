@@ -1,8 +1,10 @@
 #include "check.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 int check_passed;
 int check_failed;
@@ -23,4 +25,26 @@ const char *check_tmpdir(const char *tag)
         exit(99);
     }
     return path;
+}
+
+const char *check_path(const char *dir, const char *name)
+{
+    static char buf[8][PATH_MAX];
+    static int slot;
+    slot = (slot + 1) % 8;
+    snprintf(buf[slot], sizeof(buf[slot]), "%s/%s", dir, name);
+    return buf[slot];
+}
+
+int check_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    char full[4200];
+    snprintf(full, sizeof(full), "(%s) >/dev/null 2>&1", cmd);
+    int st = system(full);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

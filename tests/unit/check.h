@@ -54,4 +54,11 @@ int check_finish(const char *name);
 /** Creates a fresh temporary directory under $TMPDIR (or /tmp); returns a static path. */
 const char *check_tmpdir(const char *tag);
 
+/** "<dir>/<name>" in one of 8 rotating static buffers (so a call can take several). */
+const char *check_path(const char *dir, const char *name);
+
+/** Runs the formatted shell command with its output discarded; returns its exit status, or
+ * -1 when it did not exit normally. */
+int check_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

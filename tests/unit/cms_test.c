@@ -45,29 +45,6 @@ static const char body[] =
     "</key><string>TokenUpdate</string><key>UDID</key><string>0000FE00-5C1D2F0A3E4B</string>"
     "</dict></plist>";
 
-static const char *path(const char *name)
-{
-    static char buf[8][PATH_MAX];
-    static int slot;
-    slot = (slot + 1) % 8;
-    snprintf(buf[slot], sizeof(buf[slot]), "%s/%s", dir, name);
-    return buf[slot];
-}
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    char full[4200];
-    snprintf(full, sizeof(full), "(%s) >/dev/null 2>&1", cmd);
-    int st = system(full);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Makes <name>.key and <name>.pem, self-signed (ca NULL) or issued by <ca>. Aborts on error. */
 static void make(const char *name, const char *ca, const char *cn, bool is_ca,
                  enum mdm_x509_key_type kt, int64_t not_before, uint32_t days)
@@ -75,7 +52,7 @@ static void make(const char *name, const char *ca, const char *cn, bool is_ca,
     char key[64], crt[64], ca_key[64], ca_crt[64];
     snprintf(key, sizeof(key), "%s.key", name);
     snprintf(crt, sizeof(crt), "%s.pem", name);
-    int ret = mdm_x509_key_generate(path(key), kt);
+    int ret = mdm_x509_key_generate(check_path(dir, key), kt);
     mdm_x509_spec_t spec = {
         .common_name = cn,
         .organization = "mdmd test",
@@ -88,11 +65,11 @@ static void make(const char *name, const char *ca, const char *cn, bool is_ca,
     };
     if (ret == 0) {
         if (!ca) {
-            ret = mdm_x509_make_self_signed(path(key), path(crt), &spec);
+            ret = mdm_x509_make_self_signed(check_path(dir, key), check_path(dir, crt), &spec);
         } else {
             snprintf(ca_key, sizeof(ca_key), "%s.key", ca);
             snprintf(ca_crt, sizeof(ca_crt), "%s.pem", ca);
-            ret = mdm_x509_issue(path(ca_key), path(ca_crt), path(key), path(crt), &spec);
+            ret = mdm_x509_issue(check_path(dir, ca_key), check_path(dir, ca_crt), check_path(dir, key), check_path(dir, crt), &spec);
         }
     }
     if (ret != 0) {
@@ -118,7 +95,7 @@ static int sign(const char *key, const char *cert, const void *data, size_t len,
     char k[64], c[64];
     snprintf(k, sizeof(k), "%s.key", key);
     snprintf(c, sizeof(c), "%s.pem", cert);
-    return mdm_cms_sign_detached(path(k), path(c), data, len, sig);
+    return mdm_cms_sign_detached(check_path(dir, k), check_path(dir, c), data, len, sig);
 }
 
 /* True when der is the certificate in <name>.pem (by SHA-256 fingerprint). */
@@ -126,7 +103,7 @@ static bool is_cert(const mdm_buf_t *der, const char *name)
 {
     char c[64];
     snprintf(c, sizeof(c), "%s.pem", name);
-    mdm_x509_info_t want = info_of_file(path(c)), got;
+    mdm_x509_info_t want = info_of_file(check_path(dir, c)), got;
     if (mdm_x509_inspect_der(mdm_buf_head(der), der->len, &got) != 0)
         return false;
     return strcmp(want.fingerprint, got.fingerprint) == 0;
@@ -139,7 +116,7 @@ static void cert_der(const char *name, mdm_buf_t *out)
     snprintf(c, sizeof(c), "%s.pem", name);
     uint8_t *pem = NULL;
     size_t len = 0;
-    if (mdm_file_read(path(c), 1 << 20, &pem, &len) != 0)
+    if (mdm_file_read(check_path(dir, c), 1 << 20, &pem, &len) != 0)
         exit(99);
     const char *b = strstr((const char *)pem, "-----BEGIN CERTIFICATE-----\n");
     const char *e = b ? strstr(b, "-----END CERTIFICATE-----") : NULL;
@@ -168,7 +145,7 @@ static void setup(void)
     make("fake", NULL, "mdmd test device CA", true, MDM_X509_KEY_EC_P256, 0, 3650);
     make("fdev", "fake", "0000FE00-5C1D2F0A3E4B", false, MDM_X509_KEY_EC_P256, 0, 365);
     make("fexp", "fake", "forged and expired", false, MDM_X509_KEY_EC_P256, now - 400 * DAY, 30);
-    if (mdm_file_write_atomic(path("body"), body, strlen(body), 0644) != 0)
+    if (mdm_file_write_atomic(check_path(dir, "body"), body, strlen(body), 0644) != 0)
         exit(99);
 }
 
@@ -390,14 +367,14 @@ static void test_sign_errors(void)
 {
     mdm_buf_t sig;
     mdm_buf_init(&sig, 0);
-    CHECK_EQ_INT(mdm_cms_sign_detached(path("missing.key"), path("dev.pem"), "x", 1, &sig),
+    CHECK_EQ_INT(mdm_cms_sign_detached(check_path(dir, "missing.key"), check_path(dir, "dev.pem"), "x", 1, &sig),
                  -ENOENT);
-    CHECK_EQ_INT(mdm_cms_sign_detached(path("dev.key"), path("missing.pem"), "x", 1, &sig),
+    CHECK_EQ_INT(mdm_cms_sign_detached(check_path(dir, "dev.key"), check_path(dir, "missing.pem"), "x", 1, &sig),
                  -ENOENT);
     /* A certificate where the key should be, and the reverse. */
-    CHECK_EQ_INT(mdm_cms_sign_detached(path("dev.pem"), path("dev.pem"), "x", 1, &sig),
+    CHECK_EQ_INT(mdm_cms_sign_detached(check_path(dir, "dev.pem"), check_path(dir, "dev.pem"), "x", 1, &sig),
                  MDM_ECRYPTO);
-    CHECK_EQ_INT(mdm_cms_sign_detached(path("dev.key"), path("dev.key"), "x", 1, &sig),
+    CHECK_EQ_INT(mdm_cms_sign_detached(check_path(dir, "dev.key"), check_path(dir, "dev.key"), "x", 1, &sig),
                  MDM_ECERT);
     CHECK_EQ_INT(sig.len, 0);
     mdm_buf_dispose(&sig);
@@ -408,7 +385,7 @@ static int trust_of(const char *const *files, size_t n, mdm_cms_trust_t **t)
     const char *paths[8];
     for (size_t i = 0; i < n; i++) {
         static char store[8][PATH_MAX];
-        snprintf(store[i], sizeof(store[i]), "%s", path(files[i]));
+        snprintf(store[i], sizeof(store[i]), "%s", check_path(dir, files[i]));
         paths[i] = store[i];
     }
     return mdm_cms_trust_load(paths, n, t);
@@ -461,7 +438,7 @@ static void test_trust(mdm_cms_trust_t *trust)
     CHECK_EQ_INT(mdm_cms_trust_verify(trust, NULL, 0, now, NULL, 0), MDM_ECERT);
 
     /* Two files, one of them holding two CAs; an expired issuer. */
-    if (sh("cat '%s' '%s' > '%s'", path("other.pem"), path("oldca.pem"), path("two.pem")) != 0)
+    if (check_sh("cat '%s' '%s' > '%s'", check_path(dir, "other.pem"), check_path(dir, "oldca.pem"), check_path(dir, "two.pem")) != 0)
         exit(99);
     mdm_cms_trust_t *t2 = NULL;
     static const char *const files[] = {"ca.pem", "two.pem"};
@@ -486,7 +463,7 @@ static void test_trust(mdm_cms_trust_t *trust)
     CHECK_EQ_INT(trust_of(missing, 2, &t3), -ENOENT);
     static const char *const key_only[] = {"ca.key"};
     CHECK_EQ_INT(trust_of(key_only, 1, &t3), MDM_ECERT);
-    if (mdm_file_write_atomic(path("bad.pem"),
+    if (mdm_file_write_atomic(check_path(dir, "bad.pem"),
                               "-----BEGIN CERTIFICATE-----\nnot base64!\n"
                               "-----END CERTIFICATE-----\n",
                               67, 0644) != 0)
@@ -499,11 +476,11 @@ static void test_trust(mdm_cms_trust_t *trust)
     mdm_buf_t der;
     mdm_buf_init(&der, 0);
     cert_der("dev", &der);
-    CHECK_EQ_INT(mdm_cms_cert_verify_chain(mdm_buf_head(&der), der.len, path("ca.pem"), now), 0);
-    CHECK_EQ_INT(mdm_cms_cert_verify_chain(mdm_buf_head(&der), der.len, path("other.pem"), now),
+    CHECK_EQ_INT(mdm_cms_cert_verify_chain(mdm_buf_head(&der), der.len, check_path(dir, "ca.pem"), now), 0);
+    CHECK_EQ_INT(mdm_cms_cert_verify_chain(mdm_buf_head(&der), der.len, check_path(dir, "other.pem"), now),
                  MDM_ECERT);
     CHECK_EQ_INT(
-        mdm_cms_cert_verify_chain(mdm_buf_head(&der), der.len, path("ca.pem"), now + 400 * DAY),
+        mdm_cms_cert_verify_chain(mdm_buf_head(&der), der.len, check_path(dir, "ca.pem"), now + 400 * DAY),
         MDM_ECERT);
     mdm_buf_dispose(&der);
 }
@@ -665,7 +642,7 @@ static int verify_file(const char *sig_file, const void *content, size_t len, md
 {
     uint8_t *der = NULL;
     size_t der_len = 0;
-    int r = mdm_file_read(path(sig_file), 1 << 20, &der, &der_len);
+    int r = mdm_file_read(check_path(dir, sig_file), 1 << 20, &der, &der_len);
     if (r != 0) {
         fprintf(stderr, "cannot read %s\n", sig_file);
         return 99;
@@ -691,8 +668,8 @@ static void test_openssl(void)
     for (size_t i = 0; i < sizeof(flavours) / sizeof(flavours[0]); i++) {
         char opts[1024];
         snprintf(opts, sizeof(opts), flavours[i][1], dir, dir, dir);
-        CHECK_EQ_INT(sh("openssl cms -sign -binary -outform DER %s -in '%s' -out '%s'", opts,
-                        path("body"), path(flavours[i][0])),
+        CHECK_EQ_INT(check_sh("openssl cms -sign -binary -outform DER %s -in '%s' -out '%s'", opts,
+                        check_path(dir, "body"), check_path(dir, flavours[i][0])),
                      0);
         mdm_buf_reset(&cert);
         int r = verify_file(flavours[i][0], body, len, &cert);
@@ -705,19 +682,19 @@ static void test_openssl(void)
     }
 
     /* No certificate inside: nothing to verify with. */
-    CHECK_EQ_INT(sh("openssl cms -sign -binary -outform DER -nocerts -signer '%s' -inkey '%s' "
+    CHECK_EQ_INT(check_sh("openssl cms -sign -binary -outform DER -nocerts -signer '%s' -inkey '%s' "
                     "-in '%s' -out '%s'",
-                    path("dev.pem"), path("dev.key"), path("body"), path("ossl-nocerts.der")),
+                    check_path(dir, "dev.pem"), check_path(dir, "dev.key"), check_path(dir, "body"), check_path(dir, "ossl-nocerts.der")),
                  0);
     mdm_buf_reset(&cert);
     CHECK_EQ_INT(verify_file("ossl-nocerts.der", body, len, &cert), MDM_ECERT);
 
     /* Encapsulated content: accepted only when it is exactly the body. */
-    if (mdm_file_write_atomic(path("other-body"), "something else", 14, 0644) != 0)
+    if (mdm_file_write_atomic(check_path(dir, "other-body"), "something else", 14, 0644) != 0)
         exit(99);
-    CHECK_EQ_INT(sh("openssl cms -sign -binary -nodetach -outform DER -signer '%s' -inkey '%s' "
+    CHECK_EQ_INT(check_sh("openssl cms -sign -binary -nodetach -outform DER -signer '%s' -inkey '%s' "
                     "-in '%s' -out '%s'",
-                    path("dev.pem"), path("dev.key"), path("other-body"), path("ossl-att.der")),
+                    check_path(dir, "dev.pem"), check_path(dir, "dev.key"), check_path(dir, "other-body"), check_path(dir, "ossl-att.der")),
                  0);
     mdm_buf_reset(&cert);
     CHECK_EQ_INT(verify_file("ossl-att.der", body, len, &cert), MDM_ECRYPTO);
@@ -726,8 +703,8 @@ static void test_openssl(void)
     CHECK(is_cert(&cert, "dev"));
 
     /* Degenerate SignedData (certificates only, no signer). */
-    CHECK_EQ_INT(sh("openssl crl2pkcs7 -nocrl -certfile '%s' -outform DER -out '%s'",
-                    path("dev.pem"), path("ossl-degenerate.der")),
+    CHECK_EQ_INT(check_sh("openssl crl2pkcs7 -nocrl -certfile '%s' -outform DER -out '%s'",
+                    check_path(dir, "dev.pem"), check_path(dir, "ossl-degenerate.der")),
                  0);
     mdm_buf_reset(&cert);
     CHECK_EQ_INT(verify_file("ossl-degenerate.der", body, len, &cert), MDM_ECRYPTO);
@@ -740,16 +717,16 @@ static void test_openssl(void)
     for (size_t i = 0; i < 2; i++) {
         mdm_buf_reset(&sig);
         CHECK_EQ_INT(sign(ours[i], ours[i], body, len, &sig), 0);
-        CHECK_EQ_INT(mdm_file_write_atomic(path("ours.der"), mdm_buf_head(&sig), sig.len, 0644),
+        CHECK_EQ_INT(mdm_file_write_atomic(check_path(dir, "ours.der"), mdm_buf_head(&sig), sig.len, 0644),
                      0);
-        CHECK_EQ_INT(sh("openssl cms -verify -binary -inform DER -in '%s' -content '%s' "
+        CHECK_EQ_INT(check_sh("openssl cms -verify -binary -inform DER -in '%s' -content '%s' "
                         "-CAfile '%s' -purpose any -out /dev/null",
-                        path("ours.der"), path("body"), path("ca.pem")),
+                        check_path(dir, "ours.der"), check_path(dir, "body"), check_path(dir, "ca.pem")),
                      0);
         /* and openssl refuses it for other content */
-        CHECK(sh("openssl cms -verify -binary -inform DER -in '%s' -content '%s' -CAfile '%s' "
+        CHECK(check_sh("openssl cms -verify -binary -inform DER -in '%s' -content '%s' -CAfile '%s' "
                  "-purpose any -out /dev/null",
-                 path("ours.der"), path("other-body"), path("ca.pem")) != 0);
+                 check_path(dir, "ours.der"), check_path(dir, "other-body"), check_path(dir, "ca.pem")) != 0);
     }
     mdm_buf_dispose(&sig);
     mdm_buf_dispose(&cert);
@@ -759,7 +736,7 @@ int main(void)
 {
     snprintf(dir, sizeof(dir), "%s", check_tmpdir("cms"));
     now = (int64_t)time(NULL);
-    have_openssl = sh("command -v openssl") == 0;
+    have_openssl = check_sh("command -v openssl") == 0;
     if (!have_openssl)
         fprintf(stderr, "openssl CLI not found: skipping the cross-checks\n");
     setup();
@@ -780,6 +757,6 @@ int main(void)
     mdm_cms_trust_free(trust);
     mdm_tls_global_cleanup();
     if (check_failed == 0)
-        sh("rm -rf '%s'", dir);
+        check_sh("rm -rf '%s'", dir);
     return check_finish("cms");
 }

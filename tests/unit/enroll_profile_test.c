@@ -44,29 +44,6 @@
 static char dir[PATH_MAX / 2];
 static bool have_openssl;
 
-static const char *path(const char *name)
-{
-    static char buf[8][PATH_MAX];
-    static int slot;
-    slot = (slot + 1) % 8;
-    snprintf(buf[slot], sizeof(buf[slot]), "%s/%s", dir, name);
-    return buf[slot];
-}
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    char full[4200];
-    snprintf(full, sizeof(full), "(%s) >/dev/null 2>&1", cmd);
-    int st = system(full);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Makes <name>.key and <name>.pem, self-signed (ca NULL) or issued by <ca>. Aborts on error. */
 static void make(const char *name, const char *ca, const char *cn, bool is_ca,
                  enum mdm_x509_key_type kt)
@@ -74,7 +51,7 @@ static void make(const char *name, const char *ca, const char *cn, bool is_ca,
     char key[64], crt[64], ca_key[64], ca_crt[64];
     snprintf(key, sizeof(key), "%s.key", name);
     snprintf(crt, sizeof(crt), "%s.pem", name);
-    int ret = mdm_x509_key_generate(path(key), kt);
+    int ret = mdm_x509_key_generate(check_path(dir, key), kt);
     /* As `mdmd init` makes them: the CA also signs, the signer has digitalSignature with
      * emailProtection + codeSigning. */
     mdm_x509_spec_t spec = {
@@ -89,11 +66,11 @@ static void make(const char *name, const char *ca, const char *cn, bool is_ca,
     };
     if (ret == 0) {
         if (!ca) {
-            ret = mdm_x509_make_self_signed(path(key), path(crt), &spec);
+            ret = mdm_x509_make_self_signed(check_path(dir, key), check_path(dir, crt), &spec);
         } else {
             snprintf(ca_key, sizeof(ca_key), "%s.key", ca);
             snprintf(ca_crt, sizeof(ca_crt), "%s.pem", ca);
-            ret = mdm_x509_issue(path(ca_key), path(ca_crt), path(key), path(crt), &spec);
+            ret = mdm_x509_issue(check_path(dir, ca_key), check_path(dir, ca_crt), check_path(dir, key), check_path(dir, crt), &spec);
         }
     }
     if (ret != 0) {
@@ -109,7 +86,7 @@ static void der_of(const char *name, mdm_buf_t *out)
     snprintf(c, sizeof(c), "%s.pem", name);
     uint8_t *der = NULL;
     size_t len = 0;
-    if (mdm_x509_read_cert_der(path(c), &der, &len) != 0)
+    if (mdm_x509_read_cert_der(check_path(dir, c), &der, &len) != 0)
         exit(99);
     mdm_buf_reset(out);
     if (mdm_buf_append(out, der, len) != 0)
@@ -867,7 +844,7 @@ static void test_sign(void)
         snprintf(key, sizeof(key), "%s.key", signers[i]);
         snprintf(crt, sizeof(crt), "%s.pem", signers[i]);
         mdm_buf_reset(&der);
-        int r = mdm_enroll_profile_sign(path(key), path(crt), path("ca.pem"),
+        int r = mdm_enroll_profile_sign(check_path(dir, key), check_path(dir, crt), check_path(dir, "ca.pem"),
                                         mdm_buf_head(&xml), xml.len, &der);
         if (r != 0)
             fprintf(stderr, "sign %s: %s\n", signers[i], mdm_strerror(r));
@@ -878,7 +855,7 @@ static void test_sign(void)
         CHECK(buf_eq(&content, &xml));
         der_of(signers[i], &want);
         CHECK(buf_eq(&cert, &want));
-        CHECK_EQ_INT(mdm_cms_cert_verify_chain(mdm_buf_head(&cert), cert.len, path("ca.pem"),
+        CHECK_EQ_INT(mdm_cms_cert_verify_chain(mdm_buf_head(&cert), cert.len, check_path(dir, "ca.pem"),
                                                now),
                      0);
         /* The detached verifier accepts it for exactly this content. */
@@ -892,62 +869,62 @@ static void test_sign(void)
             continue;
         char file[64];
         snprintf(file, sizeof(file), "%s.mobileconfig", signers[i]);
-        CHECK_EQ_INT(mdm_file_write_atomic(path(file), mdm_buf_head(&der), der.len, 0644), 0);
-        CHECK_EQ_INT(sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
+        CHECK_EQ_INT(mdm_file_write_atomic(check_path(dir, file), mdm_buf_head(&der), der.len, 0644), 0);
+        CHECK_EQ_INT(check_sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
                         "-out '%s'",
-                        path(file), path("ca.pem"), path("cms.out")),
+                        check_path(dir, file), check_path(dir, "ca.pem"), check_path(dir, "cms.out")),
                      0);
-        CHECK(slurp(path("cms.out"), &content) && buf_eq(&content, &xml));
-        CHECK_EQ_INT(sh("openssl smime -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
+        CHECK(slurp(check_path(dir, "cms.out"), &content) && buf_eq(&content, &xml));
+        CHECK_EQ_INT(check_sh("openssl smime -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
                         "-out '%s'",
-                        path(file), path("ca.pem"), path("smime.out")),
+                        check_path(dir, file), check_path(dir, "ca.pem"), check_path(dir, "smime.out")),
                      0);
-        CHECK(slurp(path("smime.out"), &content) && buf_eq(&content, &xml));
+        CHECK(slurp(check_path(dir, "smime.out"), &content) && buf_eq(&content, &xml));
         /* Two certificates inside: the signer and the CA. */
-        CHECK_EQ_INT(sh("test \"$(openssl pkcs7 -inform DER -in '%s' -print_certs | "
+        CHECK_EQ_INT(check_sh("test \"$(openssl pkcs7 -inform DER -in '%s' -print_certs | "
                         "grep -c '^subject=')\" = 2",
-                        path(file)),
+                        check_path(dir, file)),
                      0);
         /* Another CA does not vouch for it. */
-        CHECK(sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
+        CHECK(check_sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
                  "-out /dev/null",
-                 path(file), path("other.pem")) != 0);
+                 check_path(dir, file), check_path(dir, "other.pem")) != 0);
     }
 
     /* A signer under an intermediate: the chain inside lets openssl get to the root. */
     mdm_buf_reset(&der);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("isign.key"), path("isign.pem"), path("int.pem"),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "isign.key"), check_path(dir, "isign.pem"), check_path(dir, "int.pem"),
                                          mdm_buf_head(&xml), xml.len, &der),
                  0);
     if (have_openssl) {
-        CHECK_EQ_INT(mdm_file_write_atomic(path("i.mobileconfig"), mdm_buf_head(&der), der.len,
+        CHECK_EQ_INT(mdm_file_write_atomic(check_path(dir, "i.mobileconfig"), mdm_buf_head(&der), der.len,
                                            0644),
                      0);
-        CHECK_EQ_INT(sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
+        CHECK_EQ_INT(check_sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
                         "-out /dev/null",
-                        path("i.mobileconfig"), path("ca.pem")),
+                        check_path(dir, "i.mobileconfig"), check_path(dir, "ca.pem")),
                      0);
     }
     /* Without the chain, openssl cannot. */
     mdm_buf_reset(&der);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("isign.key"), path("isign.pem"), NULL,
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "isign.key"), check_path(dir, "isign.pem"), NULL,
                                          mdm_buf_head(&xml), xml.len, &der),
                  0);
     if (have_openssl) {
-        CHECK_EQ_INT(mdm_file_write_atomic(path("n.mobileconfig"), mdm_buf_head(&der), der.len,
+        CHECK_EQ_INT(mdm_file_write_atomic(check_path(dir, "n.mobileconfig"), mdm_buf_head(&der), der.len,
                                            0644),
                      0);
-        CHECK(sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
+        CHECK(check_sh("openssl cms -verify -inform DER -in '%s' -CAfile '%s' -purpose any "
                  "-out /dev/null",
-                 path("n.mobileconfig"), path("ca.pem")) != 0);
+                 check_path(dir, "n.mobileconfig"), check_path(dir, "ca.pem")) != 0);
     }
     /* A chain file holding the signer too (leaf + intermediate): the copy is skipped. */
-    CHECK_EQ_INT(sh("cat '%s' '%s' > '%s'", path("isign.pem"), path("int.pem"),
-                    path("ichain.pem")),
+    CHECK_EQ_INT(check_sh("cat '%s' '%s' > '%s'", check_path(dir, "isign.pem"), check_path(dir, "int.pem"),
+                    check_path(dir, "ichain.pem")),
                  0);
     mdm_buf_reset(&der);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("isign.key"), path("ichain.pem"),
-                                         path("ichain.pem"), mdm_buf_head(&xml), xml.len, &der),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "isign.key"), check_path(dir, "ichain.pem"),
+                                         check_path(dir, "ichain.pem"), mdm_buf_head(&xml), xml.len, &der),
                  0);
     mdm_buf_reset(&content);
     mdm_buf_reset(&cert);
@@ -955,12 +932,12 @@ static void test_sign(void)
     der_of("isign", &want);
     CHECK(buf_eq(&cert, &want) && buf_eq(&content, &xml));
     if (have_openssl) {
-        CHECK_EQ_INT(mdm_file_write_atomic(path("c.mobileconfig"), mdm_buf_head(&der), der.len,
+        CHECK_EQ_INT(mdm_file_write_atomic(check_path(dir, "c.mobileconfig"), mdm_buf_head(&der), der.len,
                                            0644),
                      0);
-        CHECK_EQ_INT(sh("test \"$(openssl pkcs7 -inform DER -in '%s' -print_certs | "
+        CHECK_EQ_INT(check_sh("test \"$(openssl pkcs7 -inform DER -in '%s' -print_certs | "
                         "grep -c '^subject=')\" = 2",
-                        path("c.mobileconfig")),
+                        check_path(dir, "c.mobileconfig")),
                      0);
     }
 
@@ -980,7 +957,7 @@ static void test_verify_attached(void)
     mdm_buf_init(&cert, 0);
 
     /* Tampering with the encapsulated content. */
-    CHECK_EQ_INT(mdm_cms_sign(path("sign.key"), path("sign.pem"), NULL, doc, strlen(doc),
+    CHECK_EQ_INT(mdm_cms_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), NULL, doc, strlen(doc),
                               MDM_CMS_ENCAPSULATED, &der),
                  0);
     uint8_t *at = memmem(mdm_buf_head(&der), der.len, "dict/", 5);
@@ -1016,7 +993,7 @@ static void test_verify_attached(void)
 
     /* A detached signature has no content to return. */
     mdm_buf_reset(&der);
-    CHECK_EQ_INT(mdm_cms_sign(path("sign.key"), path("sign.pem"), path("ca.pem"), doc,
+    CHECK_EQ_INT(mdm_cms_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), check_path(dir, "ca.pem"), doc,
                               strlen(doc), MDM_CMS_DETACHED, &der),
                  0);
     mdm_buf_reset(&content);
@@ -1027,20 +1004,20 @@ static void test_verify_attached(void)
 
     /* openssl's attached signatures (a profile to re-sign) open with ours. */
     if (have_openssl) {
-        if (mdm_file_write_atomic(path("doc"), doc, strlen(doc), 0644) != 0)
+        if (mdm_file_write_atomic(check_path(dir, "doc"), doc, strlen(doc), 0644) != 0)
             exit(99);
         static const char *const opts[] = {"", "-noattr", "-certfile '%s'"};
         for (size_t i = 0; i < MDM_ARRAY_LEN(opts); i++) {
             char extra[PATH_MAX + 32];
-            snprintf(extra, sizeof(extra), opts[i], path("ca.pem"));
-            CHECK_EQ_INT(sh("openssl cms -sign -nodetach -binary -outform DER -signer '%s' "
+            snprintf(extra, sizeof(extra), opts[i], check_path(dir, "ca.pem"));
+            CHECK_EQ_INT(check_sh("openssl cms -sign -nodetach -binary -outform DER -signer '%s' "
                             "-inkey '%s' %s -in '%s' -out '%s'",
-                            path("rsign.pem"), path("rsign.key"), extra, path("doc"),
-                            path("ossl.der")),
+                            check_path(dir, "rsign.pem"), check_path(dir, "rsign.key"), extra, check_path(dir, "doc"),
+                            check_path(dir, "ossl.der")),
                          0);
             uint8_t *d = NULL;
             size_t dl = 0;
-            if (mdm_file_read(path("ossl.der"), 1 << 20, &d, &dl) != 0)
+            if (mdm_file_read(check_path(dir, "ossl.der"), 1 << 20, &d, &dl) != 0)
                 exit(99);
             mdm_buf_reset(&content);
             mdm_buf_reset(&cert);
@@ -1058,13 +1035,13 @@ static void test_verify_attached(void)
             free(d);
         }
         /* openssl's detached one: no content. */
-        CHECK_EQ_INT(sh("openssl cms -sign -binary -outform DER -signer '%s' -inkey '%s' "
+        CHECK_EQ_INT(check_sh("openssl cms -sign -binary -outform DER -signer '%s' -inkey '%s' "
                         "-in '%s' -out '%s'",
-                        path("sign.pem"), path("sign.key"), path("doc"), path("odet.der")),
+                        check_path(dir, "sign.pem"), check_path(dir, "sign.key"), check_path(dir, "doc"), check_path(dir, "odet.der")),
                      0);
         uint8_t *d = NULL;
         size_t dl = 0;
-        if (mdm_file_read(path("odet.der"), 1 << 20, &d, &dl) != 0)
+        if (mdm_file_read(check_path(dir, "odet.der"), 1 << 20, &d, &dl) != 0)
             exit(99);
         mdm_buf_reset(&content);
         mdm_buf_reset(&cert);
@@ -1083,32 +1060,32 @@ static void test_sign_errors(void)
     static const char doc[] = "<plist/>";
     mdm_buf_t der;
     mdm_buf_init(&der, 0);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("nope.key"), path("sign.pem"), NULL, doc, 8, &der),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "nope.key"), check_path(dir, "sign.pem"), NULL, doc, 8, &der),
                  -ENOENT);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("sign.key"), path("nope.pem"), NULL, doc, 8, &der),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "sign.key"), check_path(dir, "nope.pem"), NULL, doc, 8, &der),
                  -ENOENT);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("sign.key"), path("sign.pem"), path("nope.pem"),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), check_path(dir, "nope.pem"),
                                          doc, 8, &der),
                  -ENOENT);
     /* A key file as the chain: no certificate in it. */
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("sign.key"), path("sign.pem"), path("ca.key"),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), check_path(dir, "ca.key"),
                                          doc, 8, &der),
                  MDM_ECERT);
     /* Garbage DER as the chain. */
-    if (mdm_file_write_atomic(path("junk.der"), "junkjunk", 8, 0644) != 0)
+    if (mdm_file_write_atomic(check_path(dir, "junk.der"), "junkjunk", 8, 0644) != 0)
         exit(99);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("sign.key"), path("sign.pem"), path("junk.der"),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), check_path(dir, "junk.der"),
                                          doc, 8, &der),
                  MDM_ECERT);
     /* More than MDM_CMS_EXTRA_CERTS_MAX certificates. */
-    CHECK_EQ_INT(sh("for i in 1 2 3 4 5; do cat '%s' '%s'; done > '%s'", path("ca.pem"),
-                    path("other.pem"), path("many.pem")),
+    CHECK_EQ_INT(check_sh("for i in 1 2 3 4 5; do cat '%s' '%s'; done > '%s'", check_path(dir, "ca.pem"),
+                    check_path(dir, "other.pem"), check_path(dir, "many.pem")),
                  0);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("sign.key"), path("sign.pem"), path("many.pem"),
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), check_path(dir, "many.pem"),
                                          doc, 8, &der),
                  MDM_ETOOBIG);
     /* The key of another certificate: what it signs does not verify. */
-    int r = mdm_enroll_profile_sign(path("rsign.key"), path("sign.pem"), NULL, doc, 8, &der);
+    int r = mdm_enroll_profile_sign(check_path(dir, "rsign.key"), check_path(dir, "sign.pem"), NULL, doc, 8, &der);
     if (r == 0) {
         mdm_buf_t content, cert;
         mdm_buf_init(&content, 0);
@@ -1122,7 +1099,7 @@ static void test_sign_errors(void)
     /* An output limit. */
     mdm_buf_t small;
     mdm_buf_init(&small, 16);
-    CHECK_EQ_INT(mdm_enroll_profile_sign(path("sign.key"), path("sign.pem"), NULL, doc, 8,
+    CHECK_EQ_INT(mdm_enroll_profile_sign(check_path(dir, "sign.key"), check_path(dir, "sign.pem"), NULL, doc, 8,
                                          &small),
                  MDM_ETOOBIG);
     CHECK_EQ_INT(small.len, 0);
@@ -1133,7 +1110,7 @@ static void test_sign_errors(void)
 int main(void)
 {
     snprintf(dir, sizeof(dir), "%s", check_tmpdir("enroll-profile"));
-    have_openssl = sh("command -v openssl") == 0;
+    have_openssl = check_sh("command -v openssl") == 0;
     if (!have_openssl)
         fprintf(stderr, "openssl CLI not found: skipping the cross-checks\n");
     make("ca", NULL, "mdmd Device CA", true, MDM_X509_KEY_EC_P256);
@@ -1162,6 +1139,6 @@ int main(void)
     mdm_tls_thread_cleanup();
     mdm_tls_global_cleanup();
     if (check_failed == 0)
-        sh("rm -rf '%s'", dir);
+        check_sh("rm -rf '%s'", dir);
     return check_finish("enroll_profile");
 }

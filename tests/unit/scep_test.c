@@ -55,29 +55,6 @@ static struct blob oth_key, oth_cert;                    /* another device */
 
 static const char challenge[] = "s3cret-Challenge!"; /* '!' forces a UTF8String */
 
-static const char *path(const char *name)
-{
-    static char buf[8][PATH_MAX];
-    static int slot;
-    slot = (slot + 1) % 8;
-    snprintf(buf[slot], sizeof(buf[slot]), "%s/%s", dir, name);
-    return buf[slot];
-}
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    char full[4200];
-    snprintf(full, sizeof(full), "(%s) >/dev/null 2>&1", cmd);
-    int st = system(full);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void die(const char *what, int ret)
 {
     fprintf(stderr, "setup: %s: %s\n", what, mdm_strerror(ret));
@@ -98,7 +75,7 @@ static bool blob_eq(const struct blob *b, const uint8_t *p, size_t n)
 
 static void write_blob(const char *name, const void *p, size_t n)
 {
-    int ret = mdm_file_write_atomic(path(name), p, n, 0600);
+    int ret = mdm_file_write_atomic(check_path(dir, name), p, n, 0600);
     if (ret != 0)
         die(name, ret);
 }
@@ -106,7 +83,7 @@ static void write_blob(const char *name, const void *p, size_t n)
 static struct blob read_blob(const char *name)
 {
     struct blob b = {0};
-    int ret = mdm_file_read(path(name), 1 << 20, &b.p, &b.n);
+    int ret = mdm_file_read(check_path(dir, name), 1 << 20, &b.p, &b.n);
     if (ret != 0)
         die(name, ret);
     return b;
@@ -158,9 +135,9 @@ static void make_ra(const char *name, struct blob *cert, struct blob *key)
         .validity_days = 365,
         .key_usage = MDM_X509_KU_DIGITAL_SIGNATURE | MDM_X509_KU_KEY_ENCIPHERMENT,
     };
-    int ret = mdm_x509_key_generate(path(k), MDM_X509_KEY_RSA_2048);
+    int ret = mdm_x509_key_generate(check_path(dir, k), MDM_X509_KEY_RSA_2048);
     if (ret == 0)
-        ret = mdm_x509_issue(path("ca.key"), path("ca.pem"), path(k), path(c), &spec);
+        ret = mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.pem"), check_path(dir, k), check_path(dir, c), &spec);
     if (ret != 0)
         die(name, ret);
     *cert = read_pem(c, false);
@@ -176,9 +153,9 @@ static void setup(void)
         .is_ca = true,
         .key_usage = MDM_X509_KU_KEY_CERT_SIGN | MDM_X509_KU_CRL_SIGN,
     };
-    int ret = mdm_x509_key_generate(path("ca.key"), MDM_X509_KEY_EC_P256);
+    int ret = mdm_x509_key_generate(check_path(dir, "ca.key"), MDM_X509_KEY_EC_P256);
     if (ret == 0)
-        ret = mdm_x509_make_self_signed(path("ca.key"), path("ca.pem"), &ca_spec);
+        ret = mdm_x509_make_self_signed(check_path(dir, "ca.key"), check_path(dir, "ca.pem"), &ca_spec);
     if (ret != 0)
         die("CA", ret);
     ca_cert = read_pem("ca.pem", false);
@@ -249,17 +226,17 @@ static void test_ca_certs(void)
     CHECK(blob_eq(&ca_cert, mdm_buf_head(&ca_b), ca_b.len));
     if (have_openssl) {
         write_blob("cacerts.der", mdm_buf_head(&out), out.len);
-        CHECK_EQ_INT(sh("openssl pkcs7 -inform DER -in '%s' -print_certs -out '%s'",
-                        path("cacerts.der"), path("cacerts.txt")), 0);
-        CHECK_EQ_INT(sh("test $(grep -c 'BEGIN CERTIFICATE' '%s') -eq 2 && "
+        CHECK_EQ_INT(check_sh("openssl pkcs7 -inform DER -in '%s' -print_certs -out '%s'",
+                        check_path(dir, "cacerts.der"), check_path(dir, "cacerts.txt")), 0);
+        CHECK_EQ_INT(check_sh("test $(grep -c 'BEGIN CERTIFICATE' '%s') -eq 2 && "
                         "grep -q 'CN *= *ra$' '%s' && grep -q 'CN *= *mdmd test CA' '%s'",
-                        path("cacerts.txt"), path("cacerts.txt"), path("cacerts.txt")), 0);
+                        check_path(dir, "cacerts.txt"), check_path(dir, "cacerts.txt"), check_path(dir, "cacerts.txt")), 0);
         /* A BER answer from a streaming encoder (indefinite lengths, constructed content). */
         mdm_buf_reset(&ra_b);
         mdm_buf_reset(&ca_b);
-        CHECK_EQ_INT(sh("echo hello | openssl cms -sign -stream -nodetach -binary -signer '%s' "
+        CHECK_EQ_INT(check_sh("echo hello | openssl cms -sign -stream -nodetach -binary -signer '%s' "
                         "-inkey '%s' -certfile '%s' -outform DER -out '%s'",
-                        path("ra.pem"), path("ra.key"), path("ca.pem"), path("ber.der")), 0);
+                        check_path(dir, "ra.pem"), check_path(dir, "ra.key"), check_path(dir, "ca.pem"), check_path(dir, "ber.der")), 0);
         struct blob ber = read_blob("ber.der");
         CHECK(ber.n > 2 && ber.p[1] == 0x80);
         CHECK_EQ_INT(mdm_scep_pick_ra(ber.p, ber.n, &ra_b, &ca_b), 0);
@@ -298,7 +275,7 @@ static void test_ca_certs(void)
 static void check_issued(const uint8_t *cert, size_t len, const struct blob *key,
                          const char *cn)
 {
-    CHECK_EQ_INT(mdm_cms_cert_verify_chain(cert, len, path("ca.pem"), now), 0);
+    CHECK_EQ_INT(mdm_cms_cert_verify_chain(cert, len, check_path(dir, "ca.pem"), now), 0);
     CHECK_EQ_INT(mdm_x509_key_matches(cert, len, key->p, key->n), 0);
     mdm_x509_info_t *info = calloc(1, sizeof(*info));
     if (!info)
@@ -405,13 +382,13 @@ static void test_round_trip(enum mdm_scep_cipher cipher)
     if (have_openssl && cipher == MDM_SCEP_AES_128_CBC) {
         /* Our request through OpenSSL: signature, envelope for the RA, CSR self-signature. */
         write_blob("req.der", mdm_buf_head(&msg), msg.len);
-        CHECK_EQ_INT(sh("openssl cms -verify -noverify -binary -inform DER -in '%s' -out '%s'",
-                        path("req.der"), path("req-env.der")), 0);
-        CHECK_EQ_INT(sh("openssl cms -decrypt -binary -inform DER -in '%s' -recip '%s' "
+        CHECK_EQ_INT(check_sh("openssl cms -verify -noverify -binary -inform DER -in '%s' -out '%s'",
+                        check_path(dir, "req.der"), check_path(dir, "req-env.der")), 0);
+        CHECK_EQ_INT(check_sh("openssl cms -decrypt -binary -inform DER -in '%s' -recip '%s' "
                         "-inkey '%s' -out '%s'",
-                        path("req-env.der"), path("ra.pem"), path("ra.key"),
-                        path("req-csr.der")), 0);
-        CHECK_EQ_INT(sh("openssl req -inform DER -in '%s' -verify -noout", path("req-csr.der")),
+                        check_path(dir, "req-env.der"), check_path(dir, "ra.pem"), check_path(dir, "ra.key"),
+                        check_path(dir, "req-csr.der")), 0);
+        CHECK_EQ_INT(check_sh("openssl req -inform DER -in '%s' -verify -noout", check_path(dir, "req-csr.der")),
                      0);
         struct blob csr = read_blob("req-csr.der");
         CHECK(blob_eq(&dev_csr, csr.p, csr.n));
@@ -422,28 +399,28 @@ static void test_round_trip(enum mdm_scep_cipher cipher)
         write_blob("rep.der", mdm_buf_head(&rep), rep.len);
         write_blob("dev.crt.der", dev_cert.p, dev_cert.n);
         write_blob("dev.key.der", dev_key.p, dev_key.n);
-        CHECK_EQ_INT(sh("openssl x509 -inform DER -in '%s' -out '%s' && "
+        CHECK_EQ_INT(check_sh("openssl x509 -inform DER -in '%s' -out '%s' && "
                         "openssl pkey -inform DER -in '%s' -out '%s'",
-                        path("dev.crt.der"), path("dev.crt"), path("dev.key.der"),
-                        path("dev.key")), 0);
-        CHECK_EQ_INT(sh("openssl cms -verify -noverify -binary -inform DER -in '%s' -out '%s'",
-                        path("rep.der"), path("rep-env.der")), 0);
-        CHECK_EQ_INT(sh("openssl cms -decrypt -binary -inform DER -in '%s' -recip '%s' "
+                        check_path(dir, "dev.crt.der"), check_path(dir, "dev.crt"), check_path(dir, "dev.key.der"),
+                        check_path(dir, "dev.key")), 0);
+        CHECK_EQ_INT(check_sh("openssl cms -verify -noverify -binary -inform DER -in '%s' -out '%s'",
+                        check_path(dir, "rep.der"), check_path(dir, "rep-env.der")), 0);
+        CHECK_EQ_INT(check_sh("openssl cms -decrypt -binary -inform DER -in '%s' -recip '%s' "
                         "-inkey '%s' -out '%s'",
-                        path("rep-env.der"), path("dev.crt"), path("dev.key"),
-                        path("rep-inner.der")), 0);
-        CHECK_EQ_INT(sh("openssl pkcs7 -inform DER -in '%s' -print_certs -out '%s'",
-                        path("rep-inner.der"), path("rep-certs.pem")), 0);
-        CHECK_EQ_INT(sh("grep -q 'CN *= *device-1' '%s' && "
+                        check_path(dir, "rep-env.der"), check_path(dir, "dev.crt"), check_path(dir, "dev.key"),
+                        check_path(dir, "rep-inner.der")), 0);
+        CHECK_EQ_INT(check_sh("openssl pkcs7 -inform DER -in '%s' -print_certs -out '%s'",
+                        check_path(dir, "rep-inner.der"), check_path(dir, "rep-certs.pem")), 0);
+        CHECK_EQ_INT(check_sh("grep -q 'CN *= *device-1' '%s' && "
                         "openssl x509 -in '%s' -outform DER -out '%s'",
-                        path("rep-certs.pem"), path("rep-certs.pem"), path("rep-cert.der")), 0);
+                        check_path(dir, "rep-certs.pem"), check_path(dir, "rep-certs.pem"), check_path(dir, "rep-cert.der")), 0);
         struct blob got = read_blob("rep-cert.der");
         CHECK(blob_eq(&issued, got.p, got.n));
         blob_free(&got);
         /* The RA signed it: verifying against the CA as trust anchor succeeds. */
-        CHECK_EQ_INT(sh("openssl cms -verify -binary -inform DER -in '%s' -CAfile '%s' "
+        CHECK_EQ_INT(check_sh("openssl cms -verify -binary -inform DER -in '%s' -CAfile '%s' "
                         "-purpose any -out /dev/null",
-                        path("rep.der"), path("ca.pem")), 0);
+                        check_path(dir, "rep.der"), check_path(dir, "ca.pem")), 0);
     }
     blob_free(&issued);
     mdm_scep_request_dispose(&req);
@@ -473,8 +450,8 @@ static void test_failure_pending(void)
     if (have_openssl) {
         /* No content: OpenSSL verifies it as a detached signature over nothing. */
         write_blob("fail.der", mdm_buf_head(&rep), rep.len);
-        CHECK_EQ_INT(sh("openssl cms -verify -noverify -binary -inform DER -in '%s' "
-                        "-content /dev/null -out /dev/null", path("fail.der")), 0);
+        CHECK_EQ_INT(check_sh("openssl cms -verify -noverify -binary -inform DER -in '%s' "
+                        "-content /dev/null -out /dev/null", check_path(dir, "fail.der")), 0);
     }
 
     mdm_buf_reset(&rep);
@@ -618,9 +595,9 @@ static void test_renewal(void)
     CHECK(blob_eq(&new_spki, req.spki, req.spki_len));
     CHECK(req.challenge == NULL);
     /* What the caller checks for a renewal: the signer is a certificate of our CA. */
-    CHECK_EQ_INT(mdm_cms_cert_verify_chain(req.signer_cert, req.signer_cert_len, path("ca.pem"),
+    CHECK_EQ_INT(mdm_cms_cert_verify_chain(req.signer_cert, req.signer_cert_len, check_path(dir, "ca.pem"),
                                            now), 0);
-    CHECK(mdm_cms_cert_verify_chain(dev_cert.p, dev_cert.n, path("ca.pem"), now) != 0);
+    CHECK(mdm_cms_cert_verify_chain(dev_cert.p, dev_cert.n, check_path(dir, "ca.pem"), now) != 0);
 
     struct blob second = issue(&req, "device-1");
     CHECK_EQ_INT(mdm_scep_cert_rep(ra(), &req, MDM_SCEP_SUCCESS, 0, second.p, second.n, &rep), 0);
@@ -824,8 +801,8 @@ static void test_openssl_envelopes(void)
     write_blob("csr.der", dev_csr.p, dev_csr.n);
     static const char *const ciphers[] = {"-aes128", "-aes256", "-des3"};
     for (size_t k = 0; k < MDM_ARRAY_LEN(ciphers); k++) {
-        CHECK_EQ_INT(sh("openssl cms -encrypt -binary %s -in '%s' -outform DER -out '%s' '%s'",
-                        ciphers[k], path("csr.der"), path("env.der"), path("ra.pem")), 0);
+        CHECK_EQ_INT(check_sh("openssl cms -encrypt -binary %s -in '%s' -outform DER -out '%s' '%s'",
+                        ciphers[k], check_path(dir, "csr.der"), check_path(dir, "env.der"), check_path(dir, "ra.pem")), 0);
         struct blob env = read_blob("env.der");
         mdm_buf_t msg;
         mdm_buf_init(&msg, 0);
@@ -899,8 +876,8 @@ static void test_openssl_envelopes(void)
     memcpy(ias + k, first.subject, first.subject_len);
     memcpy(ias + k + first.subject_len, first.subject, first.subject_len);
     write_blob("ias.der", ias, k + n);
-    CHECK_EQ_INT(sh("openssl cms -encrypt -binary -aes128 -in '%s' -outform DER -out '%s' '%s'",
-                    path("ias.der"), path("ias-env.der"), path("ra.pem")), 0);
+    CHECK_EQ_INT(check_sh("openssl cms -encrypt -binary -aes128 -in '%s' -outform DER -out '%s' '%s'",
+                    check_path(dir, "ias.der"), check_path(dir, "ias-env.der"), check_path(dir, "ra.pem")), 0);
     struct blob env = read_blob("ias-env.der");
     mdm_buf_reset(&msg);
     CHECK_EQ_INT(mdm_scep_client_wrap(&c, MDM_SCEP_CERT_POLL, &tx, env.p, env.n, &msg), 0);
@@ -925,7 +902,7 @@ static void test_openssl_csr(void)
 {
     if (!have_openssl)
         return;
-    FILE *f = fopen(path("req.cnf"), "w");
+    FILE *f = fopen(check_path(dir, "req.cnf"), "w");
     if (!f)
         exit(99);
     /* The subject comes from the file: with -subj, openssl req drops the attributes. */
@@ -933,12 +910,12 @@ static void test_openssl_csr(void)
           "[dn]\nO = mdmd test\nCN = ossl-device\n[attrs]\nchallengePassword = ossl pass 123\n",
           f);
     fclose(f);
-    CHECK_EQ_INT(sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out '%s' && "
+    CHECK_EQ_INT(check_sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out '%s' && "
                     "openssl pkey -in '%s' -outform DER -out '%s' && "
                     "openssl req -new -key '%s' -config '%s' -addext keyUsage=digitalSignature "
                     "-outform DER -out '%s'",
-                    path("ossl.key"), path("ossl.key"), path("ossl.p8"), path("ossl.key"),
-                    path("req.cnf"), path("ossl.csr")), 0);
+                    check_path(dir, "ossl.key"), check_path(dir, "ossl.key"), check_path(dir, "ossl.p8"), check_path(dir, "ossl.key"),
+                    check_path(dir, "req.cnf"), check_path(dir, "ossl.csr")), 0);
     struct blob key = read_blob("ossl.p8"), csr = read_blob("ossl.csr"), cert = {0};
     CHECK(key.n > 26 && key.p[0] == 0x30 && key.p[4] == 0x02); /* PKCS#8: version first */
     mdm_x509_spec_t spec = device_spec("ossl self-signed");
@@ -983,16 +960,16 @@ static void test_openssl_csr(void)
     mdm_scep_request_dispose(&req);
 
     /* An EC CSR (PrintableString challenge) issues too: mdm_x509_issue_der takes EC keys. */
-    f = fopen(path("req2.cnf"), "w");
+    f = fopen(check_path(dir, "req2.cnf"), "w");
     if (!f)
         exit(99);
     fputs("[req]\nprompt = no\nutf8 = no\nstring_mask = nombstr\ndistinguished_name = dn\n"
           "attributes = attrs\n[dn]\nCN = ec-device\n[attrs]\nchallengePassword = plain\n",
           f);
     fclose(f);
-    CHECK_EQ_INT(sh("openssl ecparam -name prime256v1 -genkey -noout -out '%s' && "
+    CHECK_EQ_INT(check_sh("openssl ecparam -name prime256v1 -genkey -noout -out '%s' && "
                     "openssl req -new -key '%s' -config '%s' -outform DER -out '%s'",
-                    path("ec.key"), path("ec.key"), path("req2.cnf"), path("ec.csr")), 0);
+                    check_path(dir, "ec.key"), check_path(dir, "ec.key"), check_path(dir, "req2.cnf"), check_path(dir, "ec.csr")), 0);
     struct blob ec_csr = read_blob("ec.csr");
     mdm_buf_reset(&msg);
     CHECK_EQ_INT(mdm_scep_client_request(&c, MDM_SCEP_PKCS_REQ, ec_csr.p, ec_csr.n,
@@ -1002,12 +979,12 @@ static void test_openssl_csr(void)
     CHECK_STR(req.challenge, "plain");
     if (req.spki) {
         struct blob issued = issue(&req, "ec-device");
-        CHECK_EQ_INT(mdm_cms_cert_verify_chain(issued.p, issued.n, path("ca.pem"), now), 0);
+        CHECK_EQ_INT(mdm_cms_cert_verify_chain(issued.p, issued.n, check_path(dir, "ca.pem"), now), 0);
         write_blob("ec-issued.der", issued.p, issued.n);
-        CHECK_EQ_INT(sh("openssl x509 -inform DER -in '%s' -noout -pubkey -out '%s' && "
+        CHECK_EQ_INT(check_sh("openssl x509 -inform DER -in '%s' -noout -pubkey -out '%s' && "
                         "openssl pkey -in '%s' -pubout -out '%s' && cmp -s '%s' '%s'",
-                        path("ec-issued.der"), path("ec-issued.pub"), path("ec.key"),
-                        path("ec.pub"), path("ec-issued.pub"), path("ec.pub")), 0);
+                        check_path(dir, "ec-issued.der"), check_path(dir, "ec-issued.pub"), check_path(dir, "ec.key"),
+                        check_path(dir, "ec.pub"), check_path(dir, "ec-issued.pub"), check_path(dir, "ec.pub")), 0);
         blob_free(&issued);
     }
     mdm_scep_request_dispose(&req);
@@ -1036,10 +1013,10 @@ static void test_x509_der(void)
                                     dev_spki.n, &spec, &der, &len), -EINVAL);
     /* An RSA-1024 public key is refused. */
     if (have_openssl) {
-        CHECK_EQ_INT(sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 "
+        CHECK_EQ_INT(check_sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 "
                         "-outform DER -out '%s' && openssl pkey -inform DER -in '%s' -pubout "
                         "-outform DER -out '%s'",
-                        path("small.key"), path("small.key"), path("small.pub")), 0);
+                        check_path(dir, "small.key"), check_path(dir, "small.key"), check_path(dir, "small.pub")), 0);
         struct blob pub = read_blob("small.pub");
         spec.validity_days = 1;
         CHECK_EQ_INT(mdm_x509_issue_der(ca_key.p, ca_key.n, ca_cert.p, ca_cert.n, pub.p, pub.n,
@@ -1058,9 +1035,9 @@ static void test_x509_der(void)
                  MDM_ECRYPTO);
     if (have_openssl) {
         write_blob("dev.csr", dev_csr.p, dev_csr.n);
-        CHECK_EQ_INT(sh("openssl req -inform DER -in '%s' -verify -noout -text | "
+        CHECK_EQ_INT(check_sh("openssl req -inform DER -in '%s' -verify -noout -text | "
                         "grep -q 'challengePassword *: *s3cret-Challenge!'",
-                        path("dev.csr")), 0);
+                        check_path(dir, "dev.csr")), 0);
     }
 }
 
@@ -1068,7 +1045,7 @@ int main(void)
 {
     snprintf(dir, sizeof(dir), "%s", check_tmpdir("scep"));
     now = (int64_t)time(NULL);
-    have_openssl = sh("command -v openssl") == 0;
+    have_openssl = check_sh("command -v openssl") == 0;
     if (!have_openssl)
         fprintf(stderr, "openssl CLI not found: skipping the cross-checks\n");
     setup();
@@ -1092,6 +1069,6 @@ int main(void)
         blob_free(all[i]);
     mdm_tls_global_cleanup();
     if (check_failed == 0)
-        sh("rm -rf '%s'", dir);
+        check_sh("rm -rf '%s'", dir);
     return check_finish("scep");
 }

@@ -32,15 +32,6 @@
 static char dir[PATH_MAX / 2];
 static bool have_openssl;
 
-static const char *path(const char *name)
-{
-    static char buf[4][PATH_MAX];
-    static int slot;
-    slot = (slot + 1) % 4;
-    snprintf(buf[slot], sizeof(buf[slot]), "%s/%s", dir, name);
-    return buf[slot];
-}
-
 static int file_mode(const char *p)
 {
     struct stat st;
@@ -48,20 +39,6 @@ static int file_mode(const char *p)
 }
 
 /* Runs a shell command quietly; returns its exit status. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    char full[4200];
-    snprintf(full, sizeof(full), "(%s) >/dev/null 2>&1", cmd);
-    int st = system(full);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Loads the first certificate of a file; aborts the test program when that fails. */
 static mdm_x509_info_t load(const char *file)
 {
@@ -149,12 +126,12 @@ static mdm_x509_spec_t good_server(void)
 /* Issues spec for server.key into name and loads it. */
 static mdm_x509_info_t issue(const char *name, const mdm_x509_spec_t *spec, const char *key)
 {
-    int ret = mdm_x509_issue(path("ca.key"), path("ca.crt"), path(key), path(name), spec);
+    int ret = mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, key), check_path(dir, name), spec);
     if (ret != 0) {
         fprintf(stderr, "issue %s: %s\n", name, mdm_strerror(ret));
         exit(99);
     }
-    return load(path(name));
+    return load(check_path(dir, name));
 }
 
 /* Writes a wolfCrypt key (P-224 or RSA-1024: weaker than mdm_x509_key_generate offers). */
@@ -196,7 +173,7 @@ static void test_good(void)
 {
     /* Modes must not depend on the umask. */
     mode_t old = umask(0);
-    CHECK_EQ_INT(mdm_x509_key_generate(path("ca.key"), MDM_X509_KEY_EC_P256), 0);
+    CHECK_EQ_INT(mdm_x509_key_generate(check_path(dir, "ca.key"), MDM_X509_KEY_EC_P256), 0);
     umask(077);
     mdm_x509_spec_t ca = {
         .common_name = "mdmd Test CA",
@@ -205,14 +182,14 @@ static void test_good(void)
         .key_usage = MDM_X509_KU_KEY_CERT_SIGN | MDM_X509_KU_CRL_SIGN,
         .is_ca = true,
     };
-    CHECK_EQ_INT(mdm_x509_make_self_signed(path("ca.key"), path("ca.crt"), &ca), 0);
-    CHECK_EQ_INT(mdm_x509_key_generate(path("server.key"), MDM_X509_KEY_EC_P256), 0);
+    CHECK_EQ_INT(mdm_x509_make_self_signed(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), &ca), 0);
+    CHECK_EQ_INT(mdm_x509_key_generate(check_path(dir, "server.key"), MDM_X509_KEY_EC_P256), 0);
     umask(old);
-    CHECK_EQ_INT(file_mode(path("ca.key")), 0600);
-    CHECK_EQ_INT(file_mode(path("ca.crt")), 0644);
-    CHECK_EQ_INT(file_mode(path("server.key")), 0600);
+    CHECK_EQ_INT(file_mode(check_path(dir, "ca.key")), 0600);
+    CHECK_EQ_INT(file_mode(check_path(dir, "ca.crt")), 0644);
+    CHECK_EQ_INT(file_mode(check_path(dir, "server.key")), 0600);
 
-    mdm_x509_info_t c = load(path("ca.crt"));
+    mdm_x509_info_t c = load(check_path(dir, "ca.crt"));
     CHECK_STR(c.subject, "O=mdmd test, CN=mdmd Test CA");
     CHECK_STR(c.issuer, c.subject);
     CHECK(c.is_ca);
@@ -225,7 +202,7 @@ static void test_good(void)
 
     mdm_x509_spec_t s = good_server();
     mdm_x509_info_t v = issue("server.crt", &s, "server.key");
-    CHECK_EQ_INT(file_mode(path("server.crt")), 0644);
+    CHECK_EQ_INT(file_mode(check_path(dir, "server.crt")), 0644);
     CHECK_STR(v.subject, "O=mdmd test, CN=localhost");
     CHECK_STR(v.issuer, "O=mdmd test, CN=mdmd Test CA");
     CHECK(!v.is_ca);
@@ -253,7 +230,7 @@ static void test_good(void)
     CHECK_STR(san, "DNS:localhost, IP:127.0.0.1, IP:::1");
 
     /* Fingerprint = SHA-256 of the DER. */
-    FILE *f = fopen(path("server.crt"), "r");
+    FILE *f = fopen(check_path(dir, "server.crt"), "r");
     uint8_t pem[8192], der[8192], digest[32];
     size_t pem_len = f ? fread(pem, 1, sizeof(pem), f) : 0;
     if (f)
@@ -269,12 +246,12 @@ static void test_good(void)
         CHECK_EQ_INT(strlen(v.fingerprint), 95);
 
         /* The same certificate as a DER file. */
-        FILE *d = fopen(path("server.der"), "wb");
+        FILE *d = fopen(check_path(dir, "server.der"), "wb");
         if (d) {
             fwrite(der, 1, (size_t)der_len, d);
             fclose(d);
         }
-        mdm_x509_info_t w = load(path("server.der"));
+        mdm_x509_info_t w = load(check_path(dir, "server.der"));
         CHECK(memcmp(w.sha256, v.sha256, 32) == 0);
         CHECK_EQ_INT(w.n_san, 3);
     }
@@ -296,12 +273,12 @@ static void test_good(void)
                 MDM_X509_FAIL);
 
     /* A PEM chain: leaf then CA. */
-    CHECK_EQ_INT(sh("cat '%s' '%s' > '%s'", path("server.crt"), path("ca.crt"),
-                    path("chain.pem")),
+    CHECK_EQ_INT(check_sh("cat '%s' '%s' > '%s'", check_path(dir, "server.crt"), check_path(dir, "ca.crt"),
+                    check_path(dir, "chain.pem")),
                  0);
     mdm_x509_info_t *arr = NULL;
     size_t n = 0;
-    CHECK_EQ_INT(mdm_x509_inspect_file(path("chain.pem"), &arr, &n), 0);
+    CHECK_EQ_INT(mdm_x509_inspect_file(check_path(dir, "chain.pem"), &arr, &n), 0);
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK(!arr[0].is_ca);
@@ -311,21 +288,21 @@ static void test_good(void)
     free(arr);
 
     if (have_openssl) {
-        CHECK_EQ_INT(sh("openssl verify -x509_strict -purpose sslserver -CAfile '%s' '%s'",
-                        path("ca.crt"), path("server.crt")),
+        CHECK_EQ_INT(check_sh("openssl verify -x509_strict -purpose sslserver -CAfile '%s' '%s'",
+                        check_path(dir, "ca.crt"), check_path(dir, "server.crt")),
                      0);
-        CHECK_EQ_INT(sh("openssl x509 -in '%s' -noout -ext subjectAltName | grep -q "
+        CHECK_EQ_INT(check_sh("openssl x509 -in '%s' -noout -ext subjectAltName | grep -q "
                         "'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1'",
-                        path("server.crt")),
+                        check_path(dir, "server.crt")),
                      0);
-        CHECK_EQ_INT(sh("openssl x509 -in '%s' -noout -text | grep -q 'Basic Constraints: "
+        CHECK_EQ_INT(check_sh("openssl x509 -in '%s' -noout -text | grep -q 'Basic Constraints: "
                         "critical'",
-                        path("ca.crt")),
+                        check_path(dir, "ca.crt")),
                      0);
-        CHECK_EQ_INT(sh("openssl x509 -in '%s' -noout -fingerprint -sha256 | grep -q '%s'",
-                        path("server.crt"), v.fingerprint),
+        CHECK_EQ_INT(check_sh("openssl x509 -in '%s' -noout -fingerprint -sha256 | grep -q '%s'",
+                        check_path(dir, "server.crt"), v.fingerprint),
                      0);
-        CHECK_EQ_INT(sh("openssl pkey -in '%s' -noout", path("server.key")), 0);
+        CHECK_EQ_INT(check_sh("openssl pkey -in '%s' -noout", check_path(dir, "server.key")), 0);
     }
 }
 
@@ -390,14 +367,14 @@ static void test_each_rule_fails(void)
     CHECK_STR(v.sig_alg, "ecdsa-with-SHA384");
     expect_only("SHA-384", &v, MDM_X509_PROFILE_TLS_SERVER, hosts, 3, NULL, MDM_X509_PASS);
 
-    CHECK_EQ_INT(write_weak_key(path("p224.key"), false), 0);
+    CHECK_EQ_INT(write_weak_key(check_path(dir, "p224.key"), false), 0);
     s = good_server();
     v = issue("p224.crt", &s, "p224.key");
     CHECK_STR(v.key_desc, "ECDSA P-224");
     expect_only("P-224", &v, MDM_X509_PROFILE_TLS_SERVER, hosts, 3, MDM_X509_RULE_KEY,
                 MDM_X509_FAIL);
 
-    CHECK_EQ_INT(write_weak_key(path("rsa1024.key"), true), 0);
+    CHECK_EQ_INT(write_weak_key(check_path(dir, "rsa1024.key"), true), 0);
     v = issue("rsa1024.crt", &s, "rsa1024.key");
     CHECK_STR(v.key_desc, "RSA 1024");
     expect_only("RSA-1024", &v, MDM_X509_PROFILE_TLS_SERVER, hosts, 3, MDM_X509_RULE_KEY,
@@ -405,13 +382,13 @@ static void test_each_rule_fails(void)
     CHECK_STR(reason_of(&v, MDM_X509_PROFILE_TLS_SERVER, hosts, 3, MDM_X509_RULE_KEY),
               "RSA 1024 bits < 2048 bits");
 
-    CHECK_EQ_INT(mdm_x509_key_generate(path("rsa2048.key"), MDM_X509_KEY_RSA_2048), 0);
+    CHECK_EQ_INT(mdm_x509_key_generate(check_path(dir, "rsa2048.key"), MDM_X509_KEY_RSA_2048), 0);
     s.key_usage = MDM_X509_KU_DIGITAL_SIGNATURE | MDM_X509_KU_KEY_ENCIPHERMENT;
     v = issue("rsa2048.crt", &s, "rsa2048.key");
     CHECK_STR(v.key_desc, "RSA 2048");
     expect_only("RSA-2048", &v, MDM_X509_PROFILE_TLS_SERVER, hosts, 3, NULL, MDM_X509_PASS);
 
-    CHECK_EQ_INT(mdm_x509_key_generate(path("p384.key"), MDM_X509_KEY_EC_P384), 0);
+    CHECK_EQ_INT(mdm_x509_key_generate(check_path(dir, "p384.key"), MDM_X509_KEY_EC_P384), 0);
     s = good_server();
     v = issue("p384.crt", &s, "p384.key");
     CHECK_STR(v.key_desc, "ECDSA P-384");
@@ -460,14 +437,14 @@ static void test_each_rule_fails(void)
     CHECK_EQ_INT(v.not_before, 2524608000LL);
     CHECK_EQ_INT(v.not_after, 2524608000LL + 397 * 86400LL);
     if (have_openssl)
-        CHECK_EQ_INT(sh("openssl x509 -in '%s' -noout -startdate | grep -q 'Jan  1 00:00:00 2050'",
-                        path("2050.crt")),
+        CHECK_EQ_INT(check_sh("openssl x509 -in '%s' -noout -startdate | grep -q 'Jan  1 00:00:00 2050'",
+                        check_path(dir, "2050.crt")),
                      0);
 }
 
 static void test_signing_and_ca_profiles(void)
 {
-    CHECK_EQ_INT(mdm_x509_key_generate(path("signing.key"), MDM_X509_KEY_EC_P256), 0);
+    CHECK_EQ_INT(mdm_x509_key_generate(check_path(dir, "signing.key"), MDM_X509_KEY_EC_P256), 0);
     mdm_x509_spec_t s = {
         .common_name = "mdmd profile signing",
         .validity_days = 397,
@@ -499,21 +476,21 @@ static void test_signing_and_ca_profiles(void)
         .key_usage = MDM_X509_KU_DIGITAL_SIGNATURE,
         .is_ca = true,
     };
-    CHECK_EQ_INT(mdm_x509_make_self_signed(path("signing.key"), path("oddca.crt"), &ca), 0);
-    v = load(path("oddca.crt"));
+    CHECK_EQ_INT(mdm_x509_make_self_signed(check_path(dir, "signing.key"), check_path(dir, "oddca.crt"), &ca), 0);
+    v = load(check_path(dir, "oddca.crt"));
     expect_only("CA without keyCertSign", &v, MDM_X509_PROFILE_CA, NULL, 0, MDM_X509_RULE_BASIC,
                 MDM_X509_FAIL);
     ca.key_usage = MDM_X509_KU_KEY_CERT_SIGN;
     ca.validity_days = 3650;
     ca.not_before = (int64_t)time(NULL) - 3660 * 86400LL;
-    CHECK_EQ_INT(mdm_x509_make_self_signed(path("signing.key"), path("oldca.crt"), &ca), 0);
-    v = load(path("oldca.crt"));
+    CHECK_EQ_INT(mdm_x509_make_self_signed(check_path(dir, "signing.key"), check_path(dir, "oldca.crt"), &ca), 0);
+    v = load(check_path(dir, "oldca.crt"));
     expect_only("expired CA", &v, MDM_X509_PROFILE_CA, NULL, 0, MDM_X509_RULE_NOW,
                 MDM_X509_FAIL);
     ca.hash = MDM_X509_HASH_SHA1;
     ca.not_before = 0;
-    CHECK_EQ_INT(mdm_x509_make_self_signed(path("signing.key"), path("sha1ca.crt"), &ca), 0);
-    v = load(path("sha1ca.crt"));
+    CHECK_EQ_INT(mdm_x509_make_self_signed(check_path(dir, "signing.key"), check_path(dir, "sha1ca.crt"), &ca), 0);
+    v = load(check_path(dir, "sha1ca.crt"));
     expect_only("SHA-1 CA", &v, MDM_X509_PROFILE_CA, NULL, 0, MDM_X509_RULE_SIG, MDM_X509_FAIL);
 }
 
@@ -521,53 +498,53 @@ static void test_errors(void)
 {
     mdm_x509_info_t *arr = NULL;
     size_t n = 7;
-    CHECK_EQ_INT(mdm_x509_inspect_file(path("missing.crt"), &arr, &n), -ENOENT);
+    CHECK_EQ_INT(mdm_x509_inspect_file(check_path(dir, "missing.crt"), &arr, &n), -ENOENT);
     CHECK(arr == NULL && n == 0);
-    CHECK_EQ_INT(sh("echo 'not a certificate' > '%s'", path("junk.crt")), 0);
-    CHECK_EQ_INT(mdm_x509_inspect_file(path("junk.crt"), &arr, &n), MDM_ECERT);
-    CHECK_EQ_INT(sh("printf -- '-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n'"
+    CHECK_EQ_INT(check_sh("echo 'not a certificate' > '%s'", check_path(dir, "junk.crt")), 0);
+    CHECK_EQ_INT(mdm_x509_inspect_file(check_path(dir, "junk.crt"), &arr, &n), MDM_ECERT);
+    CHECK_EQ_INT(check_sh("printf -- '-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n'"
                     " > '%s'",
-                    path("badpem.crt")),
+                    check_path(dir, "badpem.crt")),
                  0);
-    CHECK_EQ_INT(mdm_x509_inspect_file(path("badpem.crt"), &arr, &n), MDM_ECERT);
+    CHECK_EQ_INT(mdm_x509_inspect_file(check_path(dir, "badpem.crt"), &arr, &n), MDM_ECERT);
     /* A key file holds no certificate. */
-    CHECK_EQ_INT(mdm_x509_inspect_file(path("server.key"), &arr, &n), MDM_ECERT);
+    CHECK_EQ_INT(mdm_x509_inspect_file(check_path(dir, "server.key"), &arr, &n), MDM_ECERT);
 
     mdm_x509_spec_t s = good_server();
     const char *const bad_names[] = {"bad name!"};
     s.san = bad_names;
     s.n_san = 1;
-    CHECK_EQ_INT(mdm_x509_issue(path("ca.key"), path("ca.crt"), path("server.key"),
-                                path("bad.crt"), &s),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, "server.key"),
+                                check_path(dir, "bad.crt"), &s),
                  -EINVAL);
     const char *const bad_wild[] = {"a.*.example.com"};
     s.san = bad_wild;
-    CHECK_EQ_INT(mdm_x509_issue(path("ca.key"), path("ca.crt"), path("server.key"),
-                                path("bad.crt"), &s),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, "server.key"),
+                                check_path(dir, "bad.crt"), &s),
                  -EINVAL);
     s = good_server();
     s.common_name = "0123456789012345678901234567890123456789012345678901234567890123456789";
-    CHECK_EQ_INT(mdm_x509_issue(path("ca.key"), path("ca.crt"), path("server.key"),
-                                path("bad.crt"), &s),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, "server.key"),
+                                check_path(dir, "bad.crt"), &s),
                  -EINVAL);
     s = good_server();
     s.validity_days = 0;
-    CHECK_EQ_INT(mdm_x509_issue(path("ca.key"), path("ca.crt"), path("server.key"),
-                                path("bad.crt"), &s),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, "server.key"),
+                                check_path(dir, "bad.crt"), &s),
                  -EINVAL);
     s = good_server();
     /* The CA key must belong to the CA certificate. */
-    CHECK_EQ_INT(mdm_x509_issue(path("server.key"), path("ca.crt"), path("server.key"),
-                                path("bad.crt"), &s),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "server.key"), check_path(dir, "ca.crt"), check_path(dir, "server.key"),
+                                check_path(dir, "bad.crt"), &s),
                  MDM_ECERT);
-    CHECK_EQ_INT(mdm_x509_issue(path("ca.key"), path("ca.crt"), path("missing.key"),
-                                path("bad.crt"), &s),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, "missing.key"),
+                                check_path(dir, "bad.crt"), &s),
                  -ENOENT);
-    CHECK_EQ_INT(mdm_x509_issue(path("ca.key"), path("ca.crt"), path("ca.crt"), path("bad.crt"),
+    CHECK_EQ_INT(mdm_x509_issue(check_path(dir, "ca.key"), check_path(dir, "ca.crt"), check_path(dir, "ca.crt"), check_path(dir, "bad.crt"),
                                 &s),
                  MDM_ECRYPTO);
-    CHECK(access(path("bad.crt"), F_OK) != 0);
-    CHECK_EQ_INT(mdm_x509_key_generate(path("nodir/x.key"), MDM_X509_KEY_EC_P256), -ENOENT);
+    CHECK(access(check_path(dir, "bad.crt"), F_OK) != 0);
+    CHECK_EQ_INT(mdm_x509_key_generate(check_path(dir, "nodir/x.key"), MDM_X509_KEY_EC_P256), -ENOENT);
 }
 
 /* Certificates and keys from another implementation (OpenSSL), when it is installed. */
@@ -576,32 +553,32 @@ static void test_openssl_interop(void)
     if (!have_openssl)
         return;
     /* PKCS#8 key from OpenSSL used as a subject key and as a CA key. */
-    CHECK_EQ_INT(sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '%s'",
-                    path("p8.key")),
+    CHECK_EQ_INT(check_sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '%s'",
+                    check_path(dir, "p8.key")),
                  0);
     mdm_x509_spec_t s = good_server();
     mdm_x509_info_t v = issue("p8.crt", &s, "p8.key");
     expect_only("PKCS#8 key", &v, MDM_X509_PROFILE_TLS_SERVER, hosts, 3, NULL, MDM_X509_PASS);
 
     /* RSASSA-PSS with SHA-256 passes; SHA-1 RSA fails; an OpenSSL CA issues, we inspect. */
-    CHECK_EQ_INT(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 200 "
+    CHECK_EQ_INT(check_sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 200 "
                     "-subj /CN=pss -sha256 -sigopt rsa_padding_mode:pss "
                     "-addext subjectAltName=DNS:pss.example -addext extendedKeyUsage=serverAuth",
-                    path("pss.key"), path("pss.crt")),
+                    check_path(dir, "pss.key"), check_path(dir, "pss.crt")),
                  0);
-    v = load(path("pss.crt"));
+    v = load(check_path(dir, "pss.crt"));
     CHECK_STR(v.sig_alg, "rsassaPss-SHA256");
     CHECK_EQ_INT(v.sig_hash, MDM_X509_HASH_SHA256);
     CHECK_STR(v.subject, "CN=pss");
     expect_only("openssl PSS", &v, MDM_X509_PROFILE_TLS_SERVER, NULL, 0, NULL, MDM_X509_PASS);
 
-    CHECK_EQ_INT(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 200 "
+    CHECK_EQ_INT(check_sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 200 "
                     "-subj '/C=DE/O=Ex, Inc./CN=sha1' -sha1 "
                     "-addext subjectAltName=DNS:sha1.example,email:a@b.example "
                     "-addext extendedKeyUsage=serverAuth",
-                    path("rsa-sha1.key"), path("rsa-sha1.crt")),
+                    check_path(dir, "rsa-sha1.key"), check_path(dir, "rsa-sha1.crt")),
                  0);
-    v = load(path("rsa-sha1.crt"));
+    v = load(check_path(dir, "rsa-sha1.crt"));
     CHECK_STR(v.sig_alg, "sha1WithRSAEncryption");
     CHECK_STR(v.subject, "C=DE, O=Ex, Inc., CN=sha1");
     CHECK_STR(v.key_desc, "RSA 2048");
@@ -612,7 +589,7 @@ static void test_openssl_interop(void)
 int main(void)
 {
     snprintf(dir, sizeof(dir), "%s", check_tmpdir("x509"));
-    have_openssl = sh("command -v openssl") == 0;
+    have_openssl = check_sh("command -v openssl") == 0;
     if (!have_openssl)
         fprintf(stderr, "openssl CLI not found: skipping the cross-checks\n");
     test_good();
@@ -621,6 +598,6 @@ int main(void)
     test_errors();
     test_openssl_interop();
     if (check_failed == 0)
-        sh("rm -rf '%s'", dir);
+        check_sh("rm -rf '%s'", dir);
     return check_finish("x509");
 }
