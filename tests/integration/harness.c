@@ -31,7 +31,7 @@ static long long now_ms(void)
 
 const char *instance_ca(const char *dir)
 {
-    static char path[1024];
+    static _Thread_local char path[1024]; /* tests call it from several threads at once */
     snprintf(path, sizeof(path), "%s/ca/ca.crt", dir);
     return path;
 }

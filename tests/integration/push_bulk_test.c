@@ -175,6 +175,34 @@ static int record_lines(void)
     return lines;
 }
 
+/* Prints the records after line `from` whose token appears more than once there, or that
+ * belong to no fleet Mac, to explain a count that is off. */
+static void dump_extra_records(int from)
+{
+    FILE *f = fopen(rec, "r");
+    if (!f)
+        return;
+    int *cnt = calloc(FLEET, sizeof(int));
+    char line[4096];
+    for (int pass = 0; cnt && pass < 2; pass++) {
+        rewind(f);
+        for (int n = 0; fgets(line, sizeof(line), f); n++) {
+            const char *t = n < from ? NULL : strstr(line, "\"token\":\"");
+            if (!t)
+                continue;
+            char hex[65];
+            snprintf(hex, sizeof(hex), "%.64s", t + 9);
+            int i = mac_of_token(hex);
+            if (pass == 0 && i >= 0)
+                cnt[i]++;
+            else if (pass == 1 && (i < 0 || cnt[i] > 1))
+                fprintf(stderr, "record %d (mac %d): %.400s", n, i, line);
+        }
+    }
+    free(cnt);
+    fclose(f);
+}
+
 /* ---- the fleet ---------------------------------------------------------------------------- */
 
 struct part {
@@ -221,12 +249,17 @@ static void *wake_worker(void *arg)
         char path[160];
         snprintf(path, sizeof(path), "/api/v1/devices/%s/commands", m->udid);
         json_t *j = NULL;
-        if (api("GET", path, NULL, &j) == 200) {
-            json_t *c = json_array_get(json_object_get(j, "commands"), 0);
-            if (json_array_size(json_object_get(j, "commands")) == 1 &&
-                strcmp(jstr(c, "command_uuid"), p->uuid) == 0 &&
-                strcmp(jstr(c, "status"), "acknowledged") == 0)
-                p->history_ok++;
+        int st = api("GET", path, NULL, &j);
+        json_t *c = json_array_get(json_object_get(j, "commands"), 0);
+        if (st == 200 && json_array_size(json_object_get(j, "commands")) == 1 &&
+            strcmp(jstr(c, "command_uuid"), p->uuid) == 0 &&
+            strcmp(jstr(c, "status"), "acknowledged") == 0) {
+            p->history_ok++;
+        } else {
+            char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            fprintf(stderr, "history of %s: HTTP %d %.600s\n", m->udid, st,
+                    text ? text : "(no body)");
+            free(text);
         }
         json_decref(j);
     }
@@ -396,6 +429,8 @@ static void test_push_all(void)
     CHECK_EQ_INT(pushed, FLEET);
     sleep_ms(300);
     CHECK_EQ_INT(record_lines() - from, FLEET); /* exactly one per token */
+    if (record_lines() - from != FLEET)
+        dump_extra_records(from);
     check_sample(FLEET / 2);
     printf("push all: %d devices, API answered (every device handed its push to the pusher) "
            "in %lld ms; all %d pushes recorded %lld ms after the call (%.0f pushes/s)\n",
@@ -417,6 +452,8 @@ static void test_push_all(void)
     json_decref(j);
     sleep_ms(COALESCE_MS + 300);
     CHECK_EQ_INT(record_lines() - from, FLEET);
+    if (record_lines() - from != FLEET)
+        dump_extra_records(from);
     sim_mac_dispose(&half);
 
     /* Malformed calls. */
