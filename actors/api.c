@@ -130,38 +130,10 @@ void mdm_api_set_int(json_t *obj, const char *key, uint64_t v)
  * found (and it fit); a value that does not fit or decode reads as absent. */
 bool mdm_api_query_param(const char *query, const char *name, char *out, size_t outlen)
 {
-    size_t nlen = strlen(name);
-    for (const char *p = query; p && *p;) {
-        const char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-            size_t o = 0;
-            for (size_t i = nlen + 1; i < len; i++) {
-                int c = (unsigned char)p[i];
-                if (c == '+') {
-                    c = ' ';
-                } else if (c == '%') {
-                    int hi = i + 2 < len ? mdm_hex_digit(p[i + 1]) : -1;
-                    int lo = i + 2 < len ? mdm_hex_digit(p[i + 2]) : -1;
-                    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                        return false;
-                    c = hi << 4 | lo;
-                    i += 2;
-                }
-                if (o + 1 >= outlen)
-                    return false;
-                out[o++] = (char)c;
-            }
-            out[o] = '\0';
-            return true;
-        }
-        if (len == nlen && strncmp(p, name, nlen) == 0) {
-            out[0] = '\0';
-            return true;
-        }
-        p = amp ? amp + 1 : NULL;
-    }
-    return false;
+    const char *v;
+    size_t vlen;
+    return query && mdm_http_param_find(query, strlen(query), name, &v, &vlen) &&
+           mdm_http_percent_decode(v, vlen, true, out, outlen) >= 0;
 }
 
 /* Parses an unsigned decimal query value. Returns false when malformed. */

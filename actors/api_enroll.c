@@ -1068,24 +1068,11 @@ bool mdm_api_enroll_owns(const char *rest)
  * decodes to a control byte. */
 static bool decode_segment(const char *s, size_t len, char out[SEG_MAX + 1])
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= len)
-                return false;
-            int hi = mdm_hex_digit(s[i + 1]), lo = mdm_hex_digit(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = hi << 4 | lo;
-            i += 2;
-        }
-        if (c < 0x20 || c == 0x7f || o >= SEG_MAX)
+    int n = mdm_http_percent_decode(s, len, false, out, SEG_MAX + 1);
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
             return false;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return o > 0;
+    return n > 0;
 }
 
 void mdm_api_enroll_handle(mdm_exchange_t *x, const char *rest)

@@ -175,59 +175,6 @@ static void peer_address(const char *peer, char *out, size_t size)
         snprintf(out, size, "%.*s", (int)(end - start), start);
 }
 
-/* Percent-decodes src[0..len) into dst (size bytes, NUL-terminated); with plus_space '+' is a
- * space (forms). Returns the decoded length, or -1 for a bad escape, a NUL byte or overflow. */
-static int url_decode(const char *src, size_t len, bool plus_space, char *dst, size_t size)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        int c = (unsigned char)src[i];
-        if (c == '%') {
-            if (i + 2 >= len)
-                return -1;
-            int h = mdm_hex_digit(src[i + 1]), l = mdm_hex_digit(src[i + 2]);
-            if (h < 0 || l < 0)
-                return -1;
-            c = h * 16 + l;
-            i += 2;
-        } else if (c == '+' && plus_space) {
-            c = ' ';
-        }
-        if (c == 0 || n + 1 >= size)
-            return -1;
-        dst[n++] = (char)c;
-    }
-    dst[n] = 0;
-    return (int)n;
-}
-
-/* Finds name=value in an &-separated list (a query or a form body); *val points at the raw
- * value. Returns true when present. */
-static bool find_param(const char *list, size_t len, const char *name, const char **val,
-                       size_t *vlen)
-{
-    if (!list || len == 0)
-        return false;
-    size_t nlen = strlen(name);
-    const char *p = list, *end = list + len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-            *val = p + nlen + 1;
-            *vlen = (size_t)(stop - *val);
-            return true;
-        }
-        if ((size_t)(stop - p) == nlen && memcmp(p, name, nlen) == 0) {
-            *val = stop;
-            *vlen = 0;
-            return true;
-        }
-        p = stop + 1;
-    }
-    return false;
-}
-
 static bool is_hex(const char *s, size_t n)
 {
     if (strlen(s) != n)
@@ -1003,18 +950,18 @@ static int parse_form(const struct job *j, struct form *f)
     const char *body = (const char *)j->body;
     const char *v;
     size_t vlen;
-    if (find_param(body, j->body_len, "user", &v, &vlen)) {
-        if (url_decode(v, vlen, true, f->user, sizeof(f->user)) < 0)
+    if (mdm_http_param_find(body, j->body_len, "user", &v, &vlen)) {
+        if (mdm_http_percent_decode(v, vlen, true, f->user, sizeof(f->user)) < 0)
             return -EINVAL;
         f->has_user = true;
     }
-    if (find_param(body, j->body_len, "password", &v, &vlen)) {
-        if (url_decode(v, vlen, true, f->password, sizeof(f->password)) < 0)
+    if (mdm_http_param_find(body, j->body_len, "password", &v, &vlen)) {
+        if (mdm_http_percent_decode(v, vlen, true, f->password, sizeof(f->password)) < 0)
             return -EINVAL;
         f->has_password = true;
     }
-    if (find_param(body, j->body_len, "pin", &v, &vlen)) {
-        if (url_decode(v, vlen, true, f->pin, sizeof(f->pin)) < 0)
+    if (mdm_http_param_find(body, j->body_len, "pin", &v, &vlen)) {
+        if (mdm_http_percent_decode(v, vlen, true, f->pin, sizeof(f->pin)) < 0)
             return -EINVAL;
         f->has_pin = true;
         /* Tolerate what people type around a PIN: spaces. */
@@ -1539,8 +1486,8 @@ static void handle_scep(mdm_exchange_t *x, void *ctx)
     const char *v;
     size_t vlen;
     char op[32];
-    if (!find_param(q, strlen(q), "operation", &v, &vlen) ||
-        url_decode(v, vlen, false, op, sizeof(op)) < 0) {
+    if (!mdm_http_param_find(q, strlen(q), "operation", &v, &vlen) ||
+        mdm_http_percent_decode(v, vlen, false, op, sizeof(op)) < 0) {
         mdm_exchange_error(x, 400, "expected ?operation=GetCACaps, GetCACert or PKIOperation");
         return;
     }
@@ -1574,12 +1521,12 @@ static void handle_scep(mdm_exchange_t *x, void *ctx)
     char *text = NULL;
     mdm_buf_t der;
     mdm_buf_init(&der, MDM_SCEP_MESSAGE_MAX);
-    if (!find_param(q, strlen(q), "message", &v, &vlen) || vlen == 0) {
+    if (!mdm_http_param_find(q, strlen(q), "message", &v, &vlen) || vlen == 0) {
         mdm_exchange_error(x, 400, "PKIOperation without a message");
         goto out;
     }
     text = malloc(vlen + 1);
-    int n = text ? url_decode(v, vlen, false, text, vlen + 1) : -1;
+    int n = text ? mdm_http_percent_decode(v, vlen, false, text, vlen + 1) : -1;
     if (n <= 0 || mdm_base64_decode(text, (size_t)n, &der) != 0 || der.len == 0) {
         mdm_exchange_error(x, 400, "message is not URL-encoded base64");
         goto out;
@@ -1660,7 +1607,7 @@ static void handle_profile(mdm_exchange_t *x, void *ctx)
     path_tail(req->path, prefix, id, sizeof(id));
     const char *q = req->query ? req->query : "", *v;
     size_t vlen;
-    if (find_param(q, strlen(q), "t", &v, &vlen) && vlen < sizeof(token)) {
+    if (mdm_http_param_find(q, strlen(q), "t", &v, &vlen) && vlen < sizeof(token)) {
         memcpy(token, v, vlen);
         token[vlen] = 0;
     }

@@ -1026,3 +1026,53 @@ int mdm_http_router_allow(const mdm_http_router_t *r, const char *path, char *bu
     }
     return (int)len;
 }
+
+/* ---- URL-encoded values ---------------------------------------------------------------- */
+
+int mdm_http_percent_decode(const char *src, size_t len, bool plus_space, char *dst,
+                            size_t size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)src[i];
+        if (c == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int hi = mdm_hex_digit(src[i + 1]), lo = mdm_hex_digit(src[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = hi << 4 | lo;
+            i += 2;
+        } else if (c == '+' && plus_space) {
+            c = ' ';
+        }
+        if (c == 0 || n + 1 >= size)
+            return -1;
+        dst[n++] = (char)c;
+    }
+    if (size == 0)
+        return -1;
+    dst[n] = '\0';
+    return (int)n;
+}
+
+bool mdm_http_param_find(const char *list, size_t len, const char *name, const char **val,
+                         size_t *vlen)
+{
+    if (!list)
+        return false;
+    size_t nlen = strlen(name);
+    const char *p = list, *end = list + len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        size_t plen = (size_t)(stop - p);
+        if (plen >= nlen && memcmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
+            *val = plen == nlen ? stop : p + nlen + 1;
+            *vlen = (size_t)(stop - *val);
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
+}

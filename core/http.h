@@ -299,4 +299,23 @@ const mdm_http_route_t *mdm_http_router_match(const mdm_http_router_t *r,
 MDM_MUST_CHECK int mdm_http_router_allow(const mdm_http_router_t *r, const char *path, char *buf,
                                          size_t size);
 
+/* ---- URL-encoded values (query strings, form bodies, path segments) ------------------ */
+
+/**
+ * Percent-decodes len bytes of src into dst (size bytes, NUL-terminated); with plus_space
+ * ('+' in a query or form value) '+' becomes a space, else it stays '+' (e.g. base64).
+ * Returns the decoded length, or -1 for a malformed escape, an encoded NUL, or a value that
+ * does not fit.
+ */
+int mdm_http_percent_decode(const char *src, size_t len, bool plus_space, char *dst,
+                            size_t size);
+
+/**
+ * Finds name=value in the &-separated list of len bytes (a query string or a form body);
+ * *val points at the raw (still encoded) value and *vlen is its length (0 for "name" or
+ * "name="). Returns true when present; the first occurrence wins.
+ */
+bool mdm_http_param_find(const char *list, size_t len, const char *name, const char **val,
+                         size_t *vlen);
+
 #endif

@@ -986,6 +986,35 @@ static void test_router(void)
     CHECK_STR(mdm_http_method_name(MDM_HTTP_PATCH), "PATCH");
 }
 
+static void test_url_encoded(void)
+{
+    char out[16];
+    CHECK_EQ_INT(mdm_http_percent_decode("a%20b+c", 7, true, out, sizeof(out)), 5);
+    CHECK_STR(out, "a b c");
+    CHECK_EQ_INT(mdm_http_percent_decode("a+b%2B", 6, false, out, sizeof(out)), 4);
+    CHECK_STR(out, "a+b+");
+    CHECK_EQ_INT(mdm_http_percent_decode("", 0, true, out, sizeof(out)), 0);
+    CHECK_STR(out, "");
+    CHECK_EQ_INT(mdm_http_percent_decode("%4", 2, true, out, sizeof(out)), -1);  /* truncated */
+    CHECK_EQ_INT(mdm_http_percent_decode("%zz", 3, true, out, sizeof(out)), -1); /* not hex */
+    CHECK_EQ_INT(mdm_http_percent_decode("a%00b", 5, true, out, sizeof(out)), -1); /* NUL */
+    CHECK_EQ_INT(mdm_http_percent_decode("0123456789abcdef", 16, true, out, sizeof(out)), -1);
+    CHECK_EQ_INT(mdm_http_percent_decode("0123456789abcde", 15, true, out, sizeof(out)), 15);
+
+    const char *v;
+    size_t vlen;
+    const char list[] = "userx=1&user=a%40b&flag&empty=&user=second";
+    CHECK(mdm_http_param_find(list, sizeof(list) - 1, "user", &v, &vlen));
+    CHECK(vlen == 5 && memcmp(v, "a%40b", 5) == 0); /* not "userx", the first "user" */
+    CHECK(mdm_http_param_find(list, sizeof(list) - 1, "flag", &v, &vlen) && vlen == 0);
+    CHECK(mdm_http_param_find(list, sizeof(list) - 1, "empty", &v, &vlen) && vlen == 0);
+    CHECK(!mdm_http_param_find(list, sizeof(list) - 1, "use", &v, &vlen));
+    CHECK(!mdm_http_param_find(list, sizeof(list) - 1, "nope", &v, &vlen));
+    CHECK(!mdm_http_param_find(NULL, 0, "user", &v, &vlen));
+    /* the length bounds the search: "user=a" cut before its value's end */
+    CHECK(mdm_http_param_find("user=abc", 6, "user", &v, &vlen) && vlen == 1);
+}
+
 int main(void)
 {
     test_simple_get();
@@ -1006,5 +1035,6 @@ int main(void)
     test_random_splits();
     test_response_writer();
     test_router();
+    test_url_encoded();
     return check_finish("http");
 }
