@@ -16,6 +16,7 @@
  *   GET    push-certificate             topic and expiry of the APNs certificate (job)
  *   PUT    push-certificate             upload it, PEM or PKCS#12 (job, then audited)
  *   ...    users, invitations, enrollments  see api_enroll.c
+ *   ...    policy-types, policies, groups, apps, devices/{udid}/policies|apps  see api_policy.c
  *
  * Enqueue: the command is checked against the schema table below (JSON params are converted
  * to plist with it), gets an uppercase UUID v4, and its record goes into the shard's open batch.
@@ -32,9 +33,11 @@
 #include "actors/api.h"
 #include "actors/api_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -669,6 +672,77 @@ void mdm_api_call_fail(struct mdm_api_call *c, int status, const char *error,
     snprintf(d, sizeof(d), "%.40s: %.250s", error, detail ? detail : "");
     mdm_api_call_finish(c, status, mdm_api_error_json(error, detail), d);
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Claims: one change in flight per record (any shard)
+ */
+
+static struct {
+    pthread_mutex_t lock;
+    char keys[MDM_API_CLAIMS_MAX][MDM_API_CLAIM_KEY_MAX]; /* "" = free slot */
+} claims = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Returns 0, -EBUSY (key already claimed) or -ENOSPC (table full). */
+int mdm_api_claim(const char *key)
+{
+    assert(key[0] && strlen(key) < MDM_API_CLAIM_KEY_MAX);
+    int ret = -ENOSPC, free_slot = -1;
+    pthread_mutex_lock(&claims.lock);
+    for (int i = 0; i < MDM_API_CLAIMS_MAX; i++) {
+        if (!claims.keys[i][0]) {
+            if (free_slot < 0)
+                free_slot = i;
+        } else if (strcmp(claims.keys[i], key) == 0) {
+            ret = -EBUSY;
+            goto out;
+        }
+    }
+    if (free_slot >= 0) {
+        memcpy(claims.keys[free_slot], key, strlen(key) + 1);
+        ret = 0;
+    }
+out:
+    pthread_mutex_unlock(&claims.lock);
+    return ret;
+}
+
+void mdm_api_unclaim(const char *key)
+{
+    pthread_mutex_lock(&claims.lock);
+    for (int i = 0; i < MDM_API_CLAIMS_MAX; i++) {
+        if (strcmp(claims.keys[i], key) == 0) {
+            claims.keys[i][0] = '\0';
+            break;
+        }
+    }
+    pthread_mutex_unlock(&claims.lock);
+}
+
+/* Parses the request body as a JSON object; on failure ends the call (400/415), NULL. */
+json_t *mdm_api_body_object(struct mdm_api_call *c)
+{
+    const mdm_http_request_t *r = mdm_exchange_request(c->x);
+    const char *ct = mdm_http_request_header(r, "Content-Type");
+    if (ct && strncasecmp(ct, "application/json", 16) != 0) {
+        mdm_api_call_fail(c, 415, "unsupported content type", "send application/json");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *body = json_loadb((const char *)mdm_buf_head(&r->body), r->body.len,
+                              JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(body)) {
+        char d[200];
+        if (body)
+            snprintf(d, sizeof(d), "the body must be a JSON object");
+        else
+            snprintf(d, sizeof(d), "line %d column %d: %s", je.line, je.column, je.text);
+        json_decref(body);
+        mdm_api_call_fail(c, 400, "invalid JSON", d);
+        return NULL;
+    }
+    return body;
+}
+
 
 /* ------------------------------------------------------------------------------------------
  * Enqueue (one device or many)
@@ -2076,6 +2150,10 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
     if (mdm_api_enroll_owns(rest)) {
         /* users, invitations, enrollments: names with '@' and percent-escapes (api_enroll.c) */
         mdm_api_enroll_handle(x, rest);
+        return;
+    }
+    if (mdm_api_policy_owns(rest)) {
+        mdm_api_policy_handle(x, rest);
         return;
     }
     char segs[SEGMENTS_MAX][MDM_UDID_MAX + 1];

@@ -59,8 +59,6 @@
 #define INVITE_HOURS_MAX 720       /* 30 days */
 #define DISPLAY_NAME_MAX 127       /* bytes; the record's field holds 128 with the NUL */
 #define EMAIL_MAX 255
-#define CLAIMS_MAX 128             /* changes to users and invitations in flight at once */
-#define CLAIM_KEY_MAX (2 + MDM_USER_NAME_MAX + 1)
 
 /* ------------------------------------------------------------------------------------------
  * Pure helpers
@@ -216,51 +214,6 @@ static json_t *enrollment_json(const mdm_enrollment_t *e, uint64_t now_ms)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Claims: one change in flight per user or invitation (any shard)
- */
-
-static struct {
-    pthread_mutex_t lock;
-    char keys[CLAIMS_MAX][CLAIM_KEY_MAX]; /* "" = free slot */
-} claims = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-/* Returns 0, -EBUSY (key already claimed) or -ENOSPC (table full). */
-static int claim(const char *key)
-{
-    assert(key[0] && strlen(key) < CLAIM_KEY_MAX);
-    int ret = -ENOSPC, free_slot = -1;
-    pthread_mutex_lock(&claims.lock);
-    for (int i = 0; i < CLAIMS_MAX; i++) {
-        if (!claims.keys[i][0]) {
-            if (free_slot < 0)
-                free_slot = i;
-        } else if (strcmp(claims.keys[i], key) == 0) {
-            ret = -EBUSY;
-            goto out;
-        }
-    }
-    if (free_slot >= 0) {
-        memcpy(claims.keys[free_slot], key, strlen(key) + 1);
-        ret = 0;
-    }
-out:
-    pthread_mutex_unlock(&claims.lock);
-    return ret;
-}
-
-static void unclaim(const char *key)
-{
-    pthread_mutex_lock(&claims.lock);
-    for (int i = 0; i < CLAIMS_MAX; i++) {
-        if (strcmp(claims.keys[i], key) == 0) {
-            claims.keys[i][0] = '\0';
-            break;
-        }
-    }
-    pthread_mutex_unlock(&claims.lock);
-}
-
-/* ------------------------------------------------------------------------------------------
  * Mutations: user create / update / delete, invitation create / revoke
  */
 
@@ -281,7 +234,7 @@ struct ejob {
     struct mdm_api_call c; /* first */
     mdm_shard_msg_t msg;
     enum ejob_kind kind;
-    char claim[CLAIM_KEY_MAX];    /* claimed key; "" = none */
+    char claim[MDM_API_CLAIM_KEY_MAX];    /* claimed key; "" = none */
     /* request */
     mdm_local_user_t want;        /* user: name, and the fields named by given */
     unsigned given;               /* F_* */
@@ -310,7 +263,7 @@ static void ejob_free(struct mdm_api_call *c)
 {
     struct ejob *j = (struct ejob *)c;
     if (j->claim[0])
-        unclaim(j->claim);
+        mdm_api_unclaim(j->claim);
     wipe_password(j);
     explicit_bzero(j->pin, sizeof(j->pin));
     explicit_bzero(&j->user, sizeof(j->user));
@@ -553,7 +506,7 @@ static void on_ejob_done(mdm_shard_t *sh, mdm_shard_msg_t *m)
 static void ejob_start(struct ejob *j, const char *key, bool slow)
 {
     if (key) {
-        int ret = claim(key);
+        int ret = mdm_api_claim(key);
         if (ret == -EBUSY) {
             mdm_api_call_fail(&j->c, 409, "conflict",
                               "another change to this record is in progress; retry");
@@ -585,31 +538,6 @@ static struct ejob *ejob_new(mdm_exchange_t *x, enum ejob_kind kind, const char 
     j->c.free_fn = ejob_free;
     j->kind = kind;
     return j;
-}
-
-/* Parses the request body as a JSON object; on failure ends the call (400/415), NULL. */
-static json_t *body_object(struct mdm_api_call *c)
-{
-    const mdm_http_request_t *r = mdm_exchange_request(c->x);
-    const char *ct = mdm_http_request_header(r, "Content-Type");
-    if (ct && strncasecmp(ct, "application/json", 16) != 0) {
-        mdm_api_call_fail(c, 415, "unsupported content type", "send application/json");
-        return NULL;
-    }
-    json_error_t je;
-    json_t *body = json_loadb((const char *)mdm_buf_head(&r->body), r->body.len,
-                              JSON_REJECT_DUPLICATES, &je);
-    if (!json_is_object(body)) {
-        char d[200];
-        if (body)
-            snprintf(d, sizeof(d), "the body must be a JSON object");
-        else
-            snprintf(d, sizeof(d), "line %d column %d: %s", je.line, je.column, je.text);
-        json_decref(body);
-        mdm_api_call_fail(c, 400, "invalid JSON", d);
-        return NULL;
-    }
-    return body;
 }
 
 /* Fails the call with 422 naming the field. Returns false (for `return bad(...)`). */
@@ -724,7 +652,7 @@ static void handle_user_change(mdm_exchange_t *x, enum ejob_kind kind, const cha
     if (name)
         snprintf(j->want.name, sizeof(j->want.name), "%s", name);
     if (kind != EJ_USER_DELETE) {
-        json_t *body = body_object(&j->c);
+        json_t *body = mdm_api_body_object(&j->c);
         if (!body)
             return;
         bool ok = read_user_fields(j, body, kind == EJ_USER_CREATE);
@@ -733,7 +661,7 @@ static void handle_user_change(mdm_exchange_t *x, enum ejob_kind kind, const cha
             return;
     }
     snprintf(j->c.audit.target, sizeof(j->c.audit.target), "%s", j->want.name);
-    char key[CLAIM_KEY_MAX];
+    char key[MDM_API_CLAIM_KEY_MAX];
     snprintf(key, sizeof(key), "u/%s", j->want.name);
     ejob_start(j, key, (j->given & F_PASSWORD) != 0);
 }
@@ -743,7 +671,7 @@ static void handle_invite_create(mdm_exchange_t *x)
     struct ejob *j = ejob_new(x, EJ_INVITE_CREATE, "invitation.create", "");
     if (!j)
         return;
-    json_t *body = body_object(&j->c);
+    json_t *body = mdm_api_body_object(&j->c);
     if (!body)
         return;
     const char *k;
@@ -809,7 +737,7 @@ static void handle_invite_revoke(mdm_exchange_t *x, const char *id)
         return;
     }
     memcpy(j->inv.id, id, MDM_ENROLL_ID_LEN + 1); /* valid: 32 digits */
-    char key[CLAIM_KEY_MAX];
+    char key[MDM_API_CLAIM_KEY_MAX];
     snprintf(key, sizeof(key), "i/%s", id);
     ejob_start(j, key, true); /* on the enrollment pool: it takes the service's lock */
 }

@@ -55,6 +55,19 @@ bool mdm_api_paging(mdm_exchange_t *x, const char *query, unsigned *limit, char 
                     size_t after_size, bool (*after_valid)(const char *s),
                     const char *after_what);
 
+/* ---- claims: one change in flight per record, process-wide ---- */
+
+#define MDM_API_CLAIMS_MAX 128 /* changes in flight at once */
+#define MDM_API_CLAIM_KEY_MAX (2 + 63 + 1) /* "<kind>/" + a name or id of up to 63 bytes */
+
+/**
+ * Claims key (non-empty, shorter than MDM_API_CLAIM_KEY_MAX; e.g. "u/alice", "p/<id>") while a
+ * read-modify-write of that record is in flight: a second change would read the record before
+ * the first one's write is committed. Returns 0, -EBUSY (claimed: answer 409) or -ENOSPC.
+ */
+int mdm_api_claim(const char *key);
+void mdm_api_unclaim(const char *key);
+
 /* ---- calls: mutating requests, audited ---- */
 
 /**
@@ -83,6 +96,10 @@ void mdm_api_call_finish(struct mdm_api_call *c, int status, json_t *body, const
 /** Ends c with an error answer {"error", "detail"}. */
 void mdm_api_call_fail(struct mdm_api_call *c, int status, const char *error,
                        const char *detail);
+
+/** Parses the request body of c as a JSON object; on failure ends the call (400/415) and
+ * returns NULL. */
+json_t *mdm_api_body_object(struct mdm_api_call *c);
 
 /* ---- shared state ---- */
 
@@ -113,5 +130,13 @@ enum mdm_invite_status mdm_api_invitation_status(const mdm_invitation_t *inv, ui
  * while its SCEP challenge is valid, else "expired". Pure; the string is static.
  */
 const char *mdm_api_enrollment_status(const mdm_enrollment_t *e, uint64_t now_ms);
+
+/* ---- api_policy.c ---- */
+
+/** True when rest (the path after "/api/v1/") belongs to mdm_api_policy_handle: policy-types,
+ * policies, groups, apps, devices/{udid}/policies and devices/{udid}/apps. */
+bool mdm_api_policy_owns(const char *rest);
+/** Handles those requests; the caller has checked the API key. See api_policy.c. */
+void mdm_api_policy_handle(mdm_exchange_t *x, const char *rest);
 
 #endif

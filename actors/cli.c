@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -23,21 +24,29 @@
 
 #define CLI_TIMEOUT_MS 60000
 #define ARGS_MAX 64
-#define GROUPS_MAX 16
+#define REPEAT_MAX 256 /* values of one repeated option; the API checks its own limits */
 #define PASSWORD_MAX 1024
+
+/* The values of an option that may be given more than once (--group G --group H). */
+struct repeated {
+    const char *v[REPEAT_MAX];
+    int n;
+};
 
 struct opts {
     const char *dir;
     const char *pos[ARGS_MAX]; /* positional arguments after DIR */
     int n_pos;
-    bool json, yes, allow_unknown, force, all, password_stdin;
+    bool json, yes, allow_unknown, force, all, password_stdin, signed_, all_devices;
     const char *url, *api_key, *ca;
     const char *limit, *after, *serial, *enrolled, *since;
     const char *params_json, *plist_file;
     const char *cert_file, *key_file, *p12_file, *password;
-    const char *display_name, *email, *mode, *expires_hours, *user, *status;
-    const char *groups[GROUPS_MAX + 1]; /* --group, repeated (one more: reported as too many) */
-    int n_groups;
+    const char *display_name, *email, *mode, *expires_hours, *status;
+    const char *name, *settings_json, *out_file, *below;
+    /* Repeated; where one value is expected (a list filter, policy-profile --device) the
+     * first is used. */
+    struct repeated groups, users, devices, user_groups, policies;
 };
 
 struct target {
@@ -54,6 +63,11 @@ static const struct {
     {"cancel", 2, 2},  {"audit", 0, 0},    {"delete-device", 1, 1},
     {"push-cert", 1, 1}, {"push", 0, 1},
     {"users", 0, 2},   {"invite", 1, 1},   {"invitations", 0, 2}, {"enrollments", 0, 2},
+    {"policy-types", 0, 0}, {"policies", 0, 1}, {"policy-create", 2, 2},
+    {"policy-update", 1, 1}, {"policy-delete", 1, 1}, {"policy-profile", 1, 1},
+    {"deployments", 1, 1}, {"device-policies", 1, 1},
+    {"groups", 0, 1},  {"group-create", 1, 1}, {"group-update", 2, 2}, {"group-delete", 1, 1},
+    {"apps", 1, 1},    {"device-apps", 1, 1},
 };
 
 bool mdm_cli_is_command(const char *cmd)
@@ -70,7 +84,7 @@ void mdm_cli_usage(FILE *f)
             "  mdmd devices DIR [--limit N] [--after UDID] [--serial S] [--enrolled true|false]\n"
             "  mdmd device DIR UDID\n"
             "  mdmd send DIR UDID[,UDID...] REQUEST_TYPE [KEY=STRING | KEY:=JSON]...\n"
-            "            [--params-json JSON] [--plist FILE] [--allow-unknown]\n"
+            "            [--params-json JSON|@FILE] [--plist FILE] [--allow-unknown]\n"
             "  mdmd commands DIR UDID [--limit N] [--after UUID]\n"
             "  mdmd cancel DIR UDID UUID\n"
             "  mdmd delete-device DIR UDID --yes\n"
@@ -87,6 +101,21 @@ void mdm_cli_usage(FILE *f)
             "  mdmd invite DIR USER [--mode password|pin|password_and_pin] [--expires-hours N]\n"
             "  mdmd invitations DIR [list [--user U] [--status S] | show ID | revoke ID]\n"
             "  mdmd enrollments DIR [list [--user U] | show ID]\n"
+            "  mdmd policy-types DIR\n"
+            "  mdmd policies DIR [ID] [--limit N] [--after ID]\n"
+            "  mdmd policy-create DIR TYPE NAME [--settings-json JSON|@FILE]\n"
+            "  mdmd policy-update DIR ID [--name N] [--settings-json JSON|@FILE]\n"
+            "  mdmd policy-delete DIR ID --yes\n"
+            "  mdmd policy-profile DIR ID [--device UDID] [--signed] [--out FILE]\n"
+            "  mdmd deployments DIR ID [--limit N] [--after UDID]\n"
+            "  mdmd device-policies DIR UDID\n"
+            "  mdmd groups DIR [ID] [--limit N] [--after ID]\n"
+            "  mdmd group-create DIR NAME [--all-devices] [--device UDID]... [--user NAME]...\n"
+            "            [--user-group G]... [--policy ID]...\n"
+            "  mdmd group-update DIR ID NAME (the options of group-create: replaces the group)\n"
+            "  mdmd group-delete DIR ID --yes\n"
+            "  mdmd apps DIR BUNDLE_ID [--below VERSION] [--limit N] [--after UDID]\n"
+            "  mdmd device-apps DIR UDID\n"
             "      talk to the admin API of a running server; tables by default, --json for\n"
             "      scripts; --url https://HOST:PORT (default: admin_listen in DIR/mdmd.conf),\n"
             "      --api-key KEY (default: $MDMD_API_KEY), --ca FILE (default: DIR/ca/ca.crt)\n");
@@ -99,7 +128,22 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
     static const struct {
         const char *flag;
         size_t off;
-    } valued[] = {
+    } flags[] = {
+        {"--json", offsetof(struct opts, json)},
+        {"--yes", offsetof(struct opts, yes)},
+        {"--allow-unknown", offsetof(struct opts, allow_unknown)},
+        {"--force", offsetof(struct opts, force)},
+        {"--all", offsetof(struct opts, all)},
+        {"--password-stdin", offsetof(struct opts, password_stdin)},
+        {"--signed", offsetof(struct opts, signed_)},
+        {"--all-devices", offsetof(struct opts, all_devices)},
+    }, repeats[] = {
+        {"--group", offsetof(struct opts, groups)},
+        {"--user", offsetof(struct opts, users)},
+        {"--device", offsetof(struct opts, devices)},
+        {"--user-group", offsetof(struct opts, user_groups)},
+        {"--policy", offsetof(struct opts, policies)},
+    }, valued[] = {
         {"--url", offsetof(struct opts, url)},
         {"--api-key", offsetof(struct opts, api_key)},
         {"--ca", offsetof(struct opts, ca)},
@@ -118,58 +162,45 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         {"--email", offsetof(struct opts, email)},
         {"--mode", offsetof(struct opts, mode)},
         {"--expires-hours", offsetof(struct opts, expires_hours)},
-        {"--user", offsetof(struct opts, user)},
         {"--status", offsetof(struct opts, status)},
+        {"--name", offsetof(struct opts, name)},
+        {"--settings-json", offsetof(struct opts, settings_json)},
+        {"--out", offsetof(struct opts, out_file)},
+        {"--below", offsetof(struct opts, below)},
     };
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        bool matched = false;
-        if (strcmp(a, "--json") == 0) {
-            o->json = true;
+        bool *flag = NULL;
+        for (size_t f = 0; !flag && f < MDM_ARRAY_LEN(flags); f++)
+            if (strcmp(a, flags[f].flag) == 0)
+                flag = (bool *)((char *)o + flags[f].off);
+        if (flag) {
+            *flag = true;
             continue;
         }
-        if (strcmp(a, "--yes") == 0) {
-            o->yes = true;
-            continue;
-        }
-        if (strcmp(a, "--allow-unknown") == 0) {
-            o->allow_unknown = true;
-            continue;
-        }
-        if (strcmp(a, "--force") == 0) {
-            o->force = true;
-            continue;
-        }
-        if (strcmp(a, "--all") == 0) {
-            o->all = true;
-            continue;
-        }
-        if (strcmp(a, "--password-stdin") == 0) {
-            o->password_stdin = true;
-            continue;
-        }
-        if (strcmp(a, "--group") == 0) {
-            if (i + 1 >= argc || o->n_groups > GROUPS_MAX) {
-                fprintf(err, "mdmd %s: --group needs a value (at most %d)\n", cmd, GROUPS_MAX);
+        const char **slot = NULL;
+        for (size_t v = 0; !slot && v < MDM_ARRAY_LEN(valued); v++)
+            if (strcmp(a, valued[v].flag) == 0)
+                slot = (const char **)((char *)o + valued[v].off);
+        for (size_t r = 0; !slot && r < MDM_ARRAY_LEN(repeats); r++) {
+            struct repeated *rep = (struct repeated *)((char *)o + repeats[r].off);
+            if (strcmp(a, repeats[r].flag) != 0)
+                continue;
+            if (rep->n == REPEAT_MAX) {
+                fprintf(err, "mdmd %s: %s: at most %d times\n", cmd, a, REPEAT_MAX);
                 return 2;
             }
-            o->groups[o->n_groups++] = argv[++i];
-            continue;
+            slot = &rep->v[rep->n++];
         }
-        for (size_t v = 0; v < MDM_ARRAY_LEN(valued); v++) {
-            if (strcmp(a, valued[v].flag) == 0) {
-                if (i + 1 >= argc) {
-                    fprintf(err, "mdmd %s: %s needs a value\n", cmd, a);
-                    return 2;
-                }
-                *(const char **)((char *)o + valued[v].off) = argv[++i];
-                matched = true;
-                break;
+        if (slot) {
+            if (i + 1 >= argc) {
+                fprintf(err, "mdmd %s: %s needs a value\n", cmd, a);
+                return 2;
             }
-        }
-        if (matched)
+            *slot = argv[++i];
             continue;
+        }
         if (a[0] == '-' && a[1] == '-') {
             fprintf(err, "mdmd %s: unknown option %s\n", cmd, a);
             return 2;
@@ -265,12 +296,13 @@ static int resolve_target(const char *cmd, const struct opts *o, struct target *
 
 /* ---- requests ---- */
 
-/* Sends one request; on success *out holds the parsed JSON answer (or NULL when empty).
- * Returns the exit code (0 for a 2xx answer). Prints API errors to err (and with --json
- * the error body to outf). */
-static int call_api(const char *cmd, const struct opts *o, const char *method, const char *path,
-                    const char *content_type, const void *body, size_t body_len, json_t **out,
-                    FILE *outf, FILE *err)
+/* Sends one request; on a 2xx answer resp holds its body (JSON or not) and 0 is returned.
+ * Otherwise returns the exit code, having printed the API's error (the JSON body's "error"
+ * and "detail") to err, and with --json the error body to outf. resp is the caller's,
+ * initialised; it holds nothing useful after a failure. */
+static int call_api_raw(const char *cmd, const struct opts *o, const char *method,
+                        const char *path, const char *content_type, const void *body,
+                        size_t body_len, mdm_buf_t *resp, FILE *outf, FILE *err)
 {
     struct target t;
     int code = resolve_target(cmd, o, &t, err);
@@ -285,39 +317,58 @@ static int call_api(const char *cmd, const struct opts *o, const char *method, c
         .ca_path = t.ca,
         .timeout_ms = 10000,
     };
-    mdm_buf_t resp;
-    mdm_buf_init(&resp, 64 * 1024 * 1024);
     int status = mdm_https_request(&co, method, path, headers, content_type, body, body_len,
-                                   &resp, CLI_TIMEOUT_MS);
+                                   resp, CLI_TIMEOUT_MS);
     if (status < 0) {
         fprintf(err, "mdmd %s: cannot reach the admin API at %s:%d: %s\n", cmd, t.host, t.port,
                 status == -1 ? "no answer" : mdm_strerror(status));
-        mdm_buf_dispose(&resp);
         return 3;
     }
+    if (status >= 200 && status <= 299)
+        return 0;
     json_error_t je;
-    json_t *j = resp.len ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, &je) : NULL;
-    if (resp.len && !j) {
+    json_t *j = resp->len ? json_loadb((const char *)mdm_buf_head(resp), resp->len, 0, &je)
+                          : NULL;
+    if (resp->len && !j) {
         fprintf(err, "mdmd %s: HTTP %d with a body that is not JSON: %.200s\n", cmd, status,
-                (const char *)mdm_buf_head(&resp));
-        mdm_buf_dispose(&resp);
+                (const char *)mdm_buf_head(resp));
         return 1;
+    }
+    const char *e = json_string_value(json_object_get(j, "error"));
+    const char *d = json_string_value(json_object_get(j, "detail"));
+    if (o->json && j) {
+        json_dumpf(j, outf, JSON_INDENT(2));
+        fputc('\n', outf);
+    }
+    fprintf(err, "mdmd %s: %d %s%s%s\n", cmd, status, e ? e : "error", d && d[0] ? ": " : "",
+            d ? d : "");
+    json_decref(j);
+    return 1;
+}
+
+/* call_api_raw() for a JSON answer: on success *out holds it parsed (or NULL when empty).
+ * Returns the exit code (0 for a 2xx answer). */
+static int call_api(const char *cmd, const struct opts *o, const char *method, const char *path,
+                    const char *content_type, const void *body, size_t body_len, json_t **out,
+                    FILE *outf, FILE *err)
+{
+    mdm_buf_t resp;
+    mdm_buf_init(&resp, 64 * 1024 * 1024);
+    int code = call_api_raw(cmd, o, method, path, content_type, body, body_len, &resp, outf,
+                            err);
+    json_error_t je;
+    json_t *j = code == 0 && resp.len
+                    ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, &je)
+                    : NULL;
+    if (code == 0 && resp.len && !j) {
+        fprintf(err, "mdmd %s: an answer that is not JSON: %.200s\n", cmd,
+                (const char *)mdm_buf_head(&resp));
+        code = 1;
     }
     mdm_buf_dispose(&resp);
-    if (status < 200 || status > 299) {
-        const char *e = json_string_value(json_object_get(j, "error"));
-        const char *d = json_string_value(json_object_get(j, "detail"));
-        if (o->json && j) {
-            json_dumpf(j, outf, JSON_INDENT(2));
-            fputc('\n', outf);
-        }
-        fprintf(err, "mdmd %s: %d %s%s%s\n", cmd, status, e ? e : "error", d && d[0] ? ": " : "",
-                d ? d : "");
-        json_decref(j);
-        return 1;
-    }
-    *out = j;
-    return 0;
+    if (code == 0)
+        *out = j;
+    return code;
 }
 
 /* ---- output ---- */
@@ -459,17 +510,70 @@ static int add_query(mdm_buf_t *q, const char *name, const char *value)
     return ret;
 }
 
+/* The values of a repeated option as a JSON array of strings. */
+static json_t *string_array(const struct repeated *r)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < r->n; i++)
+        json_array_append_new(a, json_string(r->v[i]));
+    return a;
+}
+
+/* A removal goes ahead only with --yes; without it, says what would go ("this removes ..."). */
+static bool confirmed(const char *cmd, const struct opts *o, FILE *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool confirmed(const char *cmd, const struct opts *o, FILE *err, const char *fmt, ...)
+{
+    if (o->yes)
+        return true;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(err, "mdmd %s: this removes ", cmd);
+    vfprintf(err, fmt, ap);
+    fprintf(err, "; add --yes\n");
+    va_end(ap);
+    return false;
+}
+
+/* The JSON object given to option flag as text or as @FILE; NULL (reported) when it is not
+ * one. */
+static json_t *json_object_arg(const char *cmd, const char *flag, const char *value, FILE *err)
+{
+    json_error_t je;
+    json_t *j;
+    if (value[0] == '@') {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        int ret = mdm_file_read(value + 1, 8u * 1024 * 1024, &data, &len);
+        if (ret != 0) {
+            fprintf(err, "mdmd %s: %s %s: %s\n", cmd, flag, value + 1, mdm_strerror(ret));
+            return NULL;
+        }
+        j = json_loadb((const char *)data, len, 0, &je);
+        free(data);
+    } else {
+        j = json_loads(value, 0, &je);
+    }
+    if (!json_is_object(j)) {
+        if (j)
+            fprintf(err, "mdmd %s: %s: expected a JSON object\n", cmd, flag);
+        else
+            fprintf(err, "mdmd %s: %s: not valid JSON: %s (line %d, column %d)\n", cmd, flag,
+                    je.text, je.line, je.column);
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
 /* Builds the JSON params object from KEY=STRING / KEY:=JSON words and --params-json. */
 static json_t *build_params(const char *cmd, const struct opts *o, int first, FILE *err)
 {
     json_error_t je;
-    json_t *params = o->params_json ? json_loads(o->params_json, 0, &je) : json_object();
-    if (!json_is_object(params)) {
-        fprintf(err, "mdmd %s: --params-json: expected a JSON object%s%s\n", cmd,
-                params ? "" : ": ", params ? "" : je.text);
-        json_decref(params);
+    json_t *params = o->params_json ? json_object_arg(cmd, "--params-json", o->params_json, err)
+                                    : json_object();
+    if (!params)
         return NULL;
-    }
     for (int i = first; i < o->n_pos; i++) {
         const char *w = o->pos[i];
         const char *eq = strchr(w, '=');
@@ -662,10 +766,13 @@ static int cmd_push(const char *cmd, const struct opts *o, FILE *out, FILE *err)
 
 /* ---- users, invitations, enrollments ---- */
 
-/* Prints "N things (more: --after X)" under a table. */
-static void print_footer(json_t *j, size_t n, const char *noun, FILE *out)
+/* Prints "N things (more: --after X)" under a table; plural NULL: noun + "s". */
+static void print_footer(json_t *j, size_t n, const char *noun, const char *plural, FILE *out)
 {
-    fprintf(out, "%zu %s%s", n, noun, n == 1 ? "" : "s");
+    if (n == 1 || !plural)
+        fprintf(out, "%zu %s%s", n, noun, n == 1 ? "" : "s");
+    else
+        fprintf(out, "%zu %s", n, plural);
     const char *next = json_string_value(json_object_get(j, "next_after"));
     if (next)
         fprintf(out, " (more: --after %s)", next);
@@ -694,7 +801,7 @@ static void print_users(json_t *j, FILE *out)
                 json_is_true(json_object_get(u, "has_password")) ? "set" : "none",
                 json_is_true(json_object_get(u, "disabled")) ? "disabled" : "active", created);
     }
-    print_footer(j, json_array_size(list), "user", out);
+    print_footer(j, json_array_size(list), "user", NULL, out);
 }
 
 static void print_invitations(json_t *j, FILE *out)
@@ -709,7 +816,7 @@ static void print_invitations(json_t *j, FILE *out)
         fprintf(out, "%-32s %-24s %-16s %-8s %s\n", str_or(v, "id", "-"), str_or(v, "user", "-"),
                 str_or(v, "mode", "-"), str_or(v, "status", "-"), expires);
     }
-    print_footer(j, json_array_size(list), "invitation", out);
+    print_footer(j, json_array_size(list), "invitation", NULL, out);
 }
 
 static void print_enrollments(json_t *j, FILE *out)
@@ -726,7 +833,7 @@ static void print_enrollments(json_t *j, FILE *out)
                 str_or(e, "user", "-"), str_or(e, "method", "-"), str_or(e, "status", "-"),
                 str_or(e, "udid", "-"), created);
     }
-    print_footer(j, json_array_size(list), "enrollment", out);
+    print_footer(j, json_array_size(list), "enrollment", NULL, out);
 }
 
 /* The answer of mdmd invite: where to send the user, and the PIN (shown this once). */
@@ -861,10 +968,13 @@ static int send_and_print(const char *cmd, const struct opts *o, const char *met
     return code;
 }
 
-/* Builds path from a base, an optional segment and query parameters; NULL when out of
- * memory (then reported as exit 1 by the caller). The buffer is the caller's. */
+/* Builds path from a base, an optional segment, an optional tail and query parameters: with
+ * list the paging and filter options, then the pairs of extra (name, value, ..., NULL; a
+ * NULL value is left out). NULL when out of memory (then reported as exit 1 by the caller).
+ * The buffer is the caller's. */
 static const char *build_path(mdm_buf_t *p, const char *base, const char *seg,
-                              const char *tail, const struct opts *o, bool list)
+                              const char *tail, const struct opts *o, bool list,
+                              const char *const *extra)
 {
     mdm_buf_t q;
     mdm_buf_init(&q, 0);
@@ -875,10 +985,11 @@ static const char *build_path(mdm_buf_t *p, const char *base, const char *seg,
         ret = mdm_buf_append_str(p, tail);
     if (list) {
         ret |= add_query(&q, "limit", o->limit) | add_query(&q, "after", o->after) |
-               add_query(&q, "user", o->user) | add_query(&q, "status", o->status);
-        if (o->n_groups)
-            ret |= add_query(&q, "group", o->groups[0]);
+               add_query(&q, "user", o->users.v[0]) | add_query(&q, "status", o->status) |
+               add_query(&q, "group", o->groups.v[0]);
     }
+    for (size_t i = 0; extra && extra[i]; i += 2)
+        ret |= add_query(&q, extra[i], extra[i + 1]);
     if (ret == 0 && q.len)
         ret = mdm_buf_append(p, mdm_buf_head(&q), q.len);
     if (ret == 0)
@@ -900,7 +1011,7 @@ static int cmd_users(const char *cmd, const struct opts *o, FILE *out, FILE *err
     }
     mdm_buf_t path;
     mdm_buf_init(&path, 0);
-    const char *p = build_path(&path, "/api/v1/users", name, NULL, o, is_list);
+    const char *p = build_path(&path, "/api/v1/users", name, NULL, o, is_list, NULL);
     int code = 2;
     char password[PASSWORD_MAX + 2];
     if (!p) {
@@ -932,12 +1043,8 @@ static int cmd_users(const char *cmd, const struct opts *o, FILE *out, FILE *err
                 json_object_set_new(body, "display_name", json_string(o->display_name));
             if (body && o->email)
                 json_object_set_new(body, "email", json_string(o->email));
-            if (body && o->n_groups) {
-                json_t *g = json_array();
-                for (int i = 0; i < o->n_groups; i++)
-                    json_array_append_new(g, json_string(o->groups[i]));
-                json_object_set_new(body, "groups", g);
-            }
+            if (body && o->groups.n)
+                json_object_set_new(body, "groups", string_array(&o->groups));
             code = send_and_print(cmd, o, "POST", "/api/v1/users", body, print_device, out,
                                   err);
         }
@@ -984,13 +1091,269 @@ static int cmd_invitations(const char *cmd, const struct opts *o, FILE *out, FIL
     mdm_buf_t path;
     mdm_buf_init(&path, 0);
     const char *p = build_path(&path, inv ? "/api/v1/invitations" : "/api/v1/enrollments", id,
-                               revoke ? "/revoke" : NULL, o, is_list);
+                               revoke ? "/revoke" : NULL, o, is_list, NULL);
     int code = !p ? 1
                   : send_and_print(cmd, o, revoke ? "POST" : "GET", p,
                                    revoke ? json_object() : NULL,
                                    is_list ? (inv ? print_invitations : print_enrollments)
                                            : print_device,
                                    out, err);
+    mdm_buf_dispose(&path);
+    return code;
+}
+
+/* ---- policies, groups, applications ---- */
+
+static long long int_of(json_t *obj, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(obj, key));
+}
+
+static void print_policy_types(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "policy_types");
+    fprintf(out, "%-28s %-9s %s\n", "TYPE", "DELIVERS", "TITLE");
+    size_t i;
+    json_t *t;
+    json_array_foreach(list, i, t)
+        fprintf(out, "%-28s %-9s %s\n", str_or(t, "type", "-"), str_or(t, "delivers", "-"),
+                str_or(t, "title", "-"));
+    print_footer(j, json_array_size(list), "policy type", NULL, out);
+}
+
+static void print_policies(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "policies");
+    fprintf(out, "%-16s %-28s %-7s %-9s %-20s %s\n", "ID", "TYPE", "VERSION", "DELIVERS",
+            "UPDATED", "NAME");
+    size_t i;
+    json_t *p;
+    json_array_foreach(list, i, p) {
+        char updated[32];
+        fmt_time(json_object_get(p, "updated_ms"), updated, sizeof(updated));
+        fprintf(out, "%-16s %-28s %-7lld %-9s %-20s %s\n", str_or(p, "id", "-"),
+                str_or(p, "type", "-"), int_of(p, "version"), str_or(p, "delivers", "-"),
+                updated, str_or(p, "name", "-"));
+    }
+    print_footer(j, json_array_size(list), "policy", "policies", out);
+}
+
+/* The answer of policy-create / policy-update. */
+static void print_policy_saved(json_t *p, FILE *out)
+{
+    fprintf(out, "policy %s version %lld (%s \"%s\")\n", str_or(p, "id", "?"),
+            int_of(p, "version"), str_or(p, "type", "?"), str_or(p, "name", ""));
+    json_t *sealed = json_object_get(p, "sealed_settings");
+    size_t i;
+    json_t *v;
+    json_array_foreach(sealed, i, v)
+        fprintf(out, "  sealed  %s\n", json_string_value(v) ? json_string_value(v) : "?");
+}
+
+static void print_groups(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "groups");
+    fprintf(out, "%-16s %-7s %-11s %-7s %-5s %-11s %-8s %s\n", "ID", "VERSION", "ALL DEVICES",
+            "DEVICES", "USERS", "USER GROUPS", "POLICIES", "NAME");
+    size_t i;
+    json_t *g;
+    json_array_foreach(list, i, g) {
+        fprintf(out, "%-16s %-7lld %-11s %-7zu %-5zu %-11zu %-8zu %s\n", str_or(g, "id", "-"),
+                int_of(g, "version"),
+                json_is_true(json_object_get(g, "all_devices")) ? "yes" : "no",
+                json_array_size(json_object_get(g, "devices")),
+                json_array_size(json_object_get(g, "users")),
+                json_array_size(json_object_get(g, "user_groups")),
+                json_array_size(json_object_get(g, "policies")), str_or(g, "name", "-"));
+    }
+    print_footer(j, json_array_size(list), "group", NULL, out);
+}
+
+/* The answer of group-create / group-update. */
+static void print_group_saved(json_t *g, FILE *out)
+{
+    fprintf(out, "group %s version %lld (\"%s\")\n", str_or(g, "id", "?"), int_of(g, "version"),
+            str_or(g, "name", ""));
+}
+
+/* Deployments, by device (one policy's) or by policy (one device's). */
+static void print_deployment_table(json_t *j, bool by_device, FILE *out)
+{
+    json_t *list = json_object_get(j, "deployments");
+    const char *first = by_device ? "UDID" : "POLICY", *key = by_device ? "udid" : "policy_id";
+    fprintf(out, "%-40s %-10s %-7s %-8s %-20s %s\n", first, "STATUS", "VERSION", "ACTION",
+            "UPDATED", "ERROR");
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d) {
+        char updated[32];
+        json_t *at = json_object_get(d, "updated_ms");
+        fmt_time(at ? at : json_object_get(d, "sent_ms"), updated, sizeof(updated));
+        fprintf(out, "%-40s %-10s %-7lld %-8s %-20s %s\n", str_or(d, key, "-"),
+                str_or(d, "status", "-"), int_of(d, "policy_version"), str_or(d, "action", "-"),
+                updated, str_or(d, "error", ""));
+    }
+    print_footer(j, json_array_size(list), "deployment", NULL, out);
+}
+
+static void print_policy_deployments(json_t *j, FILE *out) { print_deployment_table(j, true, out); }
+
+static void print_device_deployments(json_t *j, FILE *out)
+{
+    print_deployment_table(j, false, out);
+}
+
+/* Applications: a device's ("apps": by bundle id) or an app's Macs ("devices": by UDID). */
+static void print_apps(json_t *j, FILE *out)
+{
+    json_t *list = json_object_get(j, "apps");
+    bool by_app = list != NULL;
+    if (!by_app)
+        list = json_object_get(j, "devices");
+    const char *key = by_app ? "bundle_id" : "udid";
+    fprintf(out, "%-40s %-14s %-14s %-20s %s\n", by_app ? "BUNDLE ID" : "UDID", "VERSION",
+            "BUILD", "REPORTED", "NAME");
+    size_t i;
+    json_t *a;
+    json_array_foreach(list, i, a) {
+        char reported[32];
+        fmt_time(json_object_get(a, "reported_ms"), reported, sizeof(reported));
+        fprintf(out, "%-40s %-14s %-14s %-20s %s\n", str_or(a, key, "-"),
+                str_or(a, "short_version", "-"), str_or(a, "version", "-"), reported,
+                str_or(a, "name", "-"));
+    }
+    print_footer(j, json_array_size(list), by_app ? "app" : "device", NULL, out);
+}
+
+/* The body of group-create / group-update: the whole group (PUT replaces it). */
+static json_t *group_body(const struct opts *o, const char *name)
+{
+    return json_pack("{s:s, s:b, s:o, s:o, s:o, s:o}", "name", name, "all_devices",
+                     o->all_devices, "devices", string_array(&o->devices), "users",
+                     string_array(&o->users), "user_groups", string_array(&o->user_groups),
+                     "policies", string_array(&o->policies));
+}
+
+/* mdmd policy-profile DIR ID [--device UDID] [--signed --out FILE]: the answer is the
+ * profile (XML, or DER when signed), not JSON. */
+static int cmd_policy_profile(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    if (o->signed_ && !o->out_file) {
+        fprintf(err, "mdmd %s: --signed gives a binary .mobileconfig: add --out FILE\n", cmd);
+        return 2;
+    }
+    if (o->devices.n > 1) {
+        fprintf(err, "mdmd %s: one --device at most\n", cmd);
+        return 2;
+    }
+    const char *query[] = {"device", o->devices.v[0], "signed", o->signed_ ? "1" : NULL, NULL};
+    mdm_buf_t path, resp;
+    mdm_buf_init(&path, 0);
+    mdm_buf_init(&resp, 64 * 1024 * 1024);
+    const char *p = build_path(&path, "/api/v1/policies", o->pos[0], "/profile", o, false, query);
+    int code = p ? call_api_raw(cmd, o, "GET", p, NULL, NULL, 0, &resp, out, err) : 1;
+    const uint8_t *body = mdm_buf_head(&resp);
+    if (code == 0 && o->out_file) {
+        int ret = mdm_file_write_atomic(o->out_file, body, resp.len, 0600);
+        if (ret != 0) {
+            fprintf(err, "mdmd %s: %s: %s\n", cmd, o->out_file, mdm_strerror(ret));
+            code = 1;
+        } else {
+            fprintf(out, "%s: %zu bytes\n", o->out_file, resp.len);
+        }
+    } else if (code == 0) {
+        fwrite(body, 1, resp.len, out);
+        if (resp.len && body[resp.len - 1] != '\n')
+            fputc('\n', out);
+    }
+    mdm_buf_dispose(&resp);
+    mdm_buf_dispose(&path);
+    return code;
+}
+
+/* The policy, group and application subcommands but policy-profile: one request each, under
+ * base[/ARG][tail]. */
+static int cmd_policy(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    const char *arg = o->n_pos ? o->pos[0] : NULL;
+    const char *method = "GET", *base = "/api/v1/policies", *seg = arg, *tail = NULL;
+    const char *apps_query[] = {"bundle_id", arg, "version_below", o->below, NULL};
+    const char *const *extra = NULL;
+    bool list = false;
+    json_t *body = NULL;
+    void (*print)(json_t *, FILE *) = print_device;
+    if (strcmp(cmd, "policy-types") == 0) {
+        base = "/api/v1/policy-types";
+        print = print_policy_types;
+    } else if (strcmp(cmd, "policies") == 0 || strcmp(cmd, "groups") == 0) {
+        bool pol = cmd[0] == 'p';
+        base = pol ? "/api/v1/policies" : "/api/v1/groups";
+        list = !arg;
+        if (list)
+            print = pol ? print_policies : print_groups;
+    } else if (strcmp(cmd, "policy-create") == 0 || strcmp(cmd, "policy-update") == 0) {
+        bool create = strcmp(cmd, "policy-create") == 0;
+        json_t *settings = o->settings_json
+                               ? json_object_arg(cmd, "--settings-json", o->settings_json, err)
+                               : (create ? json_object() : NULL);
+        if (o->settings_json && !settings)
+            return 2;
+        body = create ? json_pack("{s:s, s:s}", "type", o->pos[0], "name", o->pos[1])
+                      : json_object();
+        if (body && !create && o->name)
+            json_object_set_new(body, "name", json_string(o->name));
+        if (body && settings)
+            json_object_set(body, "settings", settings);
+        json_decref(settings);
+        method = create ? "POST" : "PUT";
+        seg = create ? NULL : arg;
+        print = print_policy_saved;
+    } else if (strcmp(cmd, "group-create") == 0 || strcmp(cmd, "group-update") == 0) {
+        bool create = strcmp(cmd, "group-create") == 0;
+        base = "/api/v1/groups";
+        body = group_body(o, o->pos[create ? 0 : 1]);
+        method = create ? "POST" : "PUT";
+        seg = create ? NULL : arg;
+        print = print_group_saved;
+    } else if (strcmp(cmd, "policy-delete") == 0) {
+        if (!confirmed(cmd, o, err, "policy %s: it leaves every group, and the Macs that have "
+                                    "its profile remove it", arg))
+            return 2;
+        method = "DELETE";
+    } else if (strcmp(cmd, "group-delete") == 0) {
+        if (!confirmed(cmd, o, err, "group %s: its Macs lose the policies no other group "
+                                    "gives them", arg))
+            return 2;
+        base = "/api/v1/groups";
+        method = "DELETE";
+    } else if (strcmp(cmd, "deployments") == 0) {
+        tail = "/deployments";
+        list = true;
+        print = print_policy_deployments;
+    } else if (strcmp(cmd, "device-policies") == 0 || strcmp(cmd, "device-apps") == 0) {
+        bool apps = strcmp(cmd, "device-apps") == 0;
+        base = "/api/v1/devices";
+        tail = apps ? "/apps" : "/policies";
+        print = apps ? print_apps : print_device_deployments;
+    } else if (strcmp(cmd, "apps") == 0) {
+        base = "/api/v1/apps";
+        seg = NULL;
+        list = true;
+        extra = apps_query;
+        print = print_apps;
+    } else {
+        return 2;
+    }
+    if ((strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) && !body)
+        return 1;
+    mdm_buf_t path;
+    mdm_buf_init(&path, 0);
+    const char *p = build_path(&path, base, seg, tail, o, list, extra);
+    int code = 1;
+    if (p)
+        code = send_and_print(cmd, o, method, p, body, print, out, err);
+    else
+        json_decref(body);
     mdm_buf_dispose(&path);
     return code;
 }
@@ -1011,6 +1374,12 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         return cmd_invite(cmd, &o, out, err);
     if (strcmp(cmd, "invitations") == 0 || strcmp(cmd, "enrollments") == 0)
         return cmd_invitations(cmd, &o, out, err);
+    if (strcmp(cmd, "policy-profile") == 0)
+        return cmd_policy_profile(cmd, &o, out, err);
+    if (strncmp(cmd, "polic", 5) == 0 || strncmp(cmd, "group", 5) == 0 ||
+        strcmp(cmd, "deployments") == 0 || strcmp(cmd, "device-policies") == 0 ||
+        strcmp(cmd, "apps") == 0 || strcmp(cmd, "device-apps") == 0)
+        return cmd_policy(cmd, &o, out, err);
     mdm_buf_t path;
     mdm_buf_init(&path, 0);
     mdm_buf_t q;
@@ -1035,11 +1404,8 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         method = "DELETE";
         print = print_device;
     } else if (strcmp(cmd, "delete-device") == 0) {
-        if (!o.yes) {
-            fprintf(err, "mdmd %s: this removes %s, its queue and its escrowed secrets; "
-                         "add --yes\n", cmd, o.pos[0]);
+        if (!confirmed(cmd, &o, err, "%s, its queue and its escrowed secrets", o.pos[0]))
             return 2;
-        }
         ret = mdm_buf_printf(&path, "/api/v1/devices/%s", o.pos[0]);
         method = "DELETE";
         print = print_device;

@@ -5,11 +5,17 @@
  *   mdmd devices  DIR [--limit N] [--after UDID] [--serial S] [--enrolled true|false]
  *   mdmd device   DIR UDID
  *   mdmd send     DIR UDID[,UDID...] REQUEST_TYPE [KEY=STRING | KEY:=JSON]...
- *                     [--params-json JSON] [--plist FILE] [--allow-unknown]
+ *                     [--params-json JSON|@FILE] [--plist FILE] [--allow-unknown]
  *   mdmd commands DIR UDID [--limit N] [--after UUID]
  *   mdmd cancel   DIR UDID UUID
  *   mdmd delete-device DIR UDID --yes
  *   mdmd audit    DIR [--since MS] [--limit N] [--after ID]
+ *   mdmd push-cert, push, users, invite, invitations, enrollments DIR ...
+ *   mdmd policy-types, policies, policy-create, policy-update, policy-delete, policy-profile,
+ *        deployments, device-policies, groups, group-create, group-update, group-delete,
+ *        apps, device-apps DIR ...   (docs/policies-cli.md)
+ *
+ * mdm_cli_usage() prints the arguments of each.
  *
  * Common options: --json (print the API's JSON instead of a table), --url https://HOST:PORT
  * (default: admin_listen of DIR/mdmd.conf), --api-key KEY (default: $MDMD_API_KEY),

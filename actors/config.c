@@ -175,6 +175,10 @@ const mdm_cfg_key_t mdm_config_keys[] = {
     INT("actors", "mailbox_size", mailbox_size, "64", 1, 65536,
         "messages an actor may have waiting; more are refused with 503"),
 
+    INT("policies", "sweep_interval_minutes", sweep_interval_minutes, "60", 0, 10080,
+        "every so often each managed Mac is reconciled with its policies and asked for its "
+        "ProfileList (drift repair, app inventory repeats); 0 = never"),
+
     ENUM("log", "level", log_level, "info", log_levels, "least severe level logged"),
     ENUM("log", "format", log_format, "plain", log_formats, "plain lines or JSON lines on stderr"),
 };

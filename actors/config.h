@@ -106,6 +106,8 @@ typedef struct mdm_config {
     /* [actors] */
     long long actors_in_memory;
     long long mailbox_size;
+    /* [policies] */
+    long long sweep_interval_minutes;
 
     /* [log] */
     int log_level; /* enum mdm_log_level */

@@ -269,6 +269,42 @@ struct load_ctx {
     int status;
 };
 
+/* Commands that carry secrets (profiles with passwords) are sealed at rest, bound to their
+ * UUID. */
+static int command_aad(const char *uuid, char aad[MDM_UUID_MAX + 16])
+{
+    return snprintf(aad, MDM_UUID_MAX + 16, "command:%s", uuid);
+}
+
+int mdm_dev_seal_command(const char *uuid, const void *plist, size_t len, mdm_buf_t *out)
+{
+    char aad[MDM_UUID_MAX + 16];
+    int n = command_aad(uuid, aad);
+    return mdm_seal(opts.secrets_key, aad, (size_t)n, plist, len, out);
+}
+
+/* Replaces cmd's sealed plist by its plaintext (owned by cmd); on failure cmd has none. */
+static int open_command(mdm_command_t *cmd)
+{
+    char aad[MDM_UUID_MAX + 16];
+    int n = command_aad(cmd->uuid, aad);
+    mdm_buf_t plain;
+    mdm_buf_init(&plain, 0);
+    int ret = mdm_unseal(opts.secrets_key, aad, (size_t)n, cmd->plist, cmd->plist_len, &plain);
+    free(cmd->plist);
+    cmd->plist = NULL;
+    cmd->plist_len = 0;
+    if (ret == 0 && plain.len && (cmd->plist = malloc(plain.len))) {
+        memcpy(cmd->plist, mdm_buf_head(&plain), plain.len);
+        cmd->plist_len = plain.len;
+    } else if (ret == 0) {
+        ret = -ENOMEM;
+    }
+    explicit_bzero(mdm_buf_head(&plain), plain.len);
+    mdm_buf_dispose(&plain);
+    return ret;
+}
+
 static int load_queue_entry(void *arg, const mdm_queue_entry_t *e)
 {
     struct load_ctx *lc = arg;
@@ -278,6 +314,13 @@ static int load_queue_entry(void *arg, const mdm_queue_entry_t *e)
     q->e = *e;
     mdm_command_t cmd;
     int ret = mdm_store_get_command(lc->store, e->uuid, &cmd);
+    if (ret == 0 && (cmd.flags & MDM_COMMAND_SEALED)) {
+        ret = open_command(&cmd);
+        if (ret != 0)
+            mdm_error("device", "%s: command %s cannot be unsealed: %s", e->udid, e->uuid,
+                      mdm_strerror(ret));
+        ret = 0; /* an unreadable command is handed out as missing (CommandFormatError) */
+    }
     if (ret == 0) {
         q->loaded_plist = cmd.plist;
         q->loaded_len = cmd.plist_len;
@@ -660,6 +703,8 @@ static void on_token_update(struct device_actor *da, mdm_dev_req_t *r)
         d->state = MDM_DEVICE_ENROLLED;
         d->enrolled_ms = mdm_wall_ms();
         mdm_info("device", "%s: enrolled (enrollment %u)", d->udid, d->enrollment);
+        if (opts.on_enrolled)
+            opts.on_enrolled(mdm_actor_shard(&da->base), d->udid);
     }
     r->status = 200;
 }
@@ -971,6 +1016,9 @@ static bool handle_connect(struct device_actor *da, mdm_dev_req_t *r)
         hand_out_next(da, r);
         return false;
     }
+    if (opts.on_answered)
+        opts.on_answered(mdm_actor_shard(&da->base), da->dev.udid, q->e.uuid, (int)outcome,
+                         r->body, r->body_len);
     retire_entry(da, q, outcome, r->body, r->body_len);
     hand_out_next(da, r);
     return false;

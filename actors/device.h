@@ -68,6 +68,11 @@ struct mdm_device_options {
     uint64_t command_ttl_ms;      /* queued commands expire after this (0 = never) */
     bool user_auth_digest;        /* UserAuthenticate: empty DigestChallenge instead of 410 */
     const uint8_t *secrets_key;   /* 32 bytes, seals bootstrap and unlock tokens */
+    /* Observers (optional), called on the device's shard while it handles the message; the
+     * writes of that message become durable with the shard's next commit. */
+    void (*on_enrolled)(mdm_shard_t *sh, const char *udid);   /* first TokenUpdate */
+    void (*on_answered)(mdm_shard_t *sh, const char *udid, const char *uuid, int status,
+                        const uint8_t *response, size_t len); /* a command's final answer */
 };
 
 /** Sets up the device actor type for rt (call once before the shards start). */
@@ -76,6 +81,14 @@ void mdm_device_setup(mdm_actors_t *rt, const struct mdm_device_options *o);
 /** Allocates a request for udid (copied, must be 1..63 characters). NULL on -ENOMEM. */
 mdm_dev_req_t *mdm_dev_req_new(enum mdm_dev_req_kind kind, const char *udid);
 void mdm_dev_req_free(mdm_dev_req_t *r);
+
+/**
+ * Seals the plist of command uuid for storage (MDM_COMMAND_SEALED): a command that carries
+ * secrets is stored that way and opened again when a device actor loads its queue. Any
+ * thread, after mdm_device_setup. Returns the codes of mdm_seal().
+ */
+MDM_MUST_CHECK int mdm_dev_seal_command(const char *uuid, const void *plist, size_t len,
+                                        mdm_buf_t *out);
 
 /** Sends r to the device's actor; r->done runs later on this shard. */
 void mdm_dev_send(mdm_dev_req_t *r);

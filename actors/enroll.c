@@ -110,6 +110,19 @@ int mdm_enroll_run(mdm_worker_fn fn, void *arg)
 
 const char *mdm_enroll_base_url(void) { return E.base_url; }
 
+/* Stable per instance, so a new profile replaces the old one on the Mac. */
+void mdm_enroll_identifier_prefix(const char *instance, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "mdmd.");
+    for (const char *p = instance; *p && n < (int)outlen - 1; p++) {
+        char ch = *p;
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+        out[n++] = ok ? ch : '-';
+    }
+    out[n] = 0;
+}
+
 void mdm_enroll_set_base_url(const char *host, int port, const char *instance)
 {
     snprintf(E.base_url, sizeof(E.base_url), "https://%s:%d/%s", host, port, instance);
@@ -1797,15 +1810,7 @@ int mdm_enroll_start(const struct mdm_enroll_options *o)
         .m_cost_kib = (uint32_t)c->argon2_memory_kib,
         .parallelism = 1,
     };
-    /* PayloadIdentifier prefix: stable per instance, so a new profile replaces the old one. */
-    int n = snprintf(E.id_prefix, sizeof(E.id_prefix), "mdmd.");
-    for (const char *p = c->instance; *p && n < (int)sizeof(E.id_prefix) - 1; p++) {
-        char ch = *p;
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
-        E.id_prefix[n++] = ok ? ch : '-';
-    }
-    E.id_prefix[n] = 0;
+    mdm_enroll_identifier_prefix(c->instance, E.id_prefix, sizeof(E.id_prefix));
     if (c->client_cert == MDM_CLIENT_CERT_REQUIRED)
         mdm_warn("enroll", "server.client_cert = required: Macs without an identity cannot "
                            "reach SCEP or the enrollment pages on the device listener");

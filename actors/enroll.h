@@ -37,6 +37,10 @@ MDM_MUST_CHECK int mdm_enroll_run(mdm_worker_fn fn, void *arg);
  */
 const char *mdm_enroll_base_url(void);
 
+/** The PayloadIdentifier prefix of the instance's profiles: "mdmd.<instance>", every byte of
+ * the instance name outside [A-Za-z0-9_-] replaced by '-'. Pure. */
+void mdm_enroll_identifier_prefix(const char *instance, char *out, size_t outlen);
+
 /** Sets the base URL from the host (bracketed by the caller when IPv6), the bound device port
  * and the instance. Start-up only, before the shards start. */
 void mdm_enroll_set_base_url(const char *host, int port, const char *instance);

@@ -305,17 +305,26 @@ static int make_signing(struct init_ctx *c)
 }
 
 /*
- * The SCEP RA: an RSA-2048 key (SCEP's envelopes need RSA key transport; the CA is EC) and a
- * certificate from the instance CA for signing CertReps and receiving requests. Its validity
- * ends no later than the CA's.
+ * An RSA-2048 key and certificate from the instance CA for a service that needs RSA key
+ * transport (the CA is EC): the SCEP RA (signs CertReps, receives requests) and the FileVault
+ * escrow certificate (Macs encrypt recovery keys to it). Validity ends no later than the CA's.
  */
-static int make_scep_ra(const char *dir, const char **step)
+struct rsa_leaf {
+    const char *key_rel, *crt_rel, *common_name;
+    uint32_t days;
+};
+
+static const struct rsa_leaf scep_ra = {MDM_INSTANCE_RA_KEY, MDM_INSTANCE_RA_CERT,
+                                        "mdmd SCEP RA", RA_DAYS};
+static const struct rsa_leaf escrow = {MDM_INSTANCE_ESCROW_KEY, MDM_INSTANCE_ESCROW_CERT,
+                                       "mdmd FileVault Escrow", RA_DAYS};
+
+static int make_rsa_leaf(const char *dir, const struct rsa_leaf *l, const char **step)
 {
     char ca_key[PATH_MAX], ca_crt[PATH_MAX], key[PATH_MAX], crt[PATH_MAX];
     int ret;
     if ((ret = join(ca_key, dir, "ca/ca.key")) != 0 || (ret = join(ca_crt, dir, "ca/ca.crt")) != 0 ||
-        (ret = join(key, dir, MDM_INSTANCE_RA_KEY)) != 0 ||
-        (ret = join(crt, dir, MDM_INSTANCE_RA_CERT)) != 0)
+        (ret = join(key, dir, l->key_rel)) != 0 || (ret = join(crt, dir, l->crt_rel)) != 0)
         return ret;
     mdm_x509_info_t *ca = NULL;
     size_t n = 0;
@@ -325,25 +334,25 @@ static int make_scep_ra(const char *dir, const char **step)
     int64_t left = (ca[0].not_after - (int64_t)time(NULL)) / 86400;
     free(ca);
     mdm_x509_spec_t spec = {
-        .common_name = "mdmd SCEP RA",
+        .common_name = l->common_name,
         .organization = "mdmd",
-        .validity_days = left < 1 ? 1 : left < RA_DAYS ? (uint32_t)left : RA_DAYS,
+        .validity_days = left < 1 ? 1 : left < l->days ? (uint32_t)left : l->days,
         .key_usage = MDM_X509_KU_DIGITAL_SIGNATURE | MDM_X509_KU_KEY_ENCIPHERMENT,
     };
-    *step = MDM_INSTANCE_RA_KEY;
+    *step = l->key_rel;
     if ((ret = mdm_x509_key_generate(key, MDM_X509_KEY_RSA_2048)) != 0)
         return ret;
-    *step = MDM_INSTANCE_RA_CERT;
+    *step = l->crt_rel;
     return mdm_x509_issue(ca_key, ca_crt, key, crt, &spec);
 }
 
-/* True when the RA certificate is usable: it and its key are there, it chains to the CA, and
- * it is valid for RA_RENEW_DAYS more. */
-static bool scep_ra_ok(const char *dir, char *why, size_t whylen)
+/* True when the leaf is usable: it and its key are there, it chains to the CA, and it is
+ * valid for RA_RENEW_DAYS more. */
+static bool rsa_leaf_ok(const char *dir, const struct rsa_leaf *l, char *why, size_t whylen)
 {
     char ca_crt[PATH_MAX], key[PATH_MAX], crt[PATH_MAX];
-    if (join(ca_crt, dir, "ca/ca.crt") != 0 || join(key, dir, MDM_INSTANCE_RA_KEY) != 0 ||
-        join(crt, dir, MDM_INSTANCE_RA_CERT) != 0) {
+    if (join(ca_crt, dir, "ca/ca.crt") != 0 || join(key, dir, l->key_rel) != 0 ||
+        join(crt, dir, l->crt_rel) != 0) {
         snprintf(why, whylen, "path too long");
         return false;
     }
@@ -373,18 +382,21 @@ static bool scep_ra_ok(const char *dir, char *why, size_t whylen)
     return ok;
 }
 
-int mdm_instance_ensure_scep_ra(const char *dir, bool *created, char *why, size_t whylen)
+static int ensure_rsa_leaf(const char *dir, const struct rsa_leaf *l, bool *created, char *why,
+                           size_t whylen)
 {
     assert(dir && created && why);
     *created = false;
     why[0] = 0;
-    char sub[PATH_MAX];
-    int ret;
-    if (scep_ra_ok(dir, why, whylen))
+    if (rsa_leaf_ok(dir, l, why, whylen))
         return 0;
-    const char *step = "scep";
-    if ((ret = join(sub, dir, "scep")) != 0 || (ret = ensure_dir(sub)) != 0 ||
-        (ret = make_scep_ra(dir, &step)) != 0) {
+    char sub[PATH_MAX], folder[64];
+    snprintf(folder, sizeof(folder), "%.*s", (int)(strchr(l->crt_rel, '/') - l->crt_rel),
+             l->crt_rel);
+    const char *step = folder;
+    int ret;
+    if ((ret = join(sub, dir, folder)) != 0 || (ret = ensure_dir(sub)) != 0 ||
+        (ret = make_rsa_leaf(dir, l, &step)) != 0) {
         char inner[200];
         snprintf(inner, sizeof(inner), "%s", why);
         snprintf(why, whylen, "%s; creating %s: %s", inner, step, mdm_strerror(ret));
@@ -392,6 +404,16 @@ int mdm_instance_ensure_scep_ra(const char *dir, bool *created, char *why, size_
     }
     *created = true;
     return 0;
+}
+
+int mdm_instance_ensure_scep_ra(const char *dir, bool *created, char *why, size_t whylen)
+{
+    return ensure_rsa_leaf(dir, &scep_ra, created, why, whylen);
+}
+
+int mdm_instance_ensure_escrow(const char *dir, bool *created, char *why, size_t whylen)
+{
+    return ensure_rsa_leaf(dir, &escrow, created, why, whylen);
 }
 
 static int make_secrets_key(struct init_ctx *c)
@@ -491,7 +513,7 @@ int mdm_instance_init(const char *dir, const char *hostnames_csv, bool force, FI
                 dir);
         return -EEXIST;
     }
-    static const char *const dirs[] = {"", "ca", "tls", "signing", "scep", "db"};
+    static const char *const dirs[] = {"", "ca", "tls", "signing", "scep", "escrow", "db"};
     for (size_t i = 0; i < MDM_ARRAY_LEN(dirs); i++) {
         char sub[PATH_MAX];
         c.step = dirs[i][0] ? dirs[i] : dir;
@@ -499,7 +521,9 @@ int mdm_instance_init(const char *dir, const char *hostnames_csv, bool force, FI
             goto fail;
     }
     if ((ret = make_ca(&c)) != 0 || (ret = make_tls(&c)) != 0 || (ret = make_signing(&c)) != 0 ||
-        (ret = make_scep_ra(dir, &c.step)) != 0 || (ret = make_secrets_key(&c)) != 0 || (ret = make_api_key(&c)) != 0)
+        (ret = make_rsa_leaf(dir, &scep_ra, &c.step)) != 0 ||
+        (ret = make_rsa_leaf(dir, &escrow, &c.step)) != 0 || (ret = make_secrets_key(&c)) != 0 ||
+        (ret = make_api_key(&c)) != 0)
         goto fail;
     c.step = "mdmd.conf"; /* last: its presence marks a complete instance */
     if ((ret = write_config(path, c.hostnames_csv)) != 0)

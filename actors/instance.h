@@ -14,6 +14,8 @@
  *     scep/ra.key, ra.crt    SCEP RA certificate from the CA: RSA 2048, digitalSignature +
  *                            keyEncipherment, 5 years (never past the CA); created by serve
  *                            for instances made before it existed
+ *     escrow/escrow.key,     FileVault recovery-key escrow certificate: the same kind (Macs
+ *       escrow.crt           encrypt recovery keys to it); also created by serve when missing
  *     secrets.key            32 random bytes sealing secrets at rest (core/seal)
  *     admin-api-key.sha256   lowercase hex SHA-256 of the admin API key "mdm_<base64url>"
  *     db/                    RocksDB, created by `mdmd serve`
@@ -35,6 +37,8 @@
 /** The SCEP RA's files, relative to the instance folder. */
 #define MDM_INSTANCE_RA_KEY "scep/ra.key"
 #define MDM_INSTANCE_RA_CERT "scep/ra.crt"
+#define MDM_INSTANCE_ESCROW_KEY "escrow/escrow.key"
+#define MDM_INSTANCE_ESCROW_CERT "escrow/escrow.crt"
 
 /** Prefix of admin API keys; the rest is 43 characters of unpadded base64url (32 bytes). */
 #define MDM_INSTANCE_API_KEY_PREFIX "mdm_"
@@ -84,6 +88,14 @@ MDM_MUST_CHECK int mdm_instance_check_certs(const char *dir, const char *hostnam
  */
 MDM_MUST_CHECK int mdm_instance_ensure_scep_ra(const char *dir, bool *created, char *why,
                                                size_t whylen);
+
+/**
+ * The same for the FileVault recovery-key escrow certificate (MDM_INSTANCE_ESCROW_KEY,
+ * MDM_INSTANCE_ESCROW_CERT): RSA-2048 from the instance CA; Macs encrypt the personal recovery
+ * keys they escrow to it (CMS EnvelopedData), and only mdmd holds the key.
+ */
+MDM_MUST_CHECK int mdm_instance_ensure_escrow(const char *dir, bool *created, char *why,
+                                              size_t whylen);
 
 /**
  * Reads dir/admin-api-key.sha256 into hex_out (64 lowercase hex digits and a NUL).

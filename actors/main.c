@@ -6,8 +6,8 @@
  *   mdmd serve DIR [--set section.key=value]... [--device-listen A] [--admin-listen A]
  *                  [--shards N]
  *   mdmd config-template
- *   mdmd devices|device|send|commands|cancel|delete-device|audit|push-cert|push DIR ...
- *       (actors/cli.h)
+ *   mdmd devices|device|send|commands|cancel|delete-device|audit|push-cert|push|users|...
+ *        DIR ...   (the admin command line: actors/cli.h)
  */
 #include <errno.h>
 #include <stdbool.h>

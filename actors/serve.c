@@ -19,6 +19,7 @@
 #include "actors/actor.h"
 #include "actors/api.h"
 #include "actors/apns.h"
+#include "actors/policy.h"
 #include "actors/config.h"
 #include "actors/device.h"
 #include "actors/enroll.h"
@@ -355,8 +356,19 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
         .command_ttl_ms = (uint64_t)app->cfg.command_ttl_hours * 3600 * 1000,
         .user_auth_digest = app->cfg.user_authenticate == MDM_CFG_USER_AUTH_DIGEST,
         .secrets_key = app->secrets_key,
+        .on_enrolled = mdm_policy_reconcile_device,
+        .on_answered = mdm_policy_command_answered,
     };
     mdm_device_setup(app->actors, &dopts);
+    struct mdm_policy_engine_options po = {
+        .dir = app->cfg.dir,
+        .instance = app->cfg.instance,
+        .organization = app->cfg.organization,
+        .secrets_key = app->secrets_key,
+        .sweep_interval_ms = (uint64_t)app->cfg.sweep_interval_minutes * 60000,
+    };
+    if (mdm_policy_engine_setup(&app->shards, app->actors, &po) != 0)
+        goto out;
     if (mdm_apns_setup(&app->shards, &app->cfg, app->store, app->secrets_key) != 0)
         goto out;
     struct mdm_enroll_options eo = {.cfg = &app->cfg, .store = app->store};

@@ -8,6 +8,7 @@
  * bounded by env->timeout_ms.
  */
 #include "bench/sim.h"
+#include "bench/sim_private.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -174,7 +175,11 @@ void sim_mac_disconnect(sim_mac_t *m)
     mdm_buf_dispose(&m->plain_in);
 }
 
-void sim_mac_dispose(sim_mac_t *m) { sim_mac_disconnect(m); }
+void sim_mac_dispose(sim_mac_t *m)
+{
+    sim_mac_disconnect(m);
+    sim_state_free(m);
+}
 
 /* ---- plist helpers ---- */
 
@@ -191,14 +196,17 @@ static int emit(plist_t root, mdm_buf_t *out)
     return ret;
 }
 
-static void set_str(plist_t d, const char *k, const char *v)
+void sim_set_str(plist_t d, const char *k, const char *v)
 {
     plist_dict_set_item(d, k, plist_new_string(v));
 }
 
-static void set_bool(plist_t d, const char *k, bool v) { plist_dict_set_item(d, k, plist_new_bool(v)); }
+void sim_set_bool(plist_t d, const char *k, bool v)
+{
+    plist_dict_set_item(d, k, plist_new_bool(v));
+}
 
-static void set_uint(plist_t d, const char *k, uint64_t v)
+void sim_set_uint(plist_t d, const char *k, uint64_t v)
 {
     plist_dict_set_item(d, k, plist_new_uint(v));
 }
@@ -206,20 +214,23 @@ static void set_uint(plist_t d, const char *k, uint64_t v)
 static plist_t message(const sim_mac_t *m, const char *type)
 {
     plist_t d = plist_new_dict();
-    set_str(d, "MessageType", type);
-    set_str(d, "UDID", m->udid);
+    sim_set_str(d, "MessageType", type);
+    sim_set_str(d, "UDID", m->udid);
     return d;
 }
 
 int sim_build_checkin(const sim_mac_t *m, const char *message_type, mdm_buf_t *out)
 {
     plist_t d = message(m, message_type);
-    set_str(d, "Topic", m->env->topic);
+    sim_set_str(d, "Topic", m->env->topic);
     return emit(d, out);
 }
 
+/* The name Settings gave the Mac, or one made of its model and serial. */
 static const char *device_name(const sim_mac_t *m, char *buf, size_t len)
 {
+    if (m->device_name[0])
+        return m->device_name;
     snprintf(buf, len, "%s %.6s", m->model_name, m->serial);
     return buf;
 }
@@ -228,14 +239,14 @@ int sim_build_authenticate(const sim_mac_t *m, mdm_buf_t *out)
 {
     char name[64];
     plist_t d = message(m, "Authenticate");
-    set_str(d, "Topic", m->env->topic);
-    set_str(d, "SerialNumber", m->serial);
-    set_str(d, "Model", m->model);
-    set_str(d, "ModelName", m->model_name);
-    set_str(d, "ProductName", m->model);
-    set_str(d, "OSVersion", m->os_version);
-    set_str(d, "BuildVersion", m->build_version);
-    set_str(d, "DeviceName", device_name(m, name, sizeof(name)));
+    sim_set_str(d, "Topic", m->env->topic);
+    sim_set_str(d, "SerialNumber", m->serial);
+    sim_set_str(d, "Model", m->model);
+    sim_set_str(d, "ModelName", m->model_name);
+    sim_set_str(d, "ProductName", m->model);
+    sim_set_str(d, "OSVersion", m->os_version);
+    sim_set_str(d, "BuildVersion", m->build_version);
+    sim_set_str(d, "DeviceName", device_name(m, name, sizeof(name)));
     return emit(d, out);
 }
 
@@ -243,13 +254,13 @@ int sim_build_token_update(const sim_mac_t *m, const uint8_t *unlock, size_t unl
                            mdm_buf_t *out)
 {
     plist_t d = message(m, "TokenUpdate");
-    set_str(d, "Topic", m->env->topic);
+    sim_set_str(d, "Topic", m->env->topic);
     plist_dict_set_item(d, "Token",
                         plist_new_data((const char *)m->push_token, sizeof(m->push_token)));
-    set_str(d, "PushMagic", m->push_magic);
+    sim_set_str(d, "PushMagic", m->push_magic);
     if (unlock && unlock_len)
         plist_dict_set_item(d, "UnlockToken", plist_new_data((const char *)unlock, unlock_len));
-    set_bool(d, "AwaitingConfiguration", false);
+    sim_set_bool(d, "AwaitingConfiguration", false);
     return emit(d, out);
 }
 
@@ -263,22 +274,22 @@ int sim_build_set_bootstrap(const sim_mac_t *m, const uint8_t *token, size_t len
     plist_t d = message(m, "SetBootstrapToken");
     if (token && len)
         plist_dict_set_item(d, "BootstrapToken", plist_new_data((const char *)token, len));
-    set_bool(d, "AwaitingConfiguration", false);
+    sim_set_bool(d, "AwaitingConfiguration", false);
     return emit(d, out);
 }
 
 int sim_build_get_bootstrap(const sim_mac_t *m, mdm_buf_t *out)
 {
     plist_t d = message(m, "GetBootstrapToken");
-    set_bool(d, "AwaitingConfiguration", false);
+    sim_set_bool(d, "AwaitingConfiguration", false);
     return emit(d, out);
 }
 
 int sim_build_idle(const sim_mac_t *m, mdm_buf_t *out)
 {
     plist_t d = plist_new_dict();
-    set_str(d, "Status", "Idle");
-    set_str(d, "UDID", m->udid);
+    sim_set_str(d, "Status", "Idle");
+    sim_set_str(d, "UDID", m->udid);
     return emit(d, out);
 }
 
@@ -314,57 +325,58 @@ static void add_device_query(const sim_mac_t *m, plist_t q, size_t i)
     char buf[64];
     const char *k = device_queries[i];
     switch (i) {
-    case 0: set_str(q, k, m->udid); break;
-    case 1: set_str(q, k, device_name(m, buf, sizeof(buf))); break;
-    case 2: set_str(q, k, m->os_version); break;
-    case 3: set_str(q, k, m->build_version); break;
-    case 4: set_str(q, k, m->model_name); break;
-    case 5: set_str(q, k, m->model); break;
-    case 6: set_str(q, k, m->model); break;
-    case 7: set_str(q, k, m->serial); break;
+    case 0: sim_set_str(q, k, m->udid); break;
+    case 1: sim_set_str(q, k, device_name(m, buf, sizeof(buf))); break;
+    case 2: sim_set_str(q, k, m->os_version); break;
+    case 3: sim_set_str(q, k, m->build_version); break;
+    case 4: sim_set_str(q, k, m->model_name); break;
+    case 5: sim_set_str(q, k, m->model); break;
+    case 6: sim_set_str(q, k, m->model); break;
+    case 7: sim_set_str(q, k, m->serial); break;
     case 8: plist_dict_set_item(q, k, plist_new_real(494.38)); break;
     case 9: plist_dict_set_item(q, k, plist_new_real(301.12)); break;
-    case 10: set_bool(q, k, false); break;
-    case 11: set_bool(q, k, m->apple_silicon); break;
-    case 12: set_bool(q, k, false); break;
-    case 13: set_bool(q, k, true); break;
+    case 10: sim_set_bool(q, k, false); break;
+    case 11: sim_set_bool(q, k, m->apple_silicon); break;
+    case 12: sim_set_bool(q, k, false); break;
+    case 13: sim_set_bool(q, k, true); break;
     case 14:
         snprintf(buf, sizeof(buf), "mac-%.10s", m->serial);
-        set_str(q, k, buf);
+        sim_set_str(q, k, m->host_name[0] ? m->host_name : buf);
         break;
     case 15:
         snprintf(buf, sizeof(buf), "mac-%.10s.local", m->serial);
-        set_str(q, k, buf);
+        sim_set_str(q, k, m->host_name[0] ? m->host_name : buf);
         break;
     case 16:
     case 17:
     case 18:
         mac_address(m, (unsigned)i, buf);
-        set_str(q, k, buf);
+        sim_set_str(q, k, buf);
         break;
-    case 19: set_bool(q, k, false); break;
-    case 20: set_bool(q, k, false); break;
-    case 21: set_bool(q, k, false); break;
-    case 22: set_bool(q, k, strstr(m->model_name, "Book") != NULL); break;
-    case 23: set_str(q, k, "Europe/Berlin"); break;
+    case 19: sim_set_bool(q, k, false); break;
+    case 20: sim_set_bool(q, k, false); break;
+    case 21: sim_set_bool(q, k, false); break;
+    case 22: sim_set_bool(q, k, strstr(m->model_name, "Book") != NULL); break;
+    case 23: sim_set_str(q, k, "Europe/Berlin"); break;
     case 24: {
         plist_t o = plist_new_dict();
-        set_bool(o, "BootstrapTokenAllowed", true);
-        set_bool(o, "ActivationLockAllowedWhileSupervised", false);
+        sim_set_bool(o, "BootstrapTokenAllowed", true);
+        sim_set_bool(o, "ActivationLockAllowedWhileSupervised", false);
         plist_dict_set_item(q, k, o);
         break;
     }
     case 25: {
         plist_t o = plist_new_dict();
-        set_str(o, "CatalogURL", "https://swscan.apple.com/content/catalogs/others/index.sucatalog");
-        set_bool(o, "IsDefaultCatalog", true);
-        set_uint(o, "PreviousScanResult", 0);
-        set_bool(o, "PerformPeriodicCheck", true);
-        set_bool(o, "AutoCheckEnabled", true);
-        set_bool(o, "BackgroundDownloadEnabled", true);
-        set_bool(o, "AutomaticAppInstallationEnabled", true);
-        set_bool(o, "AutomaticOSInstallationEnabled", false);
-        set_bool(o, "AutomaticSecurityUpdatesEnabled", true);
+        sim_set_str(o, "CatalogURL",
+                    "https://swscan.apple.com/content/catalogs/others/index.sucatalog");
+        sim_set_bool(o, "IsDefaultCatalog", true);
+        sim_set_uint(o, "PreviousScanResult", 0);
+        sim_set_bool(o, "PerformPeriodicCheck", true);
+        sim_set_bool(o, "AutoCheckEnabled", true);
+        sim_set_bool(o, "BackgroundDownloadEnabled", true);
+        sim_set_bool(o, "AutomaticAppInstallationEnabled", true);
+        sim_set_bool(o, "AutomaticOSInstallationEnabled", false);
+        sim_set_bool(o, "AutomaticSecurityUpdatesEnabled", true);
         plist_dict_set_item(q, k, o);
         break;
     }
@@ -374,118 +386,51 @@ static void add_device_query(const sim_mac_t *m, plist_t q, size_t i)
 static plist_t security_info(const sim_mac_t *m)
 {
     plist_t s = plist_new_dict();
-    set_uint(s, "HardwareEncryptionCaps", 3);
-    set_bool(s, "PasscodePresent", true);
-    set_bool(s, "PasscodeCompliant", true);
-    set_bool(s, "PasscodeCompliantWithProfiles", true);
-    set_bool(s, "FDE_Enabled", true);
-    set_bool(s, "FDE_HasPersonalRecoveryKey", true);
-    set_bool(s, "FDE_HasInstitutionalRecoveryKey", false);
-    set_bool(s, "SystemIntegrityProtectionEnabled", true);
+    sim_set_uint(s, "HardwareEncryptionCaps", 3);
+    sim_set_bool(s, "PasscodePresent", true);
+    sim_set_bool(s, "PasscodeCompliant", true);
+    sim_set_bool(s, "PasscodeCompliantWithProfiles", true);
+    sim_set_bool(s, "FDE_Enabled", true);
+    sim_set_bool(s, "FDE_HasPersonalRecoveryKey", true);
+    sim_set_bool(s, "FDE_HasInstitutionalRecoveryKey", false);
+    sim_set_bool(s, "SystemIntegrityProtectionEnabled", true);
     plist_t fw = plist_new_dict();
-    set_bool(fw, "FirewallEnabled", true);
-    set_bool(fw, "BlockAllIncoming", false);
-    set_bool(fw, "StealthMode", false);
+    sim_set_bool(fw, "FirewallEnabled", true);
+    sim_set_bool(fw, "BlockAllIncoming", false);
+    sim_set_bool(fw, "StealthMode", false);
     plist_t apps = plist_new_array();
     plist_t app = plist_new_dict();
-    set_bool(app, "Allowed", true);
-    set_str(app, "BundleID", "com.apple.screensharing");
-    set_str(app, "Name", "Screen Sharing");
+    sim_set_bool(app, "Allowed", true);
+    sim_set_str(app, "BundleID", "com.apple.screensharing");
+    sim_set_str(app, "Name", "Screen Sharing");
     plist_array_append_item(apps, app);
     plist_dict_set_item(fw, "Applications", apps);
-    set_bool(fw, "LoggingEnabled", true);
-    set_str(fw, "LoggingOption", "throttled");
+    sim_set_bool(fw, "LoggingEnabled", true);
+    sim_set_str(fw, "LoggingOption", "throttled");
     plist_dict_set_item(s, "FirewallSettings", fw);
     plist_t fp = plist_new_dict();
-    set_bool(fp, "PasswordExists", false);
-    set_bool(fp, "ChangePending", false);
-    set_bool(fp, "AllowOroms", true);
+    sim_set_bool(fp, "PasswordExists", false);
+    sim_set_bool(fp, "ChangePending", false);
+    sim_set_bool(fp, "AllowOroms", true);
     plist_dict_set_item(s, "FirmwarePasswordStatus", fp);
     plist_t ms = plist_new_dict();
-    set_bool(ms, "EnrolledViaDEP", false);
-    set_bool(ms, "UserApprovedEnrollment", true);
-    set_bool(ms, "IsUserEnrollment", false);
-    set_bool(ms, "IsActivationLockManageable", false);
+    sim_set_bool(ms, "EnrolledViaDEP", false);
+    sim_set_bool(ms, "UserApprovedEnrollment", true);
+    sim_set_bool(ms, "IsUserEnrollment", false);
+    sim_set_bool(ms, "IsActivationLockManageable", false);
     plist_dict_set_item(s, "ManagementStatus", ms);
     if (m->apple_silicon) {
         plist_t sb = plist_new_dict();
-        set_str(sb, "SecureBootLevel", "full");
-        set_str(sb, "ExternalBootLevel", "disallowed");
+        sim_set_str(sb, "SecureBootLevel", "full");
+        sim_set_str(sb, "ExternalBootLevel", "disallowed");
         plist_dict_set_item(s, "SecureBoot", sb);
     }
-    set_bool(s, "RemoteDesktopEnabled", false);
-    set_bool(s, "AuthenticatedRootVolumeEnabled", true);
-    set_bool(s, "BootstrapTokenAllowedForAuthentication", true);
-    set_bool(s, "BootstrapTokenRequiredForSoftwareUpdate", m->apple_silicon);
-    set_bool(s, "BootstrapTokenRequiredForKernelExtensionApproval", m->apple_silicon);
+    sim_set_bool(s, "RemoteDesktopEnabled", false);
+    sim_set_bool(s, "AuthenticatedRootVolumeEnabled", true);
+    sim_set_bool(s, "BootstrapTokenAllowedForAuthentication", true);
+    sim_set_bool(s, "BootstrapTokenRequiredForSoftwareUpdate", m->apple_silicon);
+    sim_set_bool(s, "BootstrapTokenRequiredForKernelExtensionApproval", m->apple_silicon);
     return s;
-}
-
-static plist_t installed_apps(void)
-{
-    static const struct {
-        const char *id, *name, *short_version, *version;
-        uint64_t size;
-    } apps[] = {
-        {"com.apple.Safari", "Safari", "17.4.1", "19618.1.15.11.14", 14286848},
-        {"com.apple.dt.Xcode", "Xcode", "15.3", "22618", 11912345600ull},
-        {"com.microsoft.Word", "Microsoft Word", "16.83", "16.83.24031120", 2412345344ull},
-        {"com.google.Chrome", "Google Chrome", "123.0.6312.106", "6312.106", 1198456832},
-        {"com.tinyspeck.slackmacgap", "Slack", "4.37.101", "437101", 498765824},
-        {"org.mozilla.firefox", "Firefox", "124.0.2", "12424.4.2", 412345678},
-        {"com.apple.Keynote", "Keynote", "14.0", "7038.0.87", 712345600},
-    };
-    plist_t a = plist_new_array();
-    for (size_t i = 0; i < sizeof(apps) / sizeof(apps[0]); i++) {
-        plist_t d = plist_new_dict();
-        set_str(d, "Identifier", apps[i].id);
-        set_str(d, "Name", apps[i].name);
-        set_str(d, "ShortVersion", apps[i].short_version);
-        set_str(d, "Version", apps[i].version);
-        set_uint(d, "BundleSize", apps[i].size);
-        set_uint(d, "DynamicSize", 0);
-        set_bool(d, "IsValidated", true);
-        set_bool(d, "Installing", false);
-        set_bool(d, "AppStoreVendable", false);
-        set_bool(d, "BetaApp", false);
-        set_bool(d, "AdHocCodeSigned", false);
-        set_bool(d, "HasUpdateAvailable", false);
-        set_bool(d, "IsAppClip", false);
-        plist_array_append_item(a, d);
-    }
-    return a;
-}
-
-static plist_t profile_list(const sim_mac_t *m)
-{
-    plist_t a = plist_new_array();
-    plist_t p = plist_new_dict();
-    char uuid[37];
-    random_uuid(uuid);
-    set_str(p, "PayloadUUID", uuid);
-    set_str(p, "PayloadIdentifier", "com.mdmd.enrollment");
-    set_uint(p, "PayloadVersion", 1);
-    set_str(p, "PayloadDisplayName", "MDM enrollment");
-    set_str(p, "PayloadOrganization", "mdmd");
-    set_str(p, "PayloadDescription", "Enrolls this Mac in mdmd");
-    set_bool(p, "PayloadRemovalDisallowed", false);
-    set_bool(p, "HasRemovalPasscode", false);
-    set_bool(p, "IsEncrypted", false);
-    set_bool(p, "IsManaged", true);
-    plist_t content = plist_new_array();
-    plist_t c = plist_new_dict();
-    set_str(c, "PayloadType", "com.apple.mdm");
-    set_uint(c, "PayloadVersion", 1);
-    set_str(c, "PayloadIdentifier", "com.mdmd.enrollment.mdm");
-    random_uuid(uuid);
-    set_str(c, "PayloadUUID", uuid);
-    set_str(c, "PayloadDisplayName", "MDM");
-    set_str(c, "PayloadOrganization", "mdmd");
-    plist_array_append_item(content, c);
-    plist_dict_set_item(p, "PayloadContent", content);
-    plist_array_append_item(a, p);
-    (void)m;
-    return a;
 }
 
 /* The first PEM block (a certificate, or with is_key a private key) of the file at path as
@@ -513,16 +458,16 @@ static plist_t certificate_list(const sim_mac_t *m)
     size_t len;
     if (read_pem_der(path, false, &der, &len) == 0) {
         plist_t c = plist_new_dict();
-        set_str(c, "CommonName", m->name);
-        set_bool(c, "IsIdentity", true);
+        sim_set_str(c, "CommonName", m->name);
+        sim_set_bool(c, "IsIdentity", true);
         plist_dict_set_item(c, "Data", plist_new_data((const char *)der, len));
         plist_array_append_item(a, c);
     }
     free(der);
     if (read_pem_der(m->env->ca_cert, false, &der, &len) == 0) {
         plist_t c = plist_new_dict();
-        set_str(c, "CommonName", "mdmd instance CA");
-        set_bool(c, "IsIdentity", false);
+        sim_set_str(c, "CommonName", "mdmd instance CA");
+        sim_set_bool(c, "IsIdentity", false);
         plist_dict_set_item(c, "Data", plist_new_data((const char *)der, len));
         plist_array_append_item(a, c);
     }
@@ -541,49 +486,121 @@ const char *sim_status_name(enum sim_status st)
     return "Error";
 }
 
+/* The keys an Acknowledged response carries for cmd, read from the Mac's state without
+ * changing it. command is the kept Command dict (may be NULL). */
+static void add_ack_data(const sim_mac_t *m, const sim_cmd_t *cmd, plist_t command, plist_t d)
+{
+    switch (cmd->type) {
+    case SIM_REQ_DEVICE_INFORMATION: {
+        plist_t q = plist_new_dict();
+        for (size_t i = 0; i < N_DEVICE_QUERIES; i++)
+            if (cmd->query_mask == 0 || (cmd->query_mask & (1ull << i)))
+                add_device_query(m, q, i);
+        plist_dict_set_item(d, "QueryResponses", q);
+        break;
+    }
+    case SIM_REQ_SECURITY_INFO:
+        plist_dict_set_item(d, "SecurityInfo", security_info(m));
+        break;
+    case SIM_REQ_INSTALLED_APPLICATION_LIST: {
+        plist_t ids = command ? plist_dict_get_item(command, "Identifiers") : NULL;
+        plist_dict_set_item(d, "InstalledApplicationList",
+                            sim_app_list(m, ids, cmd->managed_only));
+        break;
+    }
+    case SIM_REQ_PROFILE_LIST:
+        plist_dict_set_item(d, "ProfileList", sim_profile_list(m, cmd->managed_only));
+        break;
+    case SIM_REQ_CERTIFICATE_LIST:
+        plist_dict_set_item(d, "CertificateList", certificate_list(m));
+        break;
+    case SIM_REQ_OS_UPDATE_SCAN:
+        sim_set_bool(d, "ScanInitiated", true);
+        break;
+    case SIM_REQ_AVAILABLE_OS_UPDATES:
+        plist_dict_set_item(d, "AvailableOSUpdates", sim_available_os_updates(m));
+        break;
+    case SIM_REQ_OS_UPDATE_STATUS:
+        plist_dict_set_item(d, "OSUpdateStatus", sim_os_update_status(m));
+        break;
+    case SIM_REQ_SCHEDULE_OS_UPDATE:
+        plist_dict_set_item(d, "UpdateResults", plist_new_array());
+        break;
+    case SIM_REQ_INSTALL_PROFILE:
+    case SIM_REQ_REMOVE_PROFILE:
+    case SIM_REQ_REMOVE_APPLICATION:
+    case SIM_REQ_SETTINGS:
+    case SIM_REQ_OTHER:
+        break;
+    }
+}
+
+/* A response without Status: UDID and CommandUUID. */
+static plist_t response_head(const sim_mac_t *m, const sim_cmd_t *cmd)
+{
+    plist_t d = plist_new_dict();
+    sim_set_str(d, "UDID", m->udid);
+    sim_set_str(d, "CommandUUID", cmd->uuid);
+    return d;
+}
+
 int sim_build_response(const sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st,
                        mdm_buf_t *out)
 {
-    plist_t d = plist_new_dict();
-    set_str(d, "UDID", m->udid);
-    set_str(d, "CommandUUID", cmd->uuid);
-    set_str(d, "Status", sim_status_name(st));
+    plist_t d = response_head(m, cmd);
+    sim_set_str(d, "Status", sim_status_name(st));
     if (st == SIM_ERROR || st == SIM_COMMAND_FORMAT_ERROR) {
-        plist_t chain = plist_new_array();
-        plist_t e = plist_new_dict();
-        set_uint(e, "ErrorCode", st == SIM_ERROR ? 12021 : 12001);
-        set_str(e, "ErrorDomain", "MCMDMErrorDomain");
-        set_str(e, "LocalizedDescription", "The simulated Mac refused the command.");
-        set_str(e, "USEnglishDescription", "The simulated Mac refused the command.");
-        plist_array_append_item(chain, e);
-        plist_dict_set_item(d, "ErrorChain", chain);
+        plist_dict_set_item(d, "ErrorChain",
+                            sim_chain_new(st == SIM_ERROR ? 12021 : 12001, "MCMDMErrorDomain",
+                                          "The simulated Mac refused the command."));
     } else if (st == SIM_ACKNOWLEDGED) {
-        switch (cmd->type) {
-        case SIM_REQ_DEVICE_INFORMATION: {
-            plist_t q = plist_new_dict();
-            for (size_t i = 0; i < N_DEVICE_QUERIES; i++)
-                if (cmd->query_mask == 0 || (cmd->query_mask & (1ull << i)))
-                    add_device_query(m, q, i);
-            plist_dict_set_item(d, "QueryResponses", q);
-            break;
-        }
-        case SIM_REQ_SECURITY_INFO:
-            plist_dict_set_item(d, "SecurityInfo", security_info(m));
-            break;
-        case SIM_REQ_INSTALLED_APPLICATION_LIST:
-            plist_dict_set_item(d, "InstalledApplicationList", installed_apps());
-            break;
-        case SIM_REQ_PROFILE_LIST:
-            plist_dict_set_item(d, "ProfileList", profile_list(m));
-            break;
-        case SIM_REQ_CERTIFICATE_LIST:
-            plist_dict_set_item(d, "CertificateList", certificate_list(m));
-            break;
-        case SIM_REQ_OTHER:
-            break;
-        }
+        plist_t root;
+        plist_t command = sim_kept_command(m, cmd, &root);
+        add_ack_data(m, cmd, command, d);
+        if (root)
+            plist_free(root);
     }
     return emit(d, out);
+}
+
+/* Carries cmd out on m: the status, and the response keys added to d. */
+static enum sim_status act(sim_mac_t *m, const sim_cmd_t *cmd, plist_t command, plist_t d)
+{
+    switch (cmd->type) {
+    case SIM_REQ_INSTALL_PROFILE: return sim_install_profile(m, command, d);
+    case SIM_REQ_REMOVE_PROFILE: return sim_remove_profile(m, cmd->identifier, d);
+    case SIM_REQ_REMOVE_APPLICATION: return sim_remove_application(m, cmd->identifier, d);
+    case SIM_REQ_SETTINGS: return sim_apply_settings(m, command, d);
+    case SIM_REQ_SCHEDULE_OS_UPDATE: return sim_schedule_os_update(m, command, d);
+    default:
+        add_ack_data(m, cmd, command, d);
+        return SIM_ACKNOWLEDGED;
+    }
+}
+
+int sim_build_answer(sim_mac_t *m, const sim_cmd_t *cmd, mdm_buf_t *out)
+{
+    if (m->notnow_mask & (1u << cmd->type))
+        return sim_build_response(m, cmd, SIM_NOTNOW, out);
+    plist_t root;
+    plist_t command = sim_kept_command(m, cmd, &root);
+    plist_t d = response_head(m, cmd);
+    enum sim_status st = act(m, cmd, command, d);
+    sim_set_str(d, "Status", sim_status_name(st));
+    if (root)
+        plist_free(root);
+    return emit(d, out);
+}
+
+int sim_handle_command(sim_mac_t *m, const uint8_t *body, size_t len, sim_cmd_t *cmd,
+                       mdm_buf_t *out)
+{
+    int ret = sim_parse_command(body, len, cmd);
+    if (ret != 0 || !cmd->uuid[0])
+        return ret;
+    if ((ret = sim_keep_command(m, cmd, body, len)) != 0)
+        return ret;
+    return sim_build_answer(m, cmd, out);
 }
 
 /* ---- HTTP ---- */
@@ -696,12 +713,27 @@ static enum sim_request_type request_type_of(const char *t)
         return SIM_REQ_INSTALLED_APPLICATION_LIST;
     if (strcmp(t, "ProfileList") == 0)
         return SIM_REQ_PROFILE_LIST;
-    if (strcmp(t, "CertificateList") == 0)
-        return SIM_REQ_CERTIFICATE_LIST;
+    static const struct {
+        const char *name;
+        enum sim_request_type type;
+    } more[] = {
+        {"CertificateList", SIM_REQ_CERTIFICATE_LIST},
+        {"InstallProfile", SIM_REQ_INSTALL_PROFILE},
+        {"RemoveProfile", SIM_REQ_REMOVE_PROFILE},
+        {"RemoveApplication", SIM_REQ_REMOVE_APPLICATION},
+        {"Settings", SIM_REQ_SETTINGS},
+        {"ScheduleOSUpdateScan", SIM_REQ_OS_UPDATE_SCAN},
+        {"AvailableOSUpdates", SIM_REQ_AVAILABLE_OS_UPDATES},
+        {"ScheduleOSUpdate", SIM_REQ_SCHEDULE_OS_UPDATE},
+        {"OSUpdateStatus", SIM_REQ_OS_UPDATE_STATUS},
+    };
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        if (strcmp(t, more[i].name) == 0)
+            return more[i].type;
     return SIM_REQ_OTHER;
 }
 
-static bool get_string(plist_t d, const char *key, char *out, size_t len)
+bool sim_get_string(plist_t d, const char *key, char *out, size_t len)
 {
     plist_t n = d ? plist_dict_get_item(d, key) : NULL;
     if (!n || plist_get_node_type(n) != PLIST_STRING)
@@ -736,8 +768,8 @@ int sim_parse_command(const uint8_t *body, size_t len, sim_cmd_t *cmd)
     plist_t root = parse_dict(body, len);
     plist_t c = root ? plist_dict_get_item(root, "Command") : NULL;
     if (!c || plist_get_node_type(c) != PLIST_DICT ||
-        !get_string(root, "CommandUUID", cmd->uuid, sizeof(cmd->uuid)) ||
-        !get_string(c, "RequestType", cmd->request_type, sizeof(cmd->request_type))) {
+        !sim_get_string(root, "CommandUUID", cmd->uuid, sizeof(cmd->uuid)) ||
+        !sim_get_string(c, "RequestType", cmd->request_type, sizeof(cmd->request_type))) {
         if (root)
             plist_free(root);
         memset(cmd, 0, sizeof(*cmd));
@@ -745,6 +777,14 @@ int sim_parse_command(const uint8_t *body, size_t len, sim_cmd_t *cmd)
         return -EBADMSG;
     }
     cmd->type = request_type_of(cmd->request_type);
+    (void)sim_get_string(c, "Identifier", cmd->identifier, sizeof(cmd->identifier));
+    plist_t flag = plist_dict_get_item(
+        c, cmd->type == SIM_REQ_PROFILE_LIST ? "ManagedOnly" : "ManagedAppsOnly");
+    if (flag && plist_get_node_type(flag) == PLIST_BOOLEAN) {
+        uint8_t v = 0;
+        plist_get_bool_val(flag, &v);
+        cmd->managed_only = v != 0;
+    }
     plist_t q = plist_dict_get_item(c, "Queries");
     if (cmd->type == SIM_REQ_DEVICE_INFORMATION && q && plist_get_node_type(q) == PLIST_ARRAY) {
         uint32_t n = plist_array_get_size(q);
@@ -1225,8 +1265,8 @@ static int connect_and_parse(sim_mac_t *m, const mdm_buf_t *body, sim_cmd_t *cmd
     int status = sim_connect(m, body, &reply);
     if (cmd) {
         memset(cmd, 0, sizeof(*cmd));
-        if (status == 200)
-            (void)sim_parse_command(mdm_buf_head(&reply), reply.len, cmd);
+        if (status == 200 && sim_parse_command(mdm_buf_head(&reply), reply.len, cmd) == 0)
+            (void)sim_keep_command(m, cmd, mdm_buf_head(&reply), reply.len);
     }
     mdm_buf_dispose(&reply);
     return status;
@@ -1253,6 +1293,9 @@ int sim_respond(sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st, sim_cmd_
 
 int sim_answer(sim_mac_t *m, const sim_cmd_t *cmd, sim_cmd_t *next)
 {
-    bool notnow = m->notnow_mask & (1u << cmd->type);
-    return sim_respond(m, cmd, notnow ? SIM_NOTNOW : SIM_ACKNOWLEDGED, next);
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    int status = sim_build_answer(m, cmd, &body) == 0 ? connect_and_parse(m, &body, next) : -1;
+    mdm_buf_dispose(&body);
+    return status;
 }

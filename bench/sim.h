@@ -18,8 +18,18 @@
  * mdm_buf_t, and sim_parse_* read replies, so a non-blocking driver can reuse them. The
  * blocking calls (sim_put and everything built on it) send one request and wait for its reply.
  *
- * Memory: a Mac without a connection is a few hundred bytes; its TLS context and connection
- * exist only while it is connected (sim_mac_disconnect drops them).
+ * Commands: sim_answer (sim_build_answer without I/O) acts as macOS does. The Mac keeps state:
+ * installed configuration profiles (InstallProfile opens a CMS-signed profile and checks that
+ * its signer chains to the instance CA; the same PayloadIdentifier replaces), applications
+ * (RemoveApplication removes managed ones), the names Settings gives it, and scheduled OS
+ * updates; failures answer Error with an ErrorChain shaped like macOS's. Tests make drift
+ * with sim_mac_remove_profile_locally / sim_mac_install_profile_locally / sim_mac_set_apps and
+ * failures with fail_install_identifier. sim_respond sends an explicit status and changes
+ * nothing.
+ *
+ * Memory: a Mac without a connection is under 1 KB; its TLS context and connection exist only
+ * while it is connected (sim_mac_disconnect drops them), and its device state (m->state) only
+ * once a command needed or changed it (sim_mac_dispose frees it).
  *
  * Threads: a Mac is used by one thread at a time; an environment is read-only once set up.
  */
@@ -61,6 +71,14 @@ enum sim_request_type {
     SIM_REQ_INSTALLED_APPLICATION_LIST,
     SIM_REQ_PROFILE_LIST,
     SIM_REQ_CERTIFICATE_LIST,
+    SIM_REQ_INSTALL_PROFILE,
+    SIM_REQ_REMOVE_PROFILE,
+    SIM_REQ_REMOVE_APPLICATION,
+    SIM_REQ_SETTINGS,
+    SIM_REQ_OS_UPDATE_SCAN,       /* ScheduleOSUpdateScan */
+    SIM_REQ_AVAILABLE_OS_UPDATES,
+    SIM_REQ_SCHEDULE_OS_UPDATE,
+    SIM_REQ_OS_UPDATE_STATUS,
 };
 #define SIM_NOTNOW_ALL (~0u) /* notnow_mask: answer NotNow to everything */
 
@@ -77,7 +95,52 @@ typedef struct sim_cmd {
     char request_type[64]; /* Command.RequestType */
     enum sim_request_type type;
     uint64_t query_mask; /* DeviceInformation: queries asked that the sim knows; 0 = all */
+    char identifier[256]; /* RemoveProfile, RemoveApplication: Command.Identifier */
+    bool managed_only;    /* ProfileList ManagedOnly, InstalledApplicationList ManagedAppsOnly */
 } sim_cmd_t;
+
+/* ---- device state: profiles, applications ----------------------------------------------
+ * What a Mac has installed lives on the heap (m->state), made on first use and freed by
+ * sim_mac_dispose; a Mac that never saw a state-changing command has none and answers with
+ * its defaults (the enrollment profile, sim_default_apps). */
+
+#define SIM_PROFILES_MAX 64 /* installed profiles besides the enrollment profile */
+#define SIM_PAYLOADS_MAX 32 /* payloads in one profile */
+#define SIM_APPS_MAX 64
+
+/** One payload of an installed profile (PayloadContent item). */
+typedef struct sim_payload {
+    char type[128];
+    char identifier[256];
+    char uuid[64];
+    char display_name[128];
+    uint64_t version;
+} sim_payload_t;
+
+/** An installed configuration profile. */
+typedef struct sim_profile {
+    char identifier[256];
+    char uuid[64];
+    char display_name[128];
+    char organization[128];
+    uint64_t version;
+    bool managed;   /* installed over MDM (false: by hand, sim_mac_install_profile_locally) */
+    bool is_signed; /* came as CMS SignedData (its signer chains to the instance CA) */
+    size_t n_payloads;
+    sim_payload_t *payloads;
+} sim_profile_t;
+
+/** An installed application. */
+typedef struct sim_app {
+    char identifier[128]; /* bundle identifier */
+    char name[64];
+    char short_version[32]; /* CFBundleShortVersionString */
+    char version[48];       /* CFBundleVersion */
+    uint64_t bundle_size;
+    bool managed; /* installed by MDM: RemoveApplication may remove it */
+} sim_app_t;
+
+struct sim_state; /* private to the simulator */
 
 typedef struct sim_mac {
     const sim_env_t *env;
@@ -105,6 +168,13 @@ typedef struct sim_mac {
     mdm_tls_conn_t *tls;
     mdm_buf_t plain_in; /* plain_http: bytes received and not yet parsed */
     unsigned connects; /* TLS connections opened so far */
+    /* Names set by Settings (DeviceName, HostName); "" = derived from model and serial. */
+    char device_name[64];
+    char host_name[64];
+    /* Tests: an InstallProfile whose PayloadIdentifier equals this fails with an ErrorChain
+     * (borrowed; NULL = none). */
+    const char *fail_install_identifier;
+    struct sim_state *state; /* profiles, apps, kept command body; NULL until needed */
 } sim_mac_t;
 
 /**
@@ -144,8 +214,28 @@ typedef struct sim_scep {
  */
 int sim_scep(sim_mac_t *m, sim_scep_t *s);
 
-/** Closes the connection; the certificate files stay. */
+/** Closes the connection and frees the device state; the certificate files stay. */
 void sim_mac_dispose(sim_mac_t *m);
+
+/** The applications a new Mac has (Safari, Chrome, zoom.us, Slack; the last two managed). */
+extern const sim_app_t sim_default_apps[];
+extern const size_t sim_default_apps_count;
+
+/** Replaces the Mac's application list with n apps (n <= SIM_APPS_MAX). 0, -EINVAL, -ENOMEM. */
+int sim_mac_set_apps(sim_mac_t *m, const sim_app_t *apps, size_t n);
+/** The installed app with this bundle identifier, or NULL. Valid until the state changes. */
+const sim_app_t *sim_mac_find_app(const sim_mac_t *m, const char *identifier);
+size_t sim_mac_app_count(const sim_mac_t *m);
+
+/** Installed profiles (not counting the enrollment profile) and one by PayloadIdentifier
+ * (NULL when not installed). Pointers are valid until the state changes. */
+size_t sim_mac_profile_count(const sim_mac_t *m);
+const sim_profile_t *sim_mac_find_profile(const sim_mac_t *m, const char *identifier);
+/** The user removed the profile by hand (drift the server should notice). 0 or -ENOENT. */
+int sim_mac_remove_profile_locally(sim_mac_t *m, const char *identifier);
+/** The user installed a profile (XML or binary plist) by hand: listed with IsManaged false.
+ * 0, -EBADMSG (not a configuration profile), -ENOSPC or -ENOMEM. */
+int sim_mac_install_profile_locally(sim_mac_t *m, const void *profile, size_t len);
 
 /* ---- protocol: bodies and parsing (no I/O) -------------------------------------------------
  * Builders append to out (reset it first to reuse it) and return 0, -ENOMEM or MDM_ETOOBIG. */
@@ -163,8 +253,34 @@ int sim_build_set_bootstrap(const sim_mac_t *m, const uint8_t *token, size_t len
 int sim_build_get_bootstrap(const sim_mac_t *m, mdm_buf_t *out);
 int sim_build_idle(const sim_mac_t *m, mdm_buf_t *out);
 /** The response to cmd with status st; Acknowledged carries the data its RequestType asks for,
- * Error an ErrorChain. */
+ * Error an ErrorChain. The Mac's state does not change (InstallProfile is acknowledged
+ * without installing anything): sim_build_answer is the Mac that acts. */
 int sim_build_response(const sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st,
+                       mdm_buf_t *out);
+
+/** Keeps the /connect reply body that carried cmd (a copy, in m->state) so that answering can
+ * read the command's keys; only for request types that need more than sim_cmd_t holds
+ * (InstallProfile, Settings, ScheduleOSUpdate, InstalledApplicationList with Identifiers).
+ * One body is kept: the newest. sim_connect_idle, sim_respond and sim_answer call it for the
+ * command that comes back. Returns 0 or -ENOMEM. */
+int sim_keep_command(sim_mac_t *m, const sim_cmd_t *cmd, const uint8_t *body, size_t len);
+
+/**
+ * The response the Mac sends for cmd, acting on it: NotNow when notnow_mask says so; else
+ * InstallProfile, RemoveProfile, RemoveApplication, Settings and ScheduleOSUpdate change the
+ * state and answer Acknowledged, or Error / CommandFormatError with an ErrorChain as macOS
+ * does (a broken signature, a signer that does not chain to the instance CA, a malformed
+ * profile, fail_install_identifier, a profile or app that is not installed or not managed);
+ * everything else is acknowledged with its data. A body-needing command whose body is not
+ * kept (answered out of order) is read as a command without keys.
+ * Returns 0, -ENOMEM or MDM_ETOOBIG.
+ */
+int sim_build_answer(sim_mac_t *m, const sim_cmd_t *cmd, mdm_buf_t *out);
+
+/** sim_parse_command + sim_keep_command + sim_build_answer: the whole Mac side of one
+ * command, without I/O. cmd receives the command; an empty body (no command) leaves out
+ * empty. Returns 0, -EBADMSG (not a command), -ENOMEM or MDM_ETOOBIG. */
+int sim_handle_command(sim_mac_t *m, const uint8_t *body, size_t len, sim_cmd_t *cmd,
                        mdm_buf_t *out);
 
 /** "PUT <path> HTTP/1.1" with headers and body, for the env's host. */
@@ -221,7 +337,8 @@ int sim_connect_idle(sim_mac_t *m, sim_cmd_t *cmd);
 /** Answers cmd with st; next (may be NULL) receives the command that came back with the
  * reply. */
 int sim_respond(sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st, sim_cmd_t *next);
-/** Answers cmd as the Mac would: NotNow when notnow_mask says so, else Acknowledged. */
+/** Answers cmd as the Mac would (sim_build_answer): NotNow when notnow_mask says so, else
+ * the command acts on the Mac's state and the status says how it went. */
 int sim_answer(sim_mac_t *m, const sim_cmd_t *cmd, sim_cmd_t *next);
 
 #endif

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(gcc pkg-config meson ninja-build openssl
           liburing-dev libwolfssl-dev libplist-dev librocksdb-dev libnghttp2-dev
           libhttp-parser-dev libjansson-dev libinih-dev libargon2-dev
-          libldap-dev slapd ldap-utils)
+          libldap-dev slapd ldap-utils python3-yaml)
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

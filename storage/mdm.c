@@ -16,7 +16,8 @@
  *   user channel (key <udid> 0x00 <user id>): u8 format, u8 flags (bit 0 push_token_invalid),
  *            str short_name, str long_name, blob16 push_token, str push_magic, u64 updated_ms,
  *            u64 last_push_ms, u16 last_push_status, str last_push_reason
- *   command: u8 format, str request_type, u64 created_ms, str created_by, blob32 plist
+ *   command: u8 format, str request_type, u64 created_ms, str created_by, blob32 plist;
+ *            format 2 adds u8 flags (MDM_COMMAND_SEALED) after created_by
  *   queue:   u8 format, u32 enrollment, u8 status, u64 updated_ms, u64 expires_ms  (22 bytes)
  *   result:  u8 format, str channel, u8 status, u8 n_events, n_events x (u8 status,
  *            u64 at_ms), blob32 response
@@ -32,6 +33,7 @@
  * them straight into the batch (mdm_batch_put_space), so a put allocates nothing of its own.
  */
 #include "storage/mdm.h"
+#include "storage/policy.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -360,10 +362,11 @@ int mdm_store_get_device(mdm_store_t *s, const char *udid, mdm_device_t *out)
 static void enc_command(struct mdm_wr *w, const void *rec)
 {
     const mdm_command_t *c = rec;
-    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_u8(w, FORMAT_2);
     MDM_WR_STR(w, c->request_type);
     mdm_wr_be(w, c->created_ms, 8);
     MDM_WR_STR(w, c->created_by);
+    mdm_wr_u8(w, c->flags);
     mdm_wr_blob32(w, c->plist, c->plist_len);
 }
 
@@ -373,11 +376,18 @@ static int dec_command(const void *key, size_t klen, const void *val, size_t vle
     mdm_command_t *c = rec;
     struct mdm_rd r = mdm_rd_start(c, sizeof(*c), val, vlen);
     r.err = key_parse_id(key, klen, c->uuid, sizeof(c->uuid));
-    switch (mdm_rd_format(&r, FORMAT_1)) {
-    case FORMAT_1: {
+    unsigned format = mdm_rd_format(&r, FORMAT_2);
+    switch (format) {
+    case FORMAT_1:
+    case FORMAT_2: {
         MDM_RD_STR(&r, c->request_type);
         c->created_ms = mdm_rd_be(&r, 8);
         MDM_RD_STR(&r, c->created_by);
+        if (format == FORMAT_2) {
+            c->flags = (uint8_t)mdm_rd_be(&r, 1);
+            if (c->flags & ~MDM_COMMAND_SEALED)
+                r.err = -EBADMSG;
+        }
         const uint8_t *plist = mdm_rd_blob(&r, 4, &c->plist_len);
         c->plist = c->plist_len ? (uint8_t *)(uintptr_t)plist : NULL;
         break;
@@ -734,6 +744,8 @@ int mdm_store_purge_device(mdm_store_t *s, mdm_batch_t *b, const char *udid)
         struct purge p = {b, keyed_by_udid[i]};
         ret = mdm_store_iter_prefix(s, p.cf, prefix.b, prefix.n, on_purge_record, &p);
     }
+    if (ret == 0)
+        ret = mdm_store_purge_device_policy(s, b, udid); /* its deployments and apps */
     if (ret == 0)
         mdm_store_delete_device(b, udid);
     return ret;

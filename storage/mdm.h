@@ -95,12 +95,15 @@ enum mdm_command_status {
     MDM_CMD_FORMAT_ERROR, /* CommandFormatError */
 };
 
+#define MDM_COMMAND_SEALED 1u /* plist is a core/seal envelope (the command carries secrets) */
+
 /** The command itself, stored once however many devices it goes to. */
 typedef struct mdm_command {
     char uuid[MDM_UUID_MAX + 1];
     char request_type[64];
     uint64_t created_ms;
     char created_by[64];   /* who queued it (API key name, "policy:...") */
+    uint8_t flags;         /* MDM_COMMAND_SEALED */
     uint8_t *plist;        /* the full command plist as sent (XML); owned, free with mdm_command_dispose */
     size_t plist_len;
 } mdm_command_t;
@@ -207,7 +210,8 @@ MDM_MUST_CHECK int mdm_store_list_devices(mdm_store_t *s, const char *after,
 
 /**
  * Appends to b the deletion of a device and everything keyed by its UDID (its queue entries,
- * results, secrets and user channels; the shared command records stay). Reads the store to find the keys:
+ * results, secrets, user channels, policy deployments and reported apps; the shared command
+ * records stay). Reads the store to find the keys:
  * run it where synchronous reads are allowed. Returns 0, -EINVAL, MDM_ESTORE or -ENOMEM.
  */
 MDM_MUST_CHECK int mdm_store_purge_device(mdm_store_t *s, mdm_batch_t *b, const char *udid);

@@ -54,6 +54,7 @@ static const char *const cf_names[MDM_CF_COUNT] = {
     [MDM_CF_QUEUE] = "queue",     [MDM_CF_HISTORY] = "history", [MDM_CF_SECRETS] = "secrets",
     [MDM_CF_AUDIT] = "audit",     [MDM_CF_PROBE] = "probe",   [MDM_CF_USERS] = "users",
     [MDM_CF_ENROLL] = "enroll",
+    [MDM_CF_POLICY] = "policy",
 };
 
 /* ---- batches ----------------------------------------------------------------------------- */
@@ -637,6 +638,7 @@ void mdm_store_get_stats(mdm_store_t *s, struct mdm_store_stats *st)
 static const mdm_store_migration_fn migrations[MDM_STORE_SCHEMA_VERSION] = {
     NULL,
     NULL, /* 1 -> 2: the "users" and "enroll" column families (created on open) */
+    NULL, /* 2 -> 3: the "policy" column family (created on open) */
 };
 
 static uint32_t testing_current;              /* 0: the real MDM_STORE_SCHEMA_VERSION */

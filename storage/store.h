@@ -42,6 +42,7 @@ enum mdm_store_cf {
     MDM_CF_PROBE,    /* health checks and benchmarks */
     MDM_CF_USERS,    /* device user channels (UserID per device: token, push magic) */
     MDM_CF_ENROLL,   /* enrollment: local users, invitations, SCEP challenges, enrollments */
+    MDM_CF_POLICY,   /* policies, delivery groups, deployments, application inventory */
     MDM_CF_COUNT
 };
 
@@ -60,7 +61,7 @@ struct mdm_store_options {
 };
 
 /** Current schema version written by this code. */
-#define MDM_STORE_SCHEMA_VERSION 2u
+#define MDM_STORE_SCHEMA_VERSION 3u
 
 /**
  * Opens (creating if missing) the database at opt->path with all column families, starts

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench/sim.h"
 #include "check.h"
@@ -146,6 +147,151 @@ static void test_empty_and_errors(void)
                  422);
     CHECK(contains(jstr(j, "detail"), "udids"));
     json_decref(j);
+}
+
+/* Runs the CLI; on success parses its output as JSON (NULL when it is not). */
+static json_t *cli_json(const char *const *args, char *out, size_t outlen)
+{
+    if (cli(args, out, outlen) != 0)
+        return NULL;
+    return json_loads(out, 0, NULL);
+}
+
+/* The policy and group commands of the CLI, with one enrolled Mac (udid). */
+static void test_policy_cli(const char *udid)
+{
+    char out[65536], id[32] = "", gid[32] = "";
+    const char *types[] = {"policy-types", dir, NULL};
+    CHECK_EQ_INT(cli(types, out, sizeof(out)), 0);
+    CHECK(contains(out, "firewall") && contains(out, "policy types"));
+
+    /* Create: settings checked against the type's schema, the key named when refused. */
+    const char *bad[] = {"policy-create", dir, "firewall", "Firewall", "--settings-json",
+                         "{\"EnableFirewall\": \"yes\"}", NULL};
+    CHECK_EQ_INT(cli(bad, out, sizeof(out)), 1);
+    CHECK(contains(out, "422") && contains(out, "EnableFirewall"));
+    const char *notjson[] = {"policy-create", dir, "firewall", "Firewall", "--settings-json",
+                             "{EnableFirewall", NULL};
+    CHECK_EQ_INT(cli(notjson, out, sizeof(out)), 2);
+    const char *create[] = {"policy-create", dir, "firewall", "Firewall on", "--settings-json",
+                            "{\"EnableFirewall\": true}", NULL};
+    CHECK_EQ_INT(cli(create, out, sizeof(out)), 0);
+    const char *cp = strstr(out, "policy ");
+    int version = 0;
+    CHECK(cp && sscanf(cp, "policy %16s version %d", id, &version) == 2);
+    CHECK_EQ_INT(strlen(id), 16);
+    CHECK_EQ_INT(version, 1);
+
+    const char *list[] = {"policies", dir, NULL};
+    CHECK_EQ_INT(cli(list, out, sizeof(out)), 0);
+    CHECK(contains(out, id) && contains(out, "Firewall on") && contains(out, "1 policy\n"));
+    const char *listj[] = {"policies", dir, "--json", "--limit", "10", NULL};
+    json_t *j = cli_json(listj, out, sizeof(out));
+    CHECK(j != NULL);
+    CHECK_EQ_INT(json_array_size(json_object_get(j, "policies")), 1);
+    CHECK_STR(jstr(json_array_get(json_object_get(j, "policies"), 0), "id"), id);
+    json_decref(j);
+    const char *show[] = {"policies", dir, id, NULL};
+    CHECK_EQ_INT(cli(show, out, sizeof(out)), 0);
+    CHECK(contains(out, "EnableFirewall") && contains(out, "sealed_settings"));
+
+    /* Update from a file: version 2. */
+    char file[600];
+    snprintf(file, sizeof(file), "%s/firewall.json", dir);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("{\"EnableFirewall\": true, \"EnableStealthMode\": true}\n", f);
+        fclose(f);
+    }
+    char at_file[610];
+    snprintf(at_file, sizeof(at_file), "@%s", file);
+    const char *update[] = {"policy-update", dir, id, "--name", "Firewall", "--settings-json",
+                            at_file, NULL};
+    CHECK_EQ_INT(cli(update, out, sizeof(out)), 0);
+    CHECK(contains(out, "version 2") && contains(out, "\"Firewall\""));
+
+    /* A group for every Mac with the policy. */
+    const char *gcreate[] = {"group-create", dir, "Everyone", "--all-devices", "--policy", id,
+                             NULL};
+    CHECK_EQ_INT(cli(gcreate, out, sizeof(out)), 0);
+    cp = strstr(out, "group ");
+    CHECK(cp && sscanf(cp, "group %16s version %d", gid, &version) == 2);
+    CHECK_EQ_INT(strlen(gid), 16);
+    const char *groups[] = {"groups", dir, NULL};
+    CHECK_EQ_INT(cli(groups, out, sizeof(out)), 0);
+    CHECK(contains(out, gid) && contains(out, "Everyone") && contains(out, "1 group\n"));
+    const char *gshowj[] = {"groups", dir, gid, "--json", NULL};
+    j = cli_json(gshowj, out, sizeof(out));
+    CHECK(j != NULL && json_is_true(json_object_get(j, "all_devices")));
+    CHECK_STR(json_string_value(json_array_get(json_object_get(j, "policies"), 0)), id);
+    json_decref(j);
+    const char *gupdate[] = {"group-update", dir, gid, "Some Macs", "--device", udid,
+                             "--policy", id, "--user-group", "staff", NULL};
+    CHECK_EQ_INT(cli(gupdate, out, sizeof(out)), 0);
+    CHECK(contains(out, "version 2"));
+    j = cli_json(gshowj, out, sizeof(out));
+    CHECK(j != NULL && json_is_false(json_object_get(j, "all_devices")));
+    CHECK_STR(json_string_value(json_array_get(json_object_get(j, "devices"), 0)), udid);
+    CHECK_STR(json_string_value(json_array_get(json_object_get(j, "user_groups"), 0)), "staff");
+    json_decref(j);
+
+    /* The profile: the XML, and signed for the Mac into a file. */
+    const char *profile[] = {"policy-profile", dir, id, NULL};
+    CHECK_EQ_INT(cli(profile, out, sizeof(out)), 0);
+    CHECK(contains(out, "<?xml") && contains(out, "com.apple.security.firewall") &&
+          contains(out, "EnableStealthMode"));
+    char mobileconfig[600];
+    snprintf(mobileconfig, sizeof(mobileconfig), "%s/firewall.mobileconfig", dir);
+    const char *signed_[] = {"policy-profile", dir, id, "--device", udid, "--signed", "--out",
+                             mobileconfig, NULL};
+    CHECK_EQ_INT(cli(signed_, out, sizeof(out)), 0);
+    f = fopen(mobileconfig, "rb");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_EQ_INT(fgetc(f), 0x30); /* DER: a CMS SEQUENCE */
+        fclose(f);
+    }
+    const char *nosuch[] = {"policy-profile", dir, "0123456789abcdef", NULL};
+    CHECK_EQ_INT(cli(nosuch, out, sizeof(out)), 1);
+    CHECK(contains(out, "404"));
+
+    /* The Mac gets it (reconciled once the group change is durable). */
+    const char *deps[] = {"deployments", dir, id, NULL};
+    bool deployed = false;
+    for (int k = 0; k < 50 && !deployed; k++) {
+        CHECK_EQ_INT(cli(deps, out, sizeof(out)), 0);
+        deployed = contains(out, udid);
+        if (!deployed)
+            usleep(100 * 1000);
+    }
+    CHECK(deployed);
+    const char *devpol[] = {"device-policies", dir, udid, NULL};
+    CHECK_EQ_INT(cli(devpol, out, sizeof(out)), 0);
+    CHECK(contains(out, id) && contains(out, "1 deployment\n"));
+    const char *devapps[] = {"device-apps", dir, udid, "--json", NULL};
+    j = cli_json(devapps, out, sizeof(out));
+    CHECK(json_is_array(json_object_get(j, "apps")));
+    json_decref(j);
+    const char *apps[] = {"apps", dir, "com.apple.Safari", "--below", "18.0", NULL};
+    CHECK_EQ_INT(cli(apps, out, sizeof(out)), 0);
+    CHECK(contains(out, "0 devices"));
+
+    /* Deletes need --yes. */
+    const char *pdel_no[] = {"policy-delete", dir, id, NULL};
+    CHECK_EQ_INT(cli(pdel_no, out, sizeof(out)), 2);
+    CHECK(contains(out, "--yes"));
+    const char *gdel[] = {"group-delete", dir, gid, "--yes", NULL};
+    CHECK_EQ_INT(cli(gdel, out, sizeof(out)), 0);
+    const char *pdel[] = {"policy-delete", dir, id, "--yes", "--json", NULL};
+    j = cli_json(pdel, out, sizeof(out));
+    CHECK(json_is_true(json_object_get(j, "deleted")));
+    json_decref(j);
+    CHECK_EQ_INT(cli(show, out, sizeof(out)), 1);
+    CHECK(contains(out, "404"));
+    const char *gshow[] = {"groups", dir, gid, NULL};
+    CHECK_EQ_INT(cli(gshow, out, sizeof(out)), 1);
+    CHECK(contains(out, "404"));
 }
 
 /* A simulated Mac: enrolls, gets commands queued, cancelled and answered through the API. */
@@ -327,6 +473,8 @@ static void test_device_lifecycle(void)
     CHECK(reply.len > 0 && memmem(mdm_buf_head(&reply), reply.len, uuid_user,
                                   strlen(uuid_user)) != NULL);
     mdm_buf_dispose(&reply);
+
+    test_policy_cli(mac.udid);
 
     /* Delete: the device, its queue and its secrets go. */
     snprintf(path, sizeof(path), "/api/v1/devices/%s", mac.udid);
