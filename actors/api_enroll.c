@@ -133,17 +133,24 @@ static const struct mdm_argon2_params *argon2_params(void) { return mdm_enroll_a
  * JSON of records (any thread)
  */
 
+/* A JSON array of n group names; NULL when out of memory. */
+static json_t *groups_json(unsigned n, const char (*groups)[MDM_GROUP_NAME_MAX + 1])
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(groups[i]));
+    return a;
+}
+
 static json_t *user_json(const mdm_local_user_t *u)
 {
     json_t *o = json_object();
-    json_t *groups = json_array();
+    json_t *groups = groups_json(u->n_groups, u->groups);
     if (!o || !groups) {
         json_decref(o);
         json_decref(groups);
         return NULL;
     }
-    for (unsigned i = 0; i < u->n_groups; i++)
-        json_array_append_new(groups, json_string(u->groups[i]));
     mdm_api_set_str(o, "name", u->name);
     mdm_api_set_str(o, "display_name", u->display_name);
     mdm_api_set_str(o, "email", u->email);
@@ -198,13 +205,18 @@ static json_t *invitation_json(const mdm_invitation_t *inv, uint64_t now_ms)
 static json_t *enrollment_json(const mdm_enrollment_t *e, uint64_t now_ms)
 {
     json_t *o = json_object();
-    if (!o)
+    json_t *groups = groups_json(e->n_groups, e->groups);
+    if (!o || !groups) {
+        json_decref(o);
+        json_decref(groups);
         return NULL;
+    }
     mdm_api_set_str(o, "id", e->id);
     mdm_api_set_str(o, "user", e->user_name);
     mdm_api_set_str(o, "method", mdm_enroll_method_name((enum mdm_enroll_method)e->method));
     mdm_api_set_str(o, "status", mdm_api_enrollment_status(e, now_ms));
     set_id_or_null(o, "invitation_id", e->invitation_id);
+    json_object_set_new(o, "groups", groups);
     mdm_api_set_int(o, "created_ms", e->created_ms);
     mdm_api_set_int(o, "challenge_expires_ms", e->challenge_expires_ms);
     set_id_or_null(o, "udid", e->udid);

@@ -665,12 +665,52 @@ static void record_failure(struct job *j, const char *action, const char *user,
     mdm_info("enroll", "%s refused for '%s' from %s: %s", action, u, j->source, why);
 }
 
+/* The groups of a user who signed on, as the enrollment remembers them. */
+struct user_groups {
+    unsigned n;
+    char names[MDM_USER_GROUPS_MAX][MDM_GROUP_NAME_MAX + 1];
+};
+
+static void groups_from_local(struct user_groups *g, const mdm_local_user_t *u)
+{
+    g->n = u->n_groups;
+    memcpy(g->names, u->groups, sizeof(g->names));
+}
+
+/* Adds one directory group unless it does not fit an enrollment (logged). */
+static void group_add_ldap(struct user_groups *g, const char *user, const char *name)
+{
+    if (mdm_group_name_valid(name) && g->n < MDM_USER_GROUPS_MAX) {
+        snprintf(g->names[g->n++], sizeof(g->names[0]), "%s", name);
+        return;
+    }
+    char u[80], gn[140];
+    sanitize(u, sizeof(u), user);
+    sanitize(gn, sizeof(gn), name);
+    mdm_warn("enroll", "directory group '%s' of '%s' not kept for the enrollment: %s", gn, u,
+             mdm_group_name_valid(name) ? "more than 16 groups" :
+                                          "longer than 63 bytes, empty or with control bytes");
+}
+
+static void groups_from_ldap(struct user_groups *g, const char *user, const mdm_ldap_user_t *lu)
+{
+    g->n = 0;
+    for (unsigned i = 0; i < lu->n_groups && i < MDM_LDAP_GROUPS_MAX; i++)
+        group_add_ldap(g, user, lu->groups[i]);
+    if (lu->groups_truncated) {
+        char u[80];
+        sanitize(u, sizeof(u), user);
+        mdm_warn("enroll", "the directory listed more groups of '%s' than mdmd reads", u);
+    }
+}
+
 /*
  * Checks user's password: a local user first (argon2id), then the directory when configured;
- * an unknown user costs a dummy verification. why says what went wrong (logs, audit).
+ * an unknown user costs a dummy verification. why says what went wrong (logs, audit). On V_OK
+ * groups holds the user's groups (local or directory).
  */
-static enum verdict check_password(const char *user, const char *password, char *why,
-                                   size_t whylen)
+static enum verdict check_password(const char *user, const char *password,
+                                   struct user_groups *groups, char *why, size_t whylen)
 {
     size_t plen = strlen(password);
     if (!mdm_user_ref_valid(user) || plen == 0) {
@@ -699,6 +739,8 @@ static enum verdict check_password(const char *user, const char *password, char 
                     v = V_UNAVAILABLE;
                 }
             }
+            if (v == V_OK)
+                groups_from_local(groups, &u);
             explicit_bzero(&u, sizeof(u));
             return v;
         }
@@ -711,14 +753,38 @@ static enum verdict check_password(const char *user, const char *password, char 
         mdm_ldap_user_t lu;
         char err[200] = "";
         int ret = mdm_ldap_authenticate(&E.ldap, user, password, &lu, err, sizeof(err));
-        if (ret == 0)
+        if (ret == 0) {
+            groups_from_ldap(groups, user, &lu);
             return V_OK;
+        }
         snprintf(why, whylen, "directory: %s", err[0] ? err : mdm_strerror(ret));
         return ret == MDM_LDAP_EBADCRED ? V_REFUSED : V_UNAVAILABLE;
     }
     mdm_password_verify_dummy(&E.argon2);
     snprintf(why, whylen, "unknown user");
     return V_REFUSED;
+}
+
+/*
+ * The groups of an invited user who signed on with the invitation's PIN alone: the local
+ * user's when there is one, else none (a directory is not asked without a password). V_OK or
+ * V_UNAVAILABLE (storage failure, why set).
+ */
+static enum verdict invited_user_groups(const char *user, struct user_groups *groups,
+                                        char *why, size_t whylen)
+{
+    groups->n = 0;
+    if (!mdm_user_name_valid(user))
+        return V_OK;
+    mdm_local_user_t u;
+    int ret = mdm_store_get_local_user(E.store, user, &u);
+    if (ret == 0)
+        groups_from_local(groups, &u);
+    explicit_bzero(&u, sizeof(u));
+    if (ret == 0 || ret == MDM_ENOTFOUND)
+        return V_OK;
+    snprintf(why, whylen, "cannot read local user: %s", mdm_strerror(ret));
+    return V_UNAVAILABLE;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -849,13 +915,14 @@ static int make_profile(const char *topic, const char *challenge, const char *de
 
 /*
  * The user signed on: creates the enrollment (method; inv_id is the invitation spent with it,
- * or NULL) with its one-time challenge, signs the profile, keeps it for one download and
- * answers the page with the link. With an invitation, it is re-read under the lock and must
- * still be pending: two sign-ons racing for one invitation get one enrollment.
+ * or NULL; groups: the user's at sign-on) with its one-time challenge, signs the profile,
+ * keeps it for one download and answers the page with the link. With an invitation, it is
+ * re-read under the lock and must still be pending: two sign-ons racing for one invitation get
+ * one enrollment.
  */
 static void deliver(struct job *j, const char *user, const char *usubj,
-                    enum mdm_enroll_method method, const char *inv_id, const char *topic,
-                    const char *action)
+                    const struct user_groups *groups, enum mdm_enroll_method method,
+                    const char *inv_id, const char *topic, const char *action)
 {
     uint64_t now = mdm_wall_ms();
     mdm_enrollment_t e = {
@@ -871,6 +938,8 @@ static void deliver(struct job *j, const char *user, const char *usubj,
     mdm_batch_t *b = mdm_batch_new();
     bool stashed = false;
     snprintf(e.user_name, sizeof(e.user_name), "%s", user);
+    e.n_groups = groups->n;
+    memcpy(e.groups, groups->names, sizeof(e.groups));
     if (method == MDM_ENROLL_INVITATION && inv_id)
         snprintf(e.invitation_id, sizeof(e.invitation_id), "%s", inv_id);
     if (!b || mdm_enroll_id_new(e.id) != 0 || random_hex(CHALLENGE_BYTES, challenge) != 0 ||
@@ -1080,6 +1149,7 @@ static void otae_post(struct job *j)
     }
     bool otp = E.cfg->enroll_auth == MDM_CFG_ENROLL_DOMAIN_OTP;
     char usubj[MDM_SIGNON_SUBJECT_MAX + 1], why[300] = "", inv_id[MDM_ENROLL_ID_LEN + 1] = "";
+    struct user_groups groups = {0};
     user_subject(f.user, usubj);
     uint64_t now = mdm_wall_ms();
     enum verdict v;
@@ -1089,12 +1159,13 @@ static void otae_post(struct job *j)
         v = V_REFUSED;
         count = false;
     } else {
-        v = check_password(f.user, f.password, why, sizeof(why));
+        v = check_password(f.user, f.password, &groups, why, sizeof(why));
         if (v == V_OK && otp)
             v = find_otp_invitation(f.user, f.pin, inv_id, why, sizeof(why));
     }
     if (v == V_OK)
-        deliver(j, f.user, usubj, MDM_ENROLL_WEB, otp ? inv_id : NULL, topic, "enroll.signon");
+        deliver(j, f.user, usubj, &groups, MDM_ENROLL_WEB, otp ? inv_id : NULL, topic,
+                "enroll.signon");
     else {
         /* A directory or storage outage is not the user's failure: not counted. */
         record_failure(j, "enroll.signon", f.user, usubj, why, count && v == V_REFUSED);
@@ -1170,6 +1241,7 @@ static void invite_post(struct job *j)
         goto out;
     }
     char usubj[MDM_SIGNON_SUBJECT_MAX + 1], why[300] = "";
+    struct user_groups groups = {0};
     user_subject(inv.user_name, usubj);
     uint64_t now = mdm_wall_ms();
     bool count = true;
@@ -1180,7 +1252,7 @@ static void invite_post(struct job *j)
     } else {
         /* Both checks run whatever the first one said: the time taken tells nothing. */
         if (mode_has_password(inv.mode))
-            v = check_password(inv.user_name, f.password, why, sizeof(why));
+            v = check_password(inv.user_name, f.password, &groups, why, sizeof(why));
         if (mode_has_pin(inv.mode)) {
             int r = inv.pin_hash[0] ? mdm_pin_verify(inv.pin_hash, f.pin) : -EACCES;
             if (r != 0 && v != V_UNAVAILABLE) {
@@ -1191,9 +1263,11 @@ static void invite_post(struct job *j)
                 v = r == -EACCES || r == -EINVAL ? V_REFUSED : V_UNAVAILABLE;
             }
         }
+        if (v == V_OK && !mode_has_password(inv.mode))
+            v = invited_user_groups(inv.user_name, &groups, why, sizeof(why));
     }
     if (v == V_OK) {
-        deliver(j, inv.user_name, usubj, MDM_ENROLL_INVITATION, inv.id, topic,
+        deliver(j, inv.user_name, usubj, &groups, MDM_ENROLL_INVITATION, inv.id, topic,
                 "enroll.invitation");
     } else {
         record_failure(j, "enroll.invitation", inv.user_name, usubj, why,

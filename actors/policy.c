@@ -213,7 +213,17 @@ struct device_ctx {
     char groups[MDM_USER_GROUPS_MAX][MDM_GROUP_NAME_MAX + 1];
 };
 
-/* Reads the device's enrollment user and that user's groups (local users). */
+/* Reads the device's enrollment user and that user's groups: those the enrollment kept from
+ * sign-on (local or directory), and a local user's current groups besides. */
+static void add_group(struct device_ctx *c, const char *g)
+{
+    for (unsigned i = 0; i < c->n_groups; i++)
+        if (strcmp(c->groups[i], g) == 0)
+            return;
+    if (c->n_groups < MDM_USER_GROUPS_MAX)
+        snprintf(c->groups[c->n_groups++], sizeof(c->groups[0]), "%s", g);
+}
+
 static void load_user(mdm_store_t *s, struct device_ctx *c)
 {
     if (!c->dev.enroll_id[0])
@@ -222,13 +232,15 @@ static void load_user(mdm_store_t *s, struct device_ctx *c)
     if (mdm_store_get_enrollment(s, c->dev.enroll_id, &e) != 0)
         return;
     snprintf(c->user, sizeof(c->user), "%s", e.user_name);
+    for (unsigned i = 0; i < e.n_groups; i++)
+        add_group(c, e.groups[i]);
     mdm_local_user_t u;
     if (mdm_store_get_local_user(s, e.user_name, &u) != 0)
-        return; /* a directory user: targeted by name only */
+        return; /* a directory user: the groups of its sign-on */
     snprintf(c->user_full, sizeof(c->user_full), "%s", u.display_name);
     snprintf(c->user_email, sizeof(c->user_email), "%s", u.email);
-    c->n_groups = u.n_groups;
-    memcpy(c->groups, u.groups, sizeof(c->groups));
+    for (unsigned i = 0; i < u.n_groups; i++)
+        add_group(c, u.groups[i]);
 }
 
 static mdm_policy_device_t device_vars(const struct device_ctx *c)
@@ -833,8 +845,9 @@ static int reconcile_device(mdm_store_t *s, struct job *j, struct device_ctx *c)
     json_t *done = json_array();
     if (!done)
         ret = -ENOMEM;
+    bool suspended = c->dev.policies_suspended; /* selective wipe: nothing of mdmd's stays */
     json_array_foreach(j->groups, gi, spec) {
-        if (ret != 0)
+        if (ret != 0 || suspended)
             break;
         if (!group_targets(spec, c))
             continue;
@@ -860,7 +873,7 @@ static int reconcile_device(mdm_store_t *s, struct job *j, struct device_ctx *c)
         if (d->action != MDM_DEPLOY_INSTALL)
             continue;
         const struct policy_entry *pe = find_policy(j, d->policy_id);
-        if (pe && wanted(j, c, d->policy_id))
+        if (pe && !suspended && wanted(j, c, d->policy_id))
             continue;
         if (d->profile_identifier[0]) {
             ret = remove_profile(j, c, d);
@@ -884,7 +897,7 @@ static int reconcile_device(mdm_store_t *s, struct job *j, struct device_ctx *c)
                 continue;
             const char *pid = ident + plen;
             const mdm_deployment_t *d = find_deployment(&ds, pid);
-            if (d && d->action == MDM_DEPLOY_INSTALL && wanted(j, c, pid))
+            if (d && d->action == MDM_DEPLOY_INSTALL && !suspended && wanted(j, c, pid))
                 continue;
             if (d && d->action == MDM_DEPLOY_REMOVE)
                 continue; /* already being removed */

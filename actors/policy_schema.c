@@ -593,12 +593,14 @@ int mdm_schema_json_to_plist(const mdm_pkey_t *keys, unsigned n, const json_t *o
 
 /* Every key of the vendored schemas whose string value is a password, a shared secret or a
  * one-time challenge (grep the YAML for Password|Secret|Challenge|PIN). Booleans with such
- * names (OneTimeUserPassword) are not secrets: only string values are taken. */
+ * names (OneTimeUserPassword) are not secrets: only string values are taken. "mobileconfig"
+ * (import_profile) is sealed whole: an uploaded profile may hold any of these inside. */
 static const char *const secret_keys[] = {
     "Password",          "AuthPassword",       "CalDAVPassword",  "CardDAVPassword",
     "Challenge",         "HTTPProxyPassword",  "IncomingPassword", "LDAPAccountPassword",
     "OutgoingPassword",  "ProxyPassword",      "SharedSecret",    "UserPassword",
     "XAuthPassword",     "PayloadCertificatePassword", "PIN",      "Passphrase",
+    "mobileconfig",
 };
 
 bool mdm_schema_is_secret_key(const char *key)

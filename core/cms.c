@@ -60,6 +60,7 @@
 #define LOG_MOD "cms"
 #define FILE_MAX (1024 * 1024)     /* largest key or certificate file we read */
 #define SIGNED_OVERHEAD 8192       /* SignedData bytes besides the certificate */
+#define ENVELOPE_OVERHEAD 1024     /* EnvelopedData bytes besides content and certificate */
 
 
 
@@ -530,6 +531,158 @@ int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
 {
     return mdm_cms_sign(key_pem_path, cert_pem_path, NULL, content, len, MDM_CMS_DETACHED,
                         der_out);
+}
+
+/* ---- EnvelopedData --------------------------------------------------------------------- */
+
+/* One place that maps wolfCrypt's EnvelopedData decoding codes. */
+static int map_envelope_error(int r)
+{
+    switch (r) {
+    case PKCS7_RECIP_E: /* no RecipientInfo for our certificate */
+    case PKCS7_OID_E:   /* another content type, e.g. a SignedData */
+        return -EBADMSG;
+    case BAD_PADDING_E: /* RSA block or CBC padding: wrong key or changed ciphertext */
+    case RSA_PAD_E:
+    case RSA_BUFFER_E:
+    case WC_KEY_SIZE_E:
+    case ALGO_ID_E: /* an algorithm wolfCrypt does not have */
+        return MDM_ECRYPTO;
+    case MEMORY_E:
+        return -ENOMEM;
+    default: /* ASN parse errors, WC_PKCS7_WANT_READ_E for truncated input, ... */
+        return -EBADMSG;
+    }
+}
+
+int mdm_cms_envelope(const uint8_t *cert_der, size_t cert_len, const void *data, size_t len,
+                     mdm_buf_t *der_out)
+{
+    assert((cert_der || cert_len == 0) && data && len > 0 && der_out);
+    if (cert_len == 0 || cert_len > FILE_MAX)
+        return MDM_ECERT;
+    /* The RecipientInfo (issuer, serial, wrapped key) is smaller than the certificate. */
+    size_t fixed = ENVELOPE_OVERHEAD + cert_len;
+    if (len > UINT32_MAX - fixed)
+        return MDM_ETOOBIG;
+    size_t cap = fixed + len;
+    uint8_t *env = malloc(cap);
+    if (!env)
+        return -ENOMEM;
+    WC_RNG rng;
+    if (wc_InitRng(&rng) != 0) {
+        free(env);
+        return MDM_ECRYPTO;
+    }
+    int ret;
+    PKCS7 *p7 = wc_PKCS7_New(NULL, INVALID_DEVID);
+    if (!p7) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    /* wolfCrypt reads the certificate only; its API is not const. */
+    byte *cert = (byte *)(uintptr_t)cert_der;
+    if (wc_PKCS7_InitWithCert(p7, cert, (word32)cert_len) != 0 || p7->publicKeyOID != RSAk) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    p7->rng = &rng;
+    p7->content = (byte *)(uintptr_t)data; /* read only */
+    p7->contentSz = (word32)len;
+    p7->contentOID = DATA;
+    /* Before the recipient: adding the first one draws a content key of this cipher's size. */
+    p7->encryptOID = AES256CBCb;
+    int r = wc_PKCS7_AddRecipient_KTRI(p7, cert, (word32)cert_len, CMS_ISSUER_AND_SERIAL_NUMBER);
+    if (r < 0) {
+        mdm_debug(LOG_MOD, "wc_PKCS7_AddRecipient_KTRI: %d", r);
+        ret = r == MEMORY_E ? -ENOMEM : MDM_ECERT;
+        goto out;
+    }
+    int n = wc_PKCS7_EncodeEnvelopedData(p7, env, (word32)cap);
+    if (n <= 0) {
+        mdm_debug(LOG_MOD, "wc_PKCS7_EncodeEnvelopedData: %d", n);
+        ret = n == MEMORY_E ? -ENOMEM : MDM_ECRYPTO;
+        goto out;
+    }
+    ret = mdm_buf_append(der_out, env, (size_t)n);
+out:
+    if (p7) {
+        p7->rng = NULL;
+        wc_PKCS7_Free(p7);
+    }
+    wc_FreeRng(&rng);
+    free(env);
+    return ret;
+}
+
+int mdm_cms_open_envelope(const char *key_pem_path, const char *cert_pem_path,
+                          const uint8_t *der, size_t len, mdm_buf_t *plain_out)
+{
+    assert(key_pem_path && cert_pem_path && (der || len == 0) && plain_out);
+    if (len == 0)
+        return -EBADMSG;
+    if (len > UINT32_MAX)
+        return MDM_ETOOBIG;
+    uint8_t *key = NULL, *cert = NULL, *plain = NULL;
+    size_t key_len = 0, cert_len = 0;
+    int key_oid = 0;
+    PKCS7 *p7 = NULL;
+    WC_RNG rng;
+    bool rng_ok = false;
+    int ret = read_key_der(key_pem_path, &key, &key_len, &key_oid);
+    if (ret != 0)
+        goto out;
+    if (key_oid != RSAk) {
+        ret = MDM_ECRYPTO;
+        goto out;
+    }
+    if ((ret = mdm_x509_read_cert_der(cert_pem_path, &cert, &cert_len)) != 0)
+        goto out;
+    /* A key that is not the certificate's would fail RSA unpadding only most of the time. */
+    if ((ret = mdm_x509_key_matches(cert, cert_len, key, key_len)) != 0)
+        goto out;
+    /* The plaintext is shorter than the EnvelopedData around it. */
+    if (!(plain = malloc(len))) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (wc_InitRng(&rng) != 0) { /* RSA blinding needs one */
+        ret = MDM_ECRYPTO;
+        goto out;
+    }
+    rng_ok = true;
+    if (!(p7 = wc_PKCS7_New(NULL, INVALID_DEVID))) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (wc_PKCS7_InitWithCert(p7, cert, (word32)cert_len) != 0) {
+        ret = MDM_ECERT;
+        goto out;
+    }
+    p7->rng = &rng;
+    p7->privateKey = key;
+    p7->privateKeySz = (word32)key_len;
+    /* wolfCrypt only reads der; its API is not const. */
+    int n = wc_PKCS7_DecodeEnvelopedData(p7, (byte *)(uintptr_t)der, (word32)len, plain,
+                                         (word32)len);
+    if (n < 0) {
+        mdm_debug(LOG_MOD, "wc_PKCS7_DecodeEnvelopedData: %d", n);
+        ret = map_envelope_error(n);
+        goto out;
+    }
+    ret = mdm_buf_append(plain_out, plain, (size_t)n);
+out:
+    if (p7) {
+        p7->privateKey = NULL; /* ours, wiped below */
+        p7->rng = NULL;
+        wc_PKCS7_Free(p7);
+    }
+    if (rng_ok)
+        wc_FreeRng(&rng);
+    mdm_free_wiped(key, key_len);
+    mdm_free_wiped(plain, len);
+    free(cert);
+    return ret;
 }
 
 /* ---- trust ----------------------------------------------------------------------------- */

@@ -122,6 +122,28 @@ MDM_MUST_CHECK int mdm_cms_sign(const char *key_pem_path, const char *cert_pem_p
 MDM_MUST_CHECK int mdm_cms_sign_detached(const char *key_pem_path, const char *cert_pem_path,
                                          const void *content, size_t len, mdm_buf_t *der_out);
 
+/* ---- enveloped data (encryption to a certificate) --------------------------------------- */
+
+/**
+ * Encrypts len (> 0) bytes to the RSA certificate cert_der (DER) as a CMS EnvelopedData (RSA
+ * key transport, PKCS#1 v1.5, content encrypted with AES-256-CBC) and appends the DER to
+ * der_out: what a Mac sends when it escrows a FileVault recovery key to the certificate of an
+ * FDERecoveryKeyEscrow payload or a RotateFileVaultKey ReplyEncryptionCertificate.
+ * Returns 0; MDM_ECERT (not a parsable RSA certificate); MDM_ECRYPTO; MDM_ETOOBIG; -ENOMEM.
+ */
+MDM_MUST_CHECK int mdm_cms_envelope(const uint8_t *cert_der, size_t cert_len, const void *data,
+                                    size_t len, mdm_buf_t *der_out);
+
+/**
+ * Decrypts a CMS EnvelopedData (der, len) with the RSA private key in key_pem_path (PEM or DER)
+ * whose certificate is cert_pem_path (the recipient must be that certificate) and appends the
+ * content to plain_out. Returns 0; -EBADMSG (not an EnvelopedData, or not for this recipient);
+ * MDM_ECRYPTO (the key cannot be loaded, decryption fails); MDM_ECERT; MDM_ETOOBIG; -ENOMEM;
+ * -errno from reading the files. Blocks on the file reads.
+ */
+MDM_MUST_CHECK int mdm_cms_open_envelope(const char *key_pem_path, const char *cert_pem_path,
+                                         const uint8_t *der, size_t len, mdm_buf_t *plain_out);
+
 /* ---- trust ----------------------------------------------------------------------------- */
 
 typedef struct mdm_cms_trust mdm_cms_trust_t;

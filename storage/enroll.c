@@ -1,7 +1,8 @@
 /*
  * storage/enroll: key layouts and record codecs of enrollment records (see enroll.h).
  *
- * Encoding (storage/codec.h), format 1 of every record; key fields are not repeated:
+ * Encoding (storage/codec.h), format 1 of every record but the enrollment (format 2); key
+ * fields are not repeated:
  *
  *   local user:  u8 format, u8 flags (bit 0 disabled), str display_name, str email,
  *                u8 n_groups, n_groups x str group, str password_hash, u64 created_ms,
@@ -10,7 +11,9 @@
  *                u64 expires_ms, u64 used_ms, str created_by, str enrollment_id
  *   challenge:   u8 format, u8 flags (bit 0 used), str enrollment_id, u64 expires_ms
  *   enrollment:  u8 format, str user_name, u8 method, str invitation_id, u64 created_ms,
- *                u64 challenge_expires_ms, str udid, str cert_sha256, u64 completed_ms
+ *                u64 challenge_expires_ms, str udid, str cert_sha256, u64 completed_ms,
+ *                then (format 2 only) u8 n_groups, n_groups x str group; format 1 reads
+ *                with no groups
  *   failures:    u8 format, u32 count, u64 window_start_ms, u64 locked_until_ms  (21 bytes)
  *   cert index:  u8 format, str enrollment_id   (key "ec/" + 64 hex digits; not listable)
  *
@@ -34,6 +37,7 @@
 #include "storage/codec.h"
 
 #define FORMAT_1 1
+#define FORMAT_2 2
 
 #define USER_FLAG_DISABLED 0x01u
 #define CHALLENGE_FLAG_USED 0x01u
@@ -217,6 +221,44 @@ static bool method_valid(unsigned m)
     return m <= MDM_ENROLL_INVITATION;
 }
 
+/* ---- group lists (local users, enrollments) ------------------------------------------------ */
+
+typedef char group_name_t[MDM_GROUP_NAME_MAX + 1];
+
+static bool groups_valid(unsigned n, const group_name_t *groups)
+{
+    if (n > MDM_USER_GROUPS_MAX)
+        return false;
+    for (unsigned i = 0; i < n; i++)
+        if (!mdm_group_name_valid(groups[i]))
+            return false;
+    return true;
+}
+
+/* u8 n, then n x str. */
+static void wr_groups(struct mdm_wr *w, unsigned n, const group_name_t *groups)
+{
+    mdm_wr_u8(w, n);
+    for (unsigned i = 0; i < n; i++)
+        MDM_WR_STR(w, groups[i]);
+}
+
+/* Reads what wr_groups wrote; a count over MDM_USER_GROUPS_MAX or an invalid name fails. */
+static void rd_groups(struct mdm_rd *r, unsigned *n, group_name_t *groups)
+{
+    *n = mdm_rd_u8(r);
+    if (*n > MDM_USER_GROUPS_MAX) {
+        r->err = -EBADMSG;
+        *n = 0;
+        return;
+    }
+    for (unsigned i = 0; i < *n; i++) {
+        MDM_RD_STR(r, groups[i]);
+        if (r->err == 0 && !mdm_group_name_valid(groups[i]))
+            r->err = -EBADMSG;
+    }
+}
+
 /* ---- keys ----------------------------------------------------------------------------------- */
 
 struct key {
@@ -277,9 +319,7 @@ static void enc_user(struct mdm_wr *w, const void *rec)
     mdm_wr_u8(w, u->disabled ? USER_FLAG_DISABLED : 0);
     MDM_WR_STR(w, u->display_name);
     MDM_WR_STR(w, u->email);
-    mdm_wr_u8(w, u->n_groups);
-    for (unsigned i = 0; i < u->n_groups; i++)
-        MDM_WR_STR(w, u->groups[i]);
+    wr_groups(w, u->n_groups, u->groups);
     MDM_WR_STR(w, u->password_hash);
     mdm_wr_be(w, u->created_ms, 8);
     mdm_wr_be(w, u->updated_ms, 8);
@@ -299,16 +339,7 @@ static int dec_user(const void *id, size_t idlen, const void *val, size_t vlen, 
         u->disabled = flags & USER_FLAG_DISABLED;
         MDM_RD_STR(&r, u->display_name);
         MDM_RD_STR(&r, u->email);
-        u->n_groups = mdm_rd_u8(&r);
-        if (u->n_groups > MDM_USER_GROUPS_MAX) {
-            r.err = -EBADMSG;
-            break;
-        }
-        for (unsigned i = 0; i < u->n_groups; i++) {
-            MDM_RD_STR(&r, u->groups[i]);
-            if (r.err == 0 && !mdm_group_name_valid(u->groups[i]))
-                r.err = -EBADMSG;
-        }
+        rd_groups(&r, &u->n_groups, u->groups);
         MDM_RD_STR(&r, u->password_hash);
         u->created_ms = mdm_rd_be(&r, 8);
         u->updated_ms = mdm_rd_be(&r, 8);
@@ -323,9 +354,7 @@ void mdm_store_put_local_user(mdm_batch_t *b, const mdm_local_user_t *u)
 {
     assert(b && u);
     assert(mdm_user_name_valid(u->name));
-    assert(u->n_groups <= MDM_USER_GROUPS_MAX);
-    for (unsigned i = 0; i < u->n_groups; i++)
-        assert(mdm_group_name_valid(u->groups[i]));
+    assert(groups_valid(u->n_groups, u->groups));
     put_record(b, K_USER, u->name, strlen(u->name), enc_user, u);
 }
 
@@ -446,7 +475,7 @@ void mdm_store_delete_scep_challenge(mdm_batch_t *b, const uint8_t hash[MDM_SHA2
 static void enc_enrollment(struct mdm_wr *w, const void *rec)
 {
     const mdm_enrollment_t *e = rec;
-    mdm_wr_u8(w, FORMAT_1);
+    mdm_wr_u8(w, FORMAT_2);
     MDM_WR_STR(w, e->user_name);
     mdm_wr_u8(w, e->method);
     MDM_WR_STR(w, e->invitation_id);
@@ -455,6 +484,7 @@ static void enc_enrollment(struct mdm_wr *w, const void *rec)
     MDM_WR_STR(w, e->udid);
     MDM_WR_STR(w, e->cert_sha256);
     mdm_wr_be(w, e->completed_ms, 8);
+    wr_groups(w, e->n_groups, e->groups);
 }
 
 static int dec_enrollment(const void *id, size_t idlen, const void *val, size_t vlen,
@@ -463,8 +493,10 @@ static int dec_enrollment(const void *id, size_t idlen, const void *val, size_t 
     mdm_enrollment_t *e = out;
     struct mdm_rd r = mdm_rd_start(e, sizeof(*e), val, vlen);
     r.err = id_take(id, idlen, e->id, sizeof(e->id), mdm_enroll_id_valid);
-    switch (mdm_rd_format(&r, FORMAT_1)) {
+    unsigned format = mdm_rd_format(&r, FORMAT_2);
+    switch (format) {
     case FORMAT_1:
+    case FORMAT_2:
         MDM_RD_STR(&r, e->user_name);
         e->method = mdm_rd_u8(&r);
         MDM_RD_STR(&r, e->invitation_id);
@@ -473,6 +505,8 @@ static int dec_enrollment(const void *id, size_t idlen, const void *val, size_t 
         MDM_RD_STR(&r, e->udid);
         MDM_RD_STR(&r, e->cert_sha256);
         e->completed_ms = mdm_rd_be(&r, 8);
+        if (format == FORMAT_2)
+            rd_groups(&r, &e->n_groups, e->groups);
         if (r.err == 0 && (!mdm_user_ref_valid(e->user_name) || !method_valid(e->method) ||
                            !opt_id_ok(e->invitation_id)))
             r.err = -EBADMSG;
@@ -486,6 +520,7 @@ void mdm_store_put_enrollment(mdm_batch_t *b, const mdm_enrollment_t *e)
     assert(b && e);
     assert(mdm_enroll_id_valid(e->id) && mdm_user_ref_valid(e->user_name));
     assert(method_valid(e->method) && opt_id_ok(e->invitation_id));
+    assert(groups_valid(e->n_groups, e->groups));
     put_record(b, K_ENROLLMENT, e->id, strlen(e->id), enc_enrollment, e);
 }
 

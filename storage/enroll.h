@@ -108,6 +108,11 @@ typedef struct mdm_enrollment {
     char udid[MDM_UDID_MAX + 1];                  /* "" until the Mac completes */
     char cert_sha256[MDM_SHA256_HEX_LEN + 1];     /* identity certificate (hex); "" until then */
     uint64_t completed_ms;                        /* 0 until the Mac completes */
+    /* The groups of the user who signed on, as known then (the local user's, or the
+     * directory's); <= MDM_USER_GROUPS_MAX, each mdm_group_name_valid. Records of the first
+     * format read with none. */
+    unsigned n_groups;
+    char groups[MDM_USER_GROUPS_MAX][MDM_GROUP_NAME_MAX + 1];
 } mdm_enrollment_t;
 
 enum mdm_signon_kind {

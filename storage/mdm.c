@@ -49,7 +49,11 @@
 
 #define DEV_FLAG_PUSH_TOKEN_INVALID 0x01u
 #define DEV_FLAG_AWAITING_CONFIGURATION 0x02u
-#define DEV_FLAGS_KNOWN (DEV_FLAG_PUSH_TOKEN_INVALID | DEV_FLAG_AWAITING_CONFIGURATION)
+#define DEV_FLAG_ADE 0x04u
+#define DEV_FLAG_POLICIES_SUSPENDED 0x08u
+#define DEV_FLAGS_KNOWN (DEV_FLAG_PUSH_TOKEN_INVALID | DEV_FLAG_AWAITING_CONFIGURATION | \
+                         DEV_FLAG_ADE | DEV_FLAG_POLICIES_SUSPENDED)
+#define FORMAT_3 3
 
 /* Longest key: the queue's. */
 #define KEY_MAX (MDM_UDID_MAX + 1 + MDM_CHANNEL_MAX + 1 + 8 + MDM_UUID_MAX)
@@ -87,6 +91,7 @@ const char *mdm_device_state_name(enum mdm_device_state s)
     case MDM_DEVICE_AUTHENTICATED: return "authenticated";
     case MDM_DEVICE_ENROLLED: return "enrolled";
     case MDM_DEVICE_CHECKED_OUT: return "checked_out";
+    case MDM_DEVICE_REVOKED: return "revoked";
     }
     return "unknown";
 }
@@ -98,7 +103,7 @@ static bool status_valid(unsigned s)
 
 static bool state_valid(unsigned s)
 {
-    return s <= MDM_DEVICE_CHECKED_OUT;
+    return s <= MDM_DEVICE_REVOKED;
 }
 
 /* ---- identifiers and keys ------------------------------------------------------------------ */
@@ -240,13 +245,15 @@ static int own_bytes(uint8_t **p, size_t len)
 static void enc_device(struct mdm_wr *w, const void *rec)
 {
     const mdm_device_t *d = rec;
-    mdm_wr_u8(w, FORMAT_2);
+    mdm_wr_u8(w, FORMAT_3);
     mdm_wr_be(w, d->vshard, 2);
     mdm_wr_be(w, d->version, 8);
     mdm_wr_be(w, d->enrollment, 4);
     mdm_wr_u8(w, d->state);
     mdm_wr_u8(w, (d->push_token_invalid ? DEV_FLAG_PUSH_TOKEN_INVALID : 0) |
-                 (d->awaiting_configuration ? DEV_FLAG_AWAITING_CONFIGURATION : 0));
+                 (d->awaiting_configuration ? DEV_FLAG_AWAITING_CONFIGURATION : 0) |
+                 (d->ade ? DEV_FLAG_ADE : 0) |
+                 (d->policies_suspended ? DEV_FLAG_POLICIES_SUSPENDED : 0));
     MDM_WR_STR(w, d->serial);
     MDM_WR_STR(w, d->model);
     MDM_WR_STR(w, d->model_name);
@@ -267,6 +274,8 @@ static void enc_device(struct mdm_wr *w, const void *rec)
     mdm_wr_be(w, d->last_push_ms, 8);
     mdm_wr_be(w, d->last_push_status, 2);
     MDM_WR_STR(w, d->last_push_reason);
+    mdm_wr_be(w, d->revoked_ms, 8);
+    MDM_WR_STR(w, d->revoked_cert);
 }
 
 /* Decodes a device record (an mdm_device_t); on failure it is zeroed. */
@@ -275,10 +284,11 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
     mdm_device_t *d = rec;
     struct mdm_rd r = mdm_rd_start(d, sizeof(*d), val, vlen);
     r.err = key_parse_id(key, klen, d->udid, sizeof(d->udid));
-    unsigned format = mdm_rd_format(&r, FORMAT_2);
+    unsigned format = mdm_rd_format(&r, FORMAT_3);
     switch (format) {
     case FORMAT_1:
-    case FORMAT_2: {
+    case FORMAT_2:
+    case FORMAT_3: {
         d->vshard = (uint16_t)mdm_rd_be(&r, 2);
         d->version = mdm_rd_be(&r, 8);
         d->enrollment = (uint32_t)mdm_rd_be(&r, 4);
@@ -288,6 +298,8 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
             r.err = -EBADMSG;
         d->push_token_invalid = flags & DEV_FLAG_PUSH_TOKEN_INVALID;
         d->awaiting_configuration = flags & DEV_FLAG_AWAITING_CONFIGURATION;
+        d->ade = flags & DEV_FLAG_ADE;
+        d->policies_suspended = flags & DEV_FLAG_POLICIES_SUSPENDED;
         MDM_RD_STR(&r, d->serial);
         MDM_RD_STR(&r, d->model);
         MDM_RD_STR(&r, d->model_name);
@@ -303,11 +315,15 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
         d->enrolled_ms = mdm_rd_be(&r, 8);
         d->last_seen_ms = mdm_rd_be(&r, 8);
         d->checked_out_ms = mdm_rd_be(&r, 8);
-        if (format == FORMAT_2) {
+        if (format >= FORMAT_2) {
             MDM_RD_STR(&r, d->enroll_id);
             d->last_push_ms = mdm_rd_be(&r, 8);
             d->last_push_status = (uint16_t)mdm_rd_be(&r, 2);
             MDM_RD_STR(&r, d->last_push_reason);
+        }
+        if (format >= FORMAT_3) {
+            d->revoked_ms = mdm_rd_be(&r, 8);
+            MDM_RD_STR(&r, d->revoked_cert);
         }
         break;
     }

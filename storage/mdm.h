@@ -38,6 +38,7 @@ enum mdm_device_state {
     MDM_DEVICE_AUTHENTICATED,    /* Authenticate received, waiting for TokenUpdate */
     MDM_DEVICE_ENROLLED,         /* first TokenUpdate received */
     MDM_DEVICE_CHECKED_OUT,      /* CheckOut received: unenrolled, queue closed */
+    MDM_DEVICE_REVOKED,          /* revoked by an administrator: its identity is refused */
 };
 
 typedef struct mdm_device {
@@ -66,6 +67,11 @@ typedef struct mdm_device {
     uint64_t last_push_ms;
     uint16_t last_push_status;
     char last_push_reason[64];
+    /* security (format 3) */
+    bool ade;                /* enrolled through Automated Device Enrollment (bootstrap token) */
+    bool policies_suspended; /* selective wipe: mdmd's profiles removed, no policy delivered */
+    uint64_t revoked_ms;     /* revocation asked (0 = never); state REVOKED once done */
+    char revoked_cert[65];   /* SHA-256 of the identity certificate revoked then */
 } mdm_device_t;
 
 /** A user channel of a device (TokenUpdate with a UserID): where its pushes go. */

@@ -9,7 +9,9 @@
  * pages of each mode, used/revoked/expired/unknown invitations refused; OTAE disabled and
  * invitation-only (403); domain + one-time PIN; Domain sign-on against a real slapd (the
  * bind password file must be private); lockout per user and per source address; and the
- * records and audit events left in the store.
+ * records and audit events left in the store. Enrollments remember the user's groups at
+ * sign-on: a local user's (web link, PIN invitation), the directory's (names too long for an
+ * enrollment left out), none for a PIN invitation of a user mdmd does not know.
  *
  * Users and invitations come from the admin API (POST /api/v1/users, /api/v1/invitations)
  * when the server has it; records the API cannot make (expired, revoked, used invitations,
@@ -263,14 +265,51 @@ static int otae_post(const char *user, const char *password, const char *pin, re
 
 static bool api_ok; /* the admin API has /users and /invitations */
 
-static void seed_user(mdm_batch_t *b, const char *name, const char *password, bool disabled)
+/* A local user; group (NULL: none) its one group, "staff" its second when given. */
+static void seed_user_in(mdm_batch_t *b, const char *name, const char *password, bool disabled,
+                         const char *group)
 {
     mdm_local_user_t u = {.disabled = disabled, .created_ms = 1};
     snprintf(u.name, sizeof(u.name), "%s", name);
+    if (group) {
+        u.n_groups = 2;
+        snprintf(u.groups[0], sizeof(u.groups[0]), "%s", group);
+        snprintf(u.groups[1], sizeof(u.groups[1]), "staff");
+    }
     CHECK_EQ_INT(mdm_password_hash(&small, password, strlen(password), u.password_hash,
                                    sizeof(u.password_hash)),
                  0);
     mdm_store_put_local_user(b, &u);
+}
+
+static void seed_user(mdm_batch_t *b, const char *name, const char *password, bool disabled)
+{
+    seed_user_in(b, name, password, disabled, NULL);
+}
+
+/* True when the JSON array groups holds exactly the n names of want, in order. */
+static bool groups_are(json_t *groups, const char *const *want, size_t n)
+{
+    if (!json_is_array(groups) || json_array_size(groups) != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const char *g = json_string_value(json_array_get(groups, i));
+        if (!g || strcmp(g, want[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* GET /api/v1/enrollments/{id} (id: its first 32 bytes): its groups are exactly the n names
+ * of want. */
+static void check_enrollment_groups(const char *id, const char *const *want, size_t n)
+{
+    char path[200];
+    snprintf(path, sizeof(path), "/api/v1/enrollments/%.32s", id);
+    json_t *j = NULL;
+    CHECK_EQ_INT(admin_api(srv.admin_port, dir, api_key, "GET", path, NULL, NULL, &j), 200);
+    CHECK(groups_are(json_object_get(j, "groups"), want, n));
+    json_decref(j);
 }
 
 /* An invitation with a known id (32 hex digits from n) and PIN_OK. */
@@ -301,7 +340,7 @@ static void seed_all(void)
     if (!s)
         return;
     mdm_batch_t *b = mdm_batch_new();
-    seed_user(b, "alice", ALICE_PW, false);
+    seed_user_in(b, "alice", ALICE_PW, false, "Mac Fleet");
     seed_user(b, "bob", "bob password", true); /* disabled */
     seed_user(b, "dave", "dave password", false);
     seed_user(b, "erin", "erin password", false);
@@ -327,7 +366,9 @@ static void api_seed(void)
 {
     json_t *j = NULL;
     int st = admin_api(srv.admin_port, dir, api_key, "POST", "/api/v1/users", NULL,
-                       "{\"name\":\"apiuser\",\"password\":\"api user password\"}", &j);
+                       "{\"name\":\"apiuser\",\"password\":\"api user password\","
+                       "\"groups\":[\"api-group\"]}",
+                       &j);
     json_decref(j);
     CHECK_EQ_INT(st, 201);
     j = NULL;
@@ -667,6 +708,8 @@ static void test_web_enrollment(void)
     CHECK_STR(jstr(j, "udid"), m.udid);
     CHECK_STR(jstr(j, "user"), "alice");
     json_decref(j);
+    static const char *const alice_groups[] = {"Mac Fleet", "staff"};
+    check_enrollment_groups(alice_enrollment, alice_groups, 2);
 
     /* The certificate of that enrollment cannot enroll another Mac (a copy of its key and
      * certificate under another UDID). */
@@ -797,6 +840,11 @@ static void test_invitations(void)
         resp_free(&r);
         CHECK_EQ_INT(post_form(path, NULL, NULL, api_pin, &r), 200);
         CHECK(body_has(&r, "id=\"download\""));
+        /* PIN alone: the local user's groups all the same. */
+        char dl[300];
+        CHECK(download_link(&r, dl, sizeof(dl)));
+        static const char *const api_groups[] = {"api-group"};
+        check_enrollment_groups(dl + 19, api_groups, 1);
         resp_free(&r);
         CHECK_EQ_INT(otae_post("apiuser", "api user password", NULL, &r), 200);
         resp_free(&r);
@@ -858,6 +906,8 @@ static void test_domain_otp(void)
 #define SLAPADD "/usr/sbin/slapadd"
 #define SCHEMA_DIR "/etc/ldap/schema"
 
+#define LONG_GROUP "a-directory-group-with-a-name-longer-than-sixty-three-bytes-is-left-out"
+
 static const char ldif[] =
     "dn: dc=example,dc=org\n"
     "objectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n"
@@ -867,7 +917,13 @@ static const char ldif[] =
     "dn: uid=lara,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: lara\n"
     "cn: Lara Lane\nsn: Lane\nuserPassword: lara-pw\n\n"
     "dn: uid=alice,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: alice\n"
-    "cn: Directory Alice\nsn: Alice\nuserPassword: directory-alice-pw\n";
+    "cn: Directory Alice\nsn: Alice\nuserPassword: directory-alice-pw\n\n"
+    "dn: ou=groups,dc=example,dc=org\nobjectClass: organizationalUnit\nou: groups\n\n"
+    "dn: cn=Mac Fleet,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\ncn: Mac Fleet\n"
+    "member: uid=lara,ou=people,dc=example,dc=org\n\n"
+    /* a name longer than an enrollment keeps (63 bytes): left out */
+    "dn: cn=" LONG_GROUP ",ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\n"
+    "cn: " LONG_GROUP "\nmember: uid=lara,ou=people,dc=example,dc=org\n";
 
 static int free_port(void)
 {
@@ -973,6 +1029,7 @@ static void test_ldap(void)
                           "ldap.bind_dn=cn=reader,dc=example,dc=org",
                           pwset,
                           "ldap.timeout_ms=3000",
+                          "ldap.group_filter=(&(objectClass=groupOfNames)(member=%s))",
                           NULL};
     /* A password file others can read stops the server at start. */
     CHECK_EQ_INT(mdm_file_write_atomic(pwfile, "reader-pw\n", 10, 0644), 0);
@@ -990,6 +1047,11 @@ static void test_ldap(void)
     CHECK_EQ_INT(otae_post("alice", "wrong password", NULL, &ref), 403);
     CHECK_EQ_INT(otae_post("lara", "lara-pw", NULL, &r), 200); /* a directory user */
     CHECK(body_has(&r, "id=\"download\""));
+    /* The enrollment keeps the directory's groups that fit. */
+    char dl[300];
+    CHECK(download_link(&r, dl, sizeof(dl)));
+    static const char *const lara_groups[] = {"Mac Fleet"};
+    check_enrollment_groups(dl + 19, lara_groups, 1);
     resp_free(&r);
     CHECK_EQ_INT(otae_post("lara", "not-laras", NULL, &r), 403);
     CHECK(r.body_len == ref.body_len && memcmp(r.body, ref.body, r.body_len) == 0);
@@ -1122,6 +1184,7 @@ static void test_records(void)
     CHECK_EQ_INT(e.method, MDM_ENROLL_INVITATION);
     CHECK_STR(e.invitation_id, inv_pin);
     CHECK_STR(e.user_name, "carol");
+    CHECK_EQ_INT(e.n_groups, 0); /* no local user carol, and a PIN asks no directory */
     CHECK_EQ_INT(mdm_store_get_invitation(s, inv_otp, &inv), 0);
     CHECK_EQ_INT(inv.status, MDM_INVITE_USED);
     CHECK_EQ_INT(mdm_store_get_invitation(s, inv_spare, &inv), 0);

@@ -188,8 +188,10 @@ static void check_preview(size_t i)
     mdm_buf_init(&body, 0);
     CHECK_EQ_INT(api_raw(path, &body), 200);
     CHECK_EQ_INT(mdm_file_write_atomic(file, mdm_buf_head(&body), body.len, 0600), 0);
-    if (pc->secret)
-        CHECK(!memmem(mdm_buf_head(&body), body.len, pc->secret, strlen(pc->secret)));
+    char *secret = pc->secret ? policy_case_text(pc->secret) : NULL;
+    if (secret)
+        CHECK(!memmem(mdm_buf_head(&body), body.len, secret, strlen(secret)));
+    free(secret);
     mdm_buf_dispose(&body);
     bool is_profile = pc->expect[0] != '|';
     if (check_sh(VALIDATOR " %s %s >&2", is_profile ? "profile" : "commands", file) != 0) {
@@ -451,7 +453,9 @@ static void test_secrets(void)
         snprintf(path, sizeof(path), "/api/v1/policies/%s", ids[i]);
         CHECK_EQ_INT(api("GET", path, NULL, &j), 200);
         char *text = json_dumps(j, 0);
-        CHECK(text && !strstr(text, pc->secret));
+        char *secret = policy_case_text(pc->secret);
+        CHECK(text && secret && !strstr(text, secret));
+        free(secret);
         CHECK(json_array_size(json_object_get(j, "sealed_settings")) >= 1);
         free(text);
         json_decref(j);
@@ -470,11 +474,12 @@ static void test_secrets(void)
         if (e->d_name[0] == '.' || mdm_file_read(file, 256u << 20, &data, &len) != 0)
             continue;
         for (size_t i = 0; i < policy_cases_count; i++) {
-            const char *s = policy_cases[i].secret;
+            char *s = policy_cases[i].secret ? policy_case_text(policy_cases[i].secret) : NULL;
             if (s && memmem(data, len, s, strlen(s))) {
                 fprintf(stderr, "secret of %s in clear in %s\n", policy_cases[i].type, file);
                 CHECK(!"secret at rest");
             }
+            free(s);
         }
         free(data);
     }

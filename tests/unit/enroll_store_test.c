@@ -2,7 +2,8 @@
  * storage/enroll tests on temporary RocksDB directories: round trips of every record kind
  * (local user, invitation, SCEP challenge, enrollment, sign-on failures per user and per
  * address) with every field at its limit and sparse; the documented value layouts (values
- * built by hand decode); strict decoding (every truncation, trailing bytes, unknown formats,
+ * built by hand decode, among them an enrollment of the first format, without groups); strict
+ * decoding (every truncation, trailing bytes, unknown formats,
  * unknown flag bits and enum values, too many or empty groups, bad ids in values and keys ->
  * -EBADMSG with the output zeroed; byte flips decode or are rejected, never overread: run it
  * under ASan); identifier checks (-EINVAL); overwrite and delete; listings in key order with
@@ -60,6 +61,12 @@ static bool all_zero(const void *p, size_t n)
 
 enum kind { USER, INVITATION, CHALLENGE, ENROLLMENT, FAIL_USER, FAIL_ADDRESS, NKINDS };
 static const char *const prefixes[NKINDS] = {"u/", "i/", "c/", "e/", "fu/", "fa/"};
+
+/* The format byte writers use for kind k. */
+static unsigned newest_format(enum kind k)
+{
+    return k == ENROLLMENT ? 2 : 1;
+}
 
 /* Identifier number n of kind (valid for it) into id; returns its length. */
 static size_t make_id(enum kind k, unsigned n, char *id)
@@ -203,6 +210,23 @@ static void full_enrollment(mdm_enrollment_t *e, const char *id)
     FILL_MAX(e->udid, 'U');
     FILL_MAX(e->cert_sha256, 'a');
     e->completed_ms = UINT64_MAX - 7;
+    e->n_groups = MDM_USER_GROUPS_MAX;
+    for (unsigned i = 0; i < MDM_USER_GROUPS_MAX; i++) {
+        FILL_MAX(e->groups[i], 'g');
+        e->groups[i][0] = (char)('A' + i);
+        e->groups[i][1] = ' '; /* directory group names may hold spaces */
+    }
+}
+
+static bool groups_eq(unsigned na, const char (*a)[MDM_GROUP_NAME_MAX + 1], unsigned nb,
+                      const char (*b)[MDM_GROUP_NAME_MAX + 1])
+{
+    if (na != nb)
+        return false;
+    for (unsigned i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
 }
 
 static bool enrollment_eq(const mdm_enrollment_t *a, const mdm_enrollment_t *b)
@@ -211,7 +235,8 @@ static bool enrollment_eq(const mdm_enrollment_t *a, const mdm_enrollment_t *b)
            a->method == b->method && strcmp(a->invitation_id, b->invitation_id) == 0 &&
            a->created_ms == b->created_ms && a->challenge_expires_ms == b->challenge_expires_ms &&
            strcmp(a->udid, b->udid) == 0 && strcmp(a->cert_sha256, b->cert_sha256) == 0 &&
-           a->completed_ms == b->completed_ms;
+           a->completed_ms == b->completed_ms &&
+           groups_eq(a->n_groups, a->groups, b->n_groups, b->groups);
 }
 
 static void full_failures(mdm_signon_failures_t *f, enum mdm_signon_kind kind, const char *subj)
@@ -375,6 +400,7 @@ static void test_round_trip(void)
     CHECK(enrollment_eq(&ge, &e));
     CHECK_EQ_INT(mdm_store_get_enrollment(s, sparse_e.id, &ge), 0);
     CHECK(enrollment_eq(&ge, &sparse_e));
+    CHECK_EQ_INT(ge.n_groups, 0);
     CHECK_EQ_INT(mdm_store_get_signon_failures(s, MDM_SIGNON_USER, subj, &gf), 0);
     CHECK(failures_eq(&gf, &fu));
     CHECK_EQ_INT(mdm_store_get_signon_failures(s, MDM_SIGNON_ADDRESS, subj, &gf), 0);
@@ -427,6 +453,8 @@ static void test_round_trip(void)
     inv.status = MDM_INVITE_USED;
     ch.used = false;
     e.udid[0] = 0;
+    e.n_groups = 2;
+    snprintf(e.groups[1], sizeof(e.groups[1]), "ops");
     fu.count = 0;
     mdm_store_put_local_user(b, &u);
     mdm_store_put_invitation(b, &inv);
@@ -537,11 +565,12 @@ static void vb_challenge(struct vb *v, unsigned flags, const char *enrollment_id
     vb_be(v, 99, 8);
 }
 
-static void vb_enrollment(struct vb *v, const char *user, unsigned method,
-                          const char *invitation_id)
+/* An enrollment value of format (1 or 2); format 2 ends with n_groups copies of group. */
+static void vb_enrollment(struct vb *v, unsigned format, const char *user, unsigned method,
+                          const char *invitation_id, unsigned n_groups, const char *group)
 {
     v->n = 0;
-    vb_be(v, 1, 1);
+    vb_be(v, format, 1);
     vb_str(v, user);
     vb_be(v, method, 1);
     vb_str(v, invitation_id);
@@ -550,6 +579,11 @@ static void vb_enrollment(struct vb *v, const char *user, unsigned method,
     vb_str(v, "UDID-1");
     vb_str(v, "");
     vb_be(v, 0, 8);
+    if (format < 2)
+        return;
+    vb_be(v, n_groups, 1);
+    for (unsigned i = 0; i < n_groups; i++)
+        vb_str(v, group);
 }
 
 static void put_raw(mdm_batch_t *b, enum kind k, const char *id, size_t idlen, const void *val,
@@ -582,8 +616,11 @@ static void test_layouts_and_damage(void)
     vb_challenge(&v, 1, eid);
     il = make_id(CHALLENGE, 1, id);
     put_raw(b, CHALLENGE, id, il, v.b, v.n);
-    vb_enrollment(&v, "jane", MDM_ENROLL_WEB, "");
+    vb_enrollment(&v, 1, "jane", MDM_ENROLL_WEB, "", 0, "");
     il = make_id(ENROLLMENT, 1, id);
+    put_raw(b, ENROLLMENT, id, il, v.b, v.n);
+    vb_enrollment(&v, 2, "jane", MDM_ENROLL_WEB, "", 3, "Domain Users");
+    il = make_id(ENROLLMENT, 2, id);
     put_raw(b, ENROLLMENT, id, il, v.b, v.n);
     v.n = 0;
     vb_be(&v, 1, 1);
@@ -612,6 +649,12 @@ static void test_layouts_and_damage(void)
     CHECK_EQ_INT(mdm_store_get_enrollment(s, "00000000000000000000000000000001", &en), 0);
     CHECK(en.method == MDM_ENROLL_WEB && en.challenge_expires_ms == 2);
     CHECK_STR(en.udid, "UDID-1");
+    CHECK_EQ_INT(en.n_groups, 0); /* the first format: no groups */
+    CHECK_EQ_INT(mdm_store_get_enrollment(s, "00000000000000000000000000000002", &en), 0);
+    CHECK_STR(en.user_name, "jane");
+    CHECK_EQ_INT(en.n_groups, 3);
+    CHECK_STR(en.groups[2], "Domain Users");
+    CHECK(en.groups[3][0] == 0);
     mdm_signon_failures_t f;
     CHECK_EQ_INT(mdm_store_get_signon_failures(s, MDM_SIGNON_ADDRESS, "192.0.2.1", &f), 0);
     CHECK(f.kind == MDM_SIGNON_ADDRESS && f.count == 5 && f.window_start_ms == 6 &&
@@ -649,7 +692,7 @@ static void test_layouts_and_damage(void)
         CHECK_EQ_INT(mdm_store_get(s, MDM_CF_ENROLL, key, make_key((enum kind)k, id, il, key),
                                    &raw[k]),
                      0);
-        CHECK(raw[k].len > 0 && mdm_buf_head(&raw[k])[0] == 1);
+        CHECK(raw[k].len > 0 && mdm_buf_head(&raw[k])[0] == newest_format((enum kind)k));
     }
 
     /* Every truncation of every kind. */
@@ -671,15 +714,16 @@ static void test_layouts_and_damage(void)
         CHECK_EQ_INT(wrong, 0);
     }
 
-    /* Trailing bytes and unknown formats. */
+    /* Trailing bytes and unknown formats (0, the one after the newest, large ones). */
     uint8_t *tmp = malloc(8192);
-    static const uint8_t formats[] = {0, 2, 0x7f, 0xff};
+    uint8_t formats[] = {0, 0, 0x7f, 0xff};
     for (int k = 0; k < NKINDS; k++) {
         size_t n = raw[k].len;
         memcpy(tmp, mdm_buf_head(&raw[k]), n);
         tmp[n] = 0;
         il = make_id((enum kind)k, 500, id);
         put_raw(b, (enum kind)k, id, il, tmp, n + 1);
+        formats[1] = (uint8_t)(newest_format((enum kind)k) + 1);
         for (unsigned f2 = 0; f2 < sizeof(formats); f2++) {
             tmp[0] = formats[f2];
             il = make_id((enum kind)k, 600 + f2, id);
@@ -758,14 +802,38 @@ static void test_layouts_and_damage(void)
     vb_challenge(&v, 0, "nope");
     put_raw(b, CHALLENGE, id, il, v.b, v.n);
     il = make_id(ENROLLMENT, 700, id);
-    vb_enrollment(&v, "bob", MDM_ENROLL_INVITATION + 1, "");
+    vb_enrollment(&v, 1, "bob", MDM_ENROLL_INVITATION + 1, "", 0, "");
     put_raw(b, ENROLLMENT, id, il, v.b, v.n);
     il = make_id(ENROLLMENT, 701, id);
-    vb_enrollment(&v, "bob", 0, "x");
+    vb_enrollment(&v, 1, "bob", 0, "x", 0, "");
     put_raw(b, ENROLLMENT, id, il, v.b, v.n);
     il = make_id(ENROLLMENT, 702, id);
-    vb_enrollment(&v, "", 0, "");
+    vb_enrollment(&v, 1, "", 0, "", 0, "");
     put_raw(b, ENROLLMENT, id, il, v.b, v.n);
+    {
+        /* Groups of an enrollment: too many, empty, a control byte, one byte too long. */
+        char g64[MDM_GROUP_NAME_MAX + 2];
+        memset(g64, 'g', MDM_GROUP_NAME_MAX + 1);
+        g64[MDM_GROUP_NAME_MAX + 1] = 0;
+        static const struct { unsigned n; const char *group; } bad_groups[] = {
+            {MDM_USER_GROUPS_MAX + 1, "g"}, {255, "g"}, {1, ""}, {2, "a\x7f" "b"}, {1, NULL}};
+        for (unsigned i = 0; i < sizeof(bad_groups) / sizeof(bad_groups[0]); i++) {
+            il = make_id(ENROLLMENT, 710 + i, id);
+            vb_enrollment(&v, 2, "bob", 0, "", bad_groups[i].n,
+                          bad_groups[i].group ? bad_groups[i].group : g64);
+            put_raw(b, ENROLLMENT, id, il, v.b, v.n);
+        }
+        /* At the limits: decodes. */
+        g64[MDM_GROUP_NAME_MAX] = 0;
+        il = make_id(ENROLLMENT, 720, id);
+        vb_enrollment(&v, 2, "bob", 0, "", MDM_USER_GROUPS_MAX, g64);
+        put_raw(b, ENROLLMENT, id, il, v.b, v.n);
+        /* The first format followed by groups: trailing bytes. */
+        il = make_id(ENROLLMENT, 721, id);
+        vb_enrollment(&v, 2, "bob", 0, "", 1, "staff");
+        v.b[0] = 1;
+        put_raw(b, ENROLLMENT, id, il, v.b, v.n);
+    }
     {
         /* A string one byte longer than its field (udid: 64 bytes). */
         char udid64[65];
@@ -803,6 +871,14 @@ static void test_layouts_and_damage(void)
         il = make_id(ENROLLMENT, i, id);
         CHECK(bad(s, ENROLLMENT, id, il));
     }
+    for (unsigned i = 710; i <= 714; i++) {
+        il = make_id(ENROLLMENT, i, id);
+        CHECK(bad(s, ENROLLMENT, id, il));
+    }
+    il = make_id(ENROLLMENT, 720, id);
+    CHECK_EQ_INT(get_kind(s, ENROLLMENT, id, il, &zeroed), 0);
+    il = make_id(ENROLLMENT, 721, id);
+    CHECK(bad(s, ENROLLMENT, id, il));
     free(tmp);
     for (int k = 0; k < NKINDS; k++)
         mdm_buf_dispose(&raw[k]);

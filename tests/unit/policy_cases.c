@@ -172,7 +172,7 @@ const policy_case_t policy_cases[] = {
      "{\"BundleID\":3,\"Allowed\":true}]}", "settings.Applications[1].BundleID: expected a string"},
     {"font", "{\"Name\":\"Example Sans\",\"Font\":\"@FONT@\"}", "com.apple.font|", NULL,
      "{\"Font\":\"@PNG@\"}", "settings.Font"},
-    {"import_profile", "{\"mobileconfig\":\"@SCFG@\"}", "com.apple.security.firewall|", NULL,
+    {"import_profile", "{\"mobileconfig\":\"@SCFG@\"}", "com.apple.security.firewall|", "@SCFG@",
      "{\"mobileconfig\":\"@CFG@\",\"extra\":1}", "settings.extra"},
     {"ldap",
      "{\"LDAPAccountHostName\":\"ldap.example.com\",\"LDAPAccountPassword\":\"ldap-s3cret\","

@@ -17,7 +17,7 @@ typedef struct policy_case {
     const char *type;
     const char *valid;
     const char *expect;      /* payload types then "|" then request types, in order */
-    const char *secret;      /* a secret value in valid, or NULL */
+    const char *secret;      /* a secret value in valid (placeholders allowed), or NULL */
     const char *invalid;     /* refused settings */
     const char *invalid_key; /* what the refusal must name */
 } policy_case_t;

@@ -13,6 +13,7 @@
 
 #include "actors/policy_catalog.h"
 #include "check.h"
+#include "policy_cases.h"
 #include "core/buf.h"
 #include "core/cms.h"
 #include "core/file.h"
@@ -23,230 +24,21 @@
 #define PROFILE_ID "com.example.mdm.policy.p1"
 
 static const char *tmp;
-static char *cert_b64, *p12_b64, *font_b64, *png_b64, *cfg_b64, *signed_cfg_b64;
-static uint8_t *escrow_der;
+static uint8_t *escrow_der; /* the test CA: the escrow certificate of these builds */
 static size_t escrow_len;
-
-/* ---- fixtures -------------------------------------------------------------------------- */
-
-static char *b64_of(const void *data, size_t len)
-{
-    mdm_buf_t b;
-    mdm_buf_init(&b, 0);
-    if (mdm_base64_encode(data, len, &b) != 0 || mdm_buf_append(&b, "", 1) != 0)
-        abort();
-    char *s = strdup((const char *)mdm_buf_head(&b));
-    mdm_buf_dispose(&b);
-    return s;
-}
-
-static char *b64_file(const char *path)
-{
-    uint8_t *data = NULL;
-    size_t len = 0;
-    if (mdm_file_read(path, 1 << 20, &data, &len) != 0)
-        return NULL;
-    char *s = b64_of(data, len);
-    free(data);
-    return s;
-}
-
-static const char plain_cfg[] =
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-    "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" "
-    "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
-    "<plist version=\"1.0\"><dict>"
-    "<key>PayloadType</key><string>Configuration</string>"
-    "<key>PayloadVersion</key><integer>1</integer>"
-    "<key>PayloadIdentifier</key><string>org.example.admin</string>"
-    "<key>PayloadUUID</key><string>11111111-2222-4333-8444-555555555555</string>"
-    "<key>PayloadDisplayName</key><string>Admin's own</string>"
-    "<key>PayloadContent</key><array><dict>"
-    "<key>PayloadType</key><string>com.apple.security.firewall</string>"
-    "<key>PayloadVersion</key><integer>1</integer>"
-    "<key>PayloadIdentifier</key><string>org.example.admin.fw</string>"
-    "<key>PayloadUUID</key><string>11111111-2222-4333-8444-666666666666</string>"
-    "<key>EnableFirewall</key><true/>%s"
-    "</dict>%s</array></dict></plist>\n";
-
-static char *cfg_variant(const char *extra_key, const char *extra_payload)
-{
-    char buf[4096];
-    snprintf(buf, sizeof(buf), plain_cfg, extra_key, extra_payload);
-    return b64_of(buf, strlen(buf));
-}
 
 static void make_fixtures(void)
 {
     tmp = check_tmpdir("policy_catalog");
-    const char *ca = MDM_TEST_DATA "/test-ca.crt";
-    CHECK(mdm_x509_read_cert_der(ca, &escrow_der, &escrow_len) == 0);
-    cert_b64 = b64_of(escrow_der, escrow_len);
-    CHECK(check_sh("cd %s && openssl pkcs12 -export -in %s/client.crt -inkey %s/client.key "
-                   "-out c.p12 -passout pass:p12-s3cret -certpbe PBE-SHA1-3DES "
-                   "-keypbe PBE-SHA1-3DES -macalg sha1", tmp, MDM_TEST_DATA,
-                   MDM_TEST_DATA) == 0);
-    p12_b64 = b64_file(check_path(tmp, "c.p12"));
-    CHECK(p12_b64 != NULL);
-    font_b64 = b64_of("\x00\x01\x00\x00\x00\x0a\x00\x80", 8);
-    png_b64 = b64_of("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", 16);
-    cfg_b64 = cfg_variant("", "");
-    char xml[4096];
-    snprintf(xml, sizeof(xml), plain_cfg, "", "");
-    CHECK(mdm_file_write_atomic(check_path(tmp, "in.mobileconfig"), xml, strlen(xml), 0600) ==
-          0);
-    CHECK(check_sh("cd %s && openssl cms -sign -nodetach -binary -outform DER -in "
-                   "in.mobileconfig -signer %s/test-ca.crt -inkey %s/test-ca.key -out "
-                   "signed.mobileconfig", tmp, MDM_TEST_DATA, MDM_TEST_DATA) == 0);
-    signed_cfg_b64 = b64_file(check_path(tmp, "signed.mobileconfig"));
-    CHECK(signed_cfg_b64 != NULL);
+    policy_cases_setup(tmp);
+    escrow_der = policy_ca_der;
+    escrow_len = policy_ca_der_len;
 }
 
-/* settings text with @CERT@ @P12@ @FONT@ @PNG@ @CFG@ @SCFG@ replaced. */
-static json_t *settings_of(const char *text)
-{
-    static const struct { const char *tag; char **val; } subs[] = {
-        {"@CERT@", &cert_b64}, {"@P12@", &p12_b64}, {"@FONT@", &font_b64},
-        {"@PNG@", &png_b64},   {"@CFG@", &cfg_b64}, {"@SCFG@", &signed_cfg_b64},
-    };
-    mdm_buf_t b;
-    mdm_buf_init(&b, 0);
-    for (const char *p = text; *p;) {
-        bool done = false;
-        for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]) && !done; i++) {
-            size_t n = strlen(subs[i].tag);
-            if (strncmp(p, subs[i].tag, n) == 0) {
-                CHECK(mdm_buf_append_str(&b, *subs[i].val ? *subs[i].val : "") == 0);
-                p += n;
-                done = true;
-            }
-        }
-        if (!done)
-            CHECK(mdm_buf_append(&b, p++, 1) == 0);
-    }
-    json_error_t e;
-    json_t *j = json_loadb((const char *)mdm_buf_head(&b), b.len, 0, &e);
-    if (!j)
-        fprintf(stderr, "bad test JSON: %s: %s\n", e.text, text);
-    mdm_buf_dispose(&b);
-    return j;
-}
+static json_t *settings_of(const char *text) { return policy_case_settings(text); }
 
-/* ---- the cases ------------------------------------------------------------------------- */
-
-typedef struct tcase {
-    const char *type;
-    const char *valid;
-    const char *expect;      /* payload types then "|" then request types, in order */
-    const char *secret;      /* a secret value in valid, or NULL */
-    const char *invalid;     /* refused settings */
-    const char *invalid_key; /* what err must name */
-} tcase_t;
-
-static const tcase_t cases[] = {
-    {"airplay",
-     "{\"AllowList\":[{\"DeviceID\":\"AA:BB:CC:DD:EE:FF\",\"DeviceName\":\"Boardroom\"}],"
-     "\"Passwords\":[{\"DeviceName\":\"Boardroom\",\"Password\":\"air-s3cret\"}]}",
-     "com.apple.airplay|", "air-s3cret",
-     "{\"AllowList\":[{\"DeviceID\":\"not-a-mac\"}]}", "settings.AllowList[0].DeviceID"},
-    {"app_inventory", "{\"interval_hours\":12,\"ManagedAppsOnly\":false}",
-     "|InstalledApplicationList", NULL, "{\"interval_hours\":500}", "settings.interval_hours"},
-    {"app_uninstall", "{\"Identifier\":\"com.example.app\"}", "|RemoveApplication", NULL,
-     "{\"Identifier\":7}", "settings.Identifier"},
-    {"caldav",
-     "{\"CalDAVHostName\":\"cal.example.com\",\"CalDAVUsername\":\"ann\","
-     "\"CalDAVPassword\":\"cal-s3cret\",\"CalDAVPort\":443,\"CalDAVUseSSL\":true}",
-     "com.apple.caldav.account|", "cal-s3cret", "{\"CalDAVUsername\":\"ann\"}",
-     "settings.CalDAVHostName"},
-    {"carddav", "{\"CardDAVHostName\":\"dav.example.com\",\"CardDAVPassword\":\"card-s3cret\"}",
-     "com.apple.carddav.account|", "card-s3cret",
-     "{\"CardDAVHostName\":\"x\",\"CardDAVPort\":\"443\"}", "settings.CardDAVPort"},
-    {"credentials",
-     "{\"PayloadType\":\"com.apple.security.pkcs12\",\"PayloadContent\":\"@P12@\","
-     "\"Password\":\"p12-s3cret\",\"PayloadCertificateFileName\":\"client.p12\"}",
-     "com.apple.security.pkcs12|", "p12-s3cret",
-     "{\"PayloadType\":\"com.apple.security.root\",\"PayloadContent\":\"@CERT@\","
-     "\"PayloadUUID\":\"x\"}", "settings.PayloadUUID"},
-    {"device_name", "{\"DeviceName\":\"Mac-{serial}-{user}\"}", "|Settings", NULL,
-     "{\"DeviceName\":\"Mac-{serail}\"}", "{serail}"},
-    {"exchange",
-     "{\"EmailAddress\":\"ann@example.com\",\"Host\":\"ews.example.com\",\"SSL\":true,"
-     "\"UserName\":\"ann\",\"Password\":\"ews-s3cret\"}",
-     "com.apple.ews.account|", "ews-s3cret",
-     "{\"PayloadType\":\"com.apple.eas.account\",\"Host\":\"x\"}", "settings.PayloadType"},
-    {"filevault", "{\"Enable\":\"On\",\"Defer\":true,\"ShowRecoveryKey\":false,"
-                  "\"DeferForceAtUserLoginMaxBypassAttempts\":-1}",
-     "com.apple.MCX.FileVault2,com.apple.security.pkcs1,"
-     "com.apple.security.FDERecoveryKeyEscrow|", NULL,
-     "{\"Enable\":\"On\",\"Defer\":true,\"DeferForceAtUserLoginMaxBypassAttempts\":10000}",
-     "settings.DeferForceAtUserLoginMaxBypassAttempts"},
-    {"firewall",
-     "{\"EnableFirewall\":true,\"EnableStealthMode\":true,\"Applications\":"
-     "[{\"BundleID\":\"com.example.a\",\"Allowed\":true}]}",
-     "com.apple.security.firewall|", NULL,
-     "{\"EnableFirewall\":true,\"Applications\":[{\"BundleID\":\"a\",\"Allowed\":true},"
-     "{\"BundleID\":3,\"Allowed\":true}]}", "settings.Applications[1].BundleID: expected a string"},
-    {"font", "{\"Name\":\"Example Sans\",\"Font\":\"@FONT@\"}", "com.apple.font|", NULL,
-     "{\"Font\":\"@PNG@\"}", "settings.Font"},
-    {"import_profile", "{\"mobileconfig\":\"@SCFG@\"}", "com.apple.security.firewall|", NULL,
-     "{\"mobileconfig\":\"@CFG@\",\"extra\":1}", "settings.extra"},
-    {"ldap",
-     "{\"LDAPAccountHostName\":\"ldap.example.com\",\"LDAPAccountPassword\":\"ldap-s3cret\","
-     "\"LDAPSearchSettings\":[{\"LDAPSearchSettingSearchBase\":\"dc=example,dc=com\","
-     "\"LDAPSearchSettingScope\":\"LDAPSearchSettingScopeSubtree\"}]}",
-     "com.apple.ldap.account|", "ldap-s3cret",
-     "{\"LDAPAccountHostName\":\"x\",\"LDAPSearchSettings\":[{\"LDAPSearchSettingSearchBase\":"
-     "\"dc=x\",\"LDAPSearchSettingScope\":\"deep\"}]}",
-     "settings.LDAPSearchSettings[0].LDAPSearchSettingScope"},
-    {"mail",
-     "{\"EmailAccountType\":\"EmailTypeIMAP\",\"IncomingMailServerAuthentication\":"
-     "\"EmailAuthPassword\",\"IncomingMailServerHostName\":\"imap.example.com\","
-     "\"IncomingPassword\":\"in-s3cret\",\"OutgoingMailServerAuthentication\":"
-     "\"EmailAuthPassword\",\"OutgoingMailServerHostName\":\"smtp.example.com\","
-     "\"OutgoingMailServerPortNumber\":587}",
-     "com.apple.mail.managed|", "in-s3cret",
-     "{\"EmailAccountType\":\"EmailTypeMAPI\"}", "settings.EmailAccountType"},
-    {"network",
-     "{\"PayloadType\":\"com.apple.wifi.managed\",\"SSID_STR\":\"Office\","
-     "\"EncryptionType\":\"WPA2\",\"Password\":\"wifi-s3cret\",\"AutoJoin\":true}",
-     "com.apple.wifi.managed|", "wifi-s3cret",
-     "{\"PayloadType\":\"com.apple.wifi.managed\",\"SSID_STR\":\"x\",\"EncryptionType\":"
-     "\"WEP2\"}", "settings.EncryptionType"},
-    {"os_update",
-     "{\"SoftwareUpdate\":{\"AutomaticCheckEnabled\":true,\"AutomaticDownload\":true},"
-     "\"ScheduleOSUpdate\":{\"InstallAction\":\"InstallASAP\",\"ProductVersion\":\"15.1\"},"
-     "\"scan\":true}",
-     "com.apple.SoftwareUpdate|ScheduleOSUpdateScan,AvailableOSUpdates,ScheduleOSUpdate,"
-     "OSUpdateStatus", NULL,
-     "{\"ScheduleOSUpdate\":{\"InstallAction\":\"Now\"}}",
-     "settings.ScheduleOSUpdate.InstallAction"},
-    {"passcode", "{\"minLength\":12,\"requireAlphanumeric\":true,\"maxPINAgeInDays\":90}",
-     "com.apple.mobiledevice.passwordpolicy|", NULL, "{\"minLength\":true}",
-     "settings.minLength"},
-    {"profile_removal", "{\"Identifier\":\"com.example.old\"}", "|RemoveProfile", NULL,
-     "{}", "settings.Identifier"},
-    {"restrictions",
-     "{\"applicationaccess\":{\"allowCamera\":false},\"systempreferences\":"
-     "{\"DisabledPreferencePanes\":[\"com.apple.preferences.sharing\"]}}",
-     "com.apple.applicationaccess,com.apple.systempreferences|", NULL,
-     "{\"applicationaccess\":{\"allowCamera\":\"no\"}}",
-     "settings.applicationaccess.allowCamera"},
-    {"scep",
-     "{\"URL\":\"https://scep.example.com/scep\",\"Name\":\"ca\",\"Challenge\":\"scep-s3cret\","
-     "\"Subject\":[[[\"CN\",\"mac\"]]],\"Keysize\":2048,\"Key Type\":\"RSA\","
-     "\"Key Usage\":5}",
-     "com.apple.security.scep|", "scep-s3cret", "{\"URL\":\"https://x\",\"Keysize\":1000}",
-     "settings.Keysize"},
-    {"vpn",
-     "{\"UserDefinedName\":\"Office VPN\",\"VPNType\":\"IKEv2\",\"IKEv2\":{\"RemoteAddress\":"
-     "\"vpn.example.com\",\"RemoteIdentifier\":\"vpn.example.com\",\"LocalIdentifier\":"
-     "\"mac\",\"AuthenticationMethod\":\"SharedSecret\",\"SharedSecret\":\"vpn-s3cret\"}}",
-     "com.apple.vpn.managed|", "vpn-s3cret", "{\"VPNType\":\"Carrier\"}", "settings.VPNType"},
-    {"webclip", "{\"URL\":\"https://intranet.example.com\",\"Label\":\"Intranet\",\"Icon\":"
-                "\"@PNG@\"}",
-     "com.apple.webClip.managed|", NULL, "{\"URL\":\"https://x\",\"Label\":\"x\",\"Icon\":"
-                                         "\"!!notbase64\"}", "settings.Icon"},
-};
+typedef policy_case_t tcase_t;
+#define cases policy_cases
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -380,7 +172,9 @@ static void check_secrets(const tcase_t *c, const mdm_policy_type_t *t, const js
     CHECK(mdm_policy_split_secrets(t, s, &pub, &sec) == 0);
     CHECK((sec != NULL) == (c->secret != NULL));
     char *text = json_dumps(pub, JSON_COMPACT);
-    CHECK(text && (!c->secret || !strstr(text, c->secret)));
+    char *secret = c->secret ? policy_case_text(c->secret) : NULL;
+    CHECK(text && (!secret || !strstr(text, secret)));
+    free(secret);
     free(text);
     json_t *back = mdm_policy_merge_secrets(pub, sec);
     CHECK(back && json_equal(back, s));
@@ -461,7 +255,7 @@ static void expect_refused(const char *type, const char *settings, const char *n
 static void test_catalog(void)
 {
     CHECK_EQ_INT(mdm_policy_type_count(), 22);
-    CHECK_EQ_INT(sizeof(cases) / sizeof(cases[0]), 22);
+    CHECK_EQ_INT(policy_cases_count, 22);
     for (size_t i = 0; i < mdm_policy_type_count(); i++) {
         const mdm_policy_type_t *t = mdm_policy_type_at(i);
         CHECK(mdm_policy_type_find(mdm_policy_type_name(t)) == t);
@@ -474,14 +268,14 @@ static void test_catalog(void)
 
 static void test_import_bad(void)
 {
-    char *nonplist = b64_of("hello", 5);
+    char *nonplist = policy_b64_of("hello", 5);
     char text[8192];
     snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", nonplist);
     expect_refused("import_profile", text, "not a property list");
     free(nonplist);
     const char *nocontent = "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict>"
                             "<key>PayloadType</key><string>Configuration</string></dict></plist>";
-    char *b = b64_of(nocontent, strlen(nocontent));
+    char *b = policy_b64_of(nocontent, strlen(nocontent));
     snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", b);
     expect_refused("import_profile", text, "PayloadContent");
     free(b);
@@ -489,7 +283,7 @@ static void test_import_bad(void)
                           "<key>PayloadVersion</key><integer>1</integer>"
                           "<key>PayloadIdentifier</key><string>x.y</string>"
                           "<key>PayloadUUID</key><string>u</string></dict>";
-    b = cfg_variant("", unknown);
+    b = policy_cfg_variant("", unknown);
     snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", b);
     expect_refused("import_profile", text, "com.example.mystery");
     snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\",\"allow_unknown_payloads\":true}", b);
@@ -499,17 +293,17 @@ static void test_import_bad(void)
                                      sizeof(err)), 0);
     json_decref(s);
     free(b);
-    b = cfg_variant("<key>LoggingOption</key><string>loud</string>", "");
+    b = policy_cfg_variant("<key>LoggingOption</key><string>loud</string>", "");
     snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", b);
     expect_refused("import_profile", text, "PayloadContent[0].LoggingOption");
     free(b);
-    b = cfg_variant("<key>EnableStealth</key><true/>", "");
+    b = policy_cfg_variant("<key>EnableStealth</key><true/>", "");
     snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", b);
     expect_refused("import_profile", text, "EnableStealth: unknown key");
     free(b);
 
     /* Plain XML is accepted too and keeps its payloads; identifier replaced. */
-    snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", cfg_b64);
+    snprintf(text, sizeof(text), "{\"mobileconfig\":\"%s\"}", policy_cfg_b64);
     s = settings_of(text);
     mdm_policy_output_t o;
     CHECK_EQ_INT(build(mdm_policy_type_find("import_profile"), s, &o, err, sizeof(err)), 0);
@@ -523,7 +317,7 @@ static void test_import_bad(void)
 
 static void test_credentials_bad(void)
 {
-    char *garbage = b64_of("\x30\x03\x02\x01\x01", 5);
+    char *garbage = policy_b64_of("\x30\x03\x02\x01\x01", 5);
     char text[4096];
     snprintf(text, sizeof(text),
              "{\"PayloadType\":\"com.apple.security.root\",\"PayloadContent\":\"%s\"}", garbage);
@@ -656,17 +450,17 @@ int main(void)
 {
     make_fixtures();
     test_catalog();
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    for (size_t i = 0; i < policy_cases_count; i++)
         check_case(&cases[i]);
     test_import_bad();
     test_credentials_bad();
     test_details();
-    free(cert_b64);
-    free(p12_b64);
-    free(font_b64);
-    free(png_b64);
-    free(cfg_b64);
-    free(signed_cfg_b64);
+    free(policy_cert_b64);
+    free(policy_p12_b64);
+    free(policy_font_b64);
+    free(policy_png_b64);
+    free(policy_cfg_b64);
+    free(policy_signed_cfg_b64);
     free(escrow_der);
     return check_finish("policy_catalog");
 }
