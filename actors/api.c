@@ -10,7 +10,7 @@
  *   POST   devices/{udid}/commands      enqueue to one device                   (audited)
  *   DELETE devices/{udid}/commands/{u}  MDM_DEV_CANCEL                          (audited)
  *   POST   commands                     enqueue to a list of devices            (audited)
- *   GET    audit                        audit log (job)
+ *   GET    audit                        audit log, filtered; JSON lines export (job)
  *   POST   devices/{udid}/push          MDM_DEV_PUSH: wake the Mac through APNs  (audited)
  *   POST   push                         MDM_DEV_PUSH to a list or every device   (audited)
  *   GET    push-certificate             topic and expiry of the APNs certificate (job)
@@ -1143,6 +1143,10 @@ static json_t *device_json(const mdm_device_t *d)
     mdm_api_set_int(o, "vshard", d->vshard);
     mdm_api_set_int(o, "version", d->version);
     mdm_api_set_str(o, "enrollment_id", d->enroll_id);
+    json_object_set_new(o, "ade", json_boolean(d->ade));
+    json_object_set_new(o, "policies_suspended", json_boolean(d->policies_suspended));
+    json_object_set_new(o, "filevault_key_escrowed", json_boolean(d->fv_key_escrowed));
+    mdm_api_set_int(o, "revoked_ms", d->revoked_ms);
     return o;
 }
 
@@ -1191,6 +1195,7 @@ static void on_device_got(mdm_dev_req_t *r)
             mdm_api_set_int(push, "requested_ms", r->push_requested_ms);
             json_object_set_new(o, "last_push", push);
             json_object_set_new(o, "user_channels", user_channels_json(r->users, r->n_users));
+            json_object_set_new(o, "bootstrap_token_escrowed", json_boolean(r->has_bootstrap));
         }
         mdm_api_respond_json(x, 200, o, NULL, 0);
     }
@@ -1546,6 +1551,12 @@ struct job {
     int enrolled;                  /* -1 any, 0 not enrolled, 1 enrolled */
     uint64_t since_ms;
     unsigned limit;
+    struct {
+        char action[64], target[128], who[64]; /* filters ("" = any) */
+        int status;                            /* see mdm_audit_filter_t */
+        bool jsonl;                            /* export: body is JSON lines */
+        mdm_buf_t body;                        /* the export, built on the worker */
+    } audit;
     /* result, built on the worker */
     int status;
     json_t *items;
@@ -1634,12 +1645,17 @@ static int on_list_result(void *arg, const mdm_result_t *r)
     return ++j->count >= j->limit ? 1 : 0;
 }
 
-static int on_list_audit(void *arg, const mdm_audit_event_t *ev)
+/* Audit: filters and bounds of GET /api/v1/audit (see docs/api.md). */
+#define AUDIT_SCAN_MAX 100000                  /* records read per request */
+#define AUDIT_EXPORT_LIMIT_DEFAULT 10000       /* events per JSON-lines page */
+#define AUDIT_EXPORT_LIMIT_MAX 100000
+#define AUDIT_EXPORT_BYTES_MAX (32u << 20)     /* a page ends after the line that passes it */
+
+static json_t *audit_json(const mdm_audit_event_t *ev)
 {
-    struct job *j = arg;
     json_t *o = json_object();
     if (!o)
-        return -ENOMEM;
+        return NULL;
     mdm_api_set_str(o, "id", ev->id);
     mdm_api_set_int(o, "at_ms", ev->at_ms);
     mdm_api_set_str(o, "who", ev->who);
@@ -1648,11 +1664,60 @@ static int on_list_audit(void *arg, const mdm_audit_event_t *ev)
     mdm_api_set_str(o, "source", ev->source);
     mdm_api_set_int(o, "status", ev->status);
     mdm_api_set_str(o, "detail", ev->detail);
-    if (json_array_append_new(j->items, o) != 0)
+    return o;
+}
+
+static int on_list_audit(void *arg, const mdm_audit_event_t *ev)
+{
+    struct job *j = arg;
+    json_t *o = audit_json(ev);
+    if (!o || json_array_append_new(j->items, o) != 0)
         return -ENOMEM;
-    snprintf(j->last, sizeof(j->last), "%s", ev->id);
     j->count++;
     return 0;
+}
+
+/* One JSON line per event; stops (1) once the body passes AUDIT_EXPORT_BYTES_MAX. */
+static int on_export_audit(void *arg, const mdm_audit_event_t *ev)
+{
+    struct job *j = arg;
+    json_t *o = audit_json(ev);
+    char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    int ret = line ? mdm_buf_append_str(&j->audit.body, line) : -ENOMEM;
+    if (ret == 0)
+        ret = mdm_buf_append(&j->audit.body, "\n", 1);
+    free(line);
+    if (ret != 0)
+        return -ENOMEM;
+    j->count++;
+    return j->audit.body.len >= AUDIT_EXPORT_BYTES_MAX ? 1 : 0;
+}
+
+/* Lists (or exports) one page; j->last gets where to continue ("" at the end). */
+static int list_audit(mdm_store_t *s, struct job *j)
+{
+    mdm_audit_query_t q = {
+        .since_ms = j->since_ms,
+        .after_id = j->after,
+        .filter = {.action = j->audit.action, .target = j->audit.target, .who = j->audit.who,
+                   .status = j->audit.status},
+        .limit = j->limit,
+        .max_scan = AUDIT_SCAN_MAX,
+    };
+    int ret = mdm_store_query_audit(s, &q, j->audit.jsonl ? on_export_audit : on_list_audit, j);
+    if (ret == -EINVAL)
+        job_fail(j, 400, "invalid parameter", "after: expected an event id");
+    snprintf(j->last, sizeof(j->last), "%s", q.next_after);
+    return ret;
+}
+
+/* The export's answer: JSON lines, X-Next-After when there is more. */
+static void respond_export(struct job *j)
+{
+    mdm_http_header_t next = {"X-Next-After", 12, j->last, strlen(j->last)};
+    mdm_exchange_respond(j->x, 200, &next, j->last[0] ? 1 : 0, "application/x-ndjson",
+                         mdm_buf_head(&j->audit.body), j->audit.body.len);
 }
 
 static void on_job_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
@@ -1662,11 +1727,14 @@ static void on_job_result(mdm_shard_t *sh, mdm_shard_msg_t *m)
     if (j->text) {
         size_t len = strlen(j->text);
         mdm_exchange_respond(j->x, 200, NULL, 0, "application/json", j->text, len);
+    } else if (j->audit.jsonl && !j->status) {
+        respond_export(j);
     } else {
         mdm_api_respond_error(j->x, j->status ? j->status : 500,
                               j->error[0] ? j->error : "internal error", j->detail);
     }
     free(j->text);
+    mdm_buf_dispose(&j->audit.body);
     free(j);
 }
 
@@ -1707,16 +1775,16 @@ static void run_job(mdm_store_t *s, void *arg)
         }
         case JOB_AUDIT:
             list_name = "events";
-            ret = mdm_store_list_audit(s, j->since_ms, j->after, j->limit, on_list_audit, j);
-            if (ret == -EINVAL)
-                job_fail(j, 400, "invalid parameter", "after: expected an event id");
+            ret = list_audit(s, j);
             break;
         }
     }
     if (ret == 1)
         ret = 0; /* stopped after a full page */
-    if (ret == 0 && !j->status) {
-        bool more = j->count >= j->limit;
+    if (ret == 0 && !j->status && j->audit.jsonl) {
+        /* the export's body is ready */
+    } else if (ret == 0 && !j->status) {
+        bool more = j->kind == JOB_AUDIT || j->count >= j->limit; /* audit: last says */
         json_t *o = json_pack("{s:O, s:i}", list_name, j->items, "count", (int)j->count);
         if (o) {
             json_object_set_new(o, "next_after", more && j->last[0] ? json_string(j->last)
@@ -1819,11 +1887,106 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
         if (mdm_api_query_param(query, "seen_since", v, sizeof(v)) &&
             !mdm_api_parse_u64(v, &j->since_ms))
             bad = "seen_since: expected milliseconds since the epoch";
-    } else if (kind == JOB_AUDIT) {
-        if (mdm_api_query_param(query, "since", v, sizeof(v)) &&
-            !mdm_api_parse_u64(v, &j->since_ms))
-            bad = "since: expected milliseconds since the epoch";
     }
+    if (bad) {
+        free(j);
+        mdm_api_respond_error(x, 400, "invalid parameter", bad);
+        return;
+    }
+    start_job(x, j);
+}
+
+/* JSON lines when format=jsonl, or without format when Accept names application/x-ndjson. */
+static const char *audit_format(mdm_exchange_t *x, const char *query, bool *jsonl)
+{
+    char v[16];
+    if (mdm_api_query_param(query, "format", v, sizeof(v))) {
+        *jsonl = strcmp(v, "jsonl") == 0;
+        return *jsonl || strcmp(v, "json") == 0 ? NULL : "format: expected json or jsonl";
+    }
+    const char *accept = mdm_http_request_header(mdm_exchange_request(x), "Accept");
+    *jsonl = accept && strcasestr(accept, "application/x-ndjson");
+    return NULL;
+}
+
+/* limit (its range depends on the format) and after. */
+static const char *audit_paging(const char *query, struct job *j)
+{
+    char v[256];
+    uint64_t max = j->audit.jsonl ? AUDIT_EXPORT_LIMIT_MAX : MDM_API_LIST_LIMIT_MAX, n;
+    j->limit = j->audit.jsonl ? AUDIT_EXPORT_LIMIT_DEFAULT : MDM_API_LIST_LIMIT_DEFAULT;
+    if (mdm_api_query_param(query, "limit", v, sizeof(v))) {
+        if (!mdm_api_parse_u64(v, &n) || n < 1 || n > max)
+            return j->audit.jsonl ? "limit: expected 1 to 100000" : "limit: expected 1 to 1000";
+        j->limit = (unsigned)n;
+    }
+    if (mdm_api_query_param(query, "after", v, sizeof(v)) && v[0]) {
+        if (strlen(v) != MDM_AUDIT_ID_LEN) /* the hex digits are checked by storage */
+            return "after: expected an event id";
+        snprintf(j->after, sizeof(j->after), "%s", v);
+    }
+    return NULL;
+}
+
+/* A filter into out ("" when absent). False when given but too long for out or malformed. */
+static bool audit_param(const char *query, const char *name, char *out, size_t outlen)
+{
+    const char *raw;
+    size_t rawlen;
+    out[0] = '\0';
+    if (!query || !mdm_http_param_find(query, strlen(query), name, &raw, &rawlen))
+        return true;
+    return mdm_api_query_param(query, name, out, outlen);
+}
+
+/* status=NNN (exact) or status=error (400 and above). */
+static bool audit_status(const char *query, int *status)
+{
+    char v[16];
+    uint64_t n;
+    *status = 0;
+    if (!mdm_api_query_param(query, "status", v, sizeof(v)))
+        return true;
+    if (strcmp(v, "error") == 0)
+        *status = MDM_AUDIT_STATUS_ERROR;
+    else if (mdm_api_parse_u64(v, &n) && n >= 100 && n <= 599)
+        *status = (int)n;
+    return *status != 0;
+}
+
+/* The query of GET /api/v1/audit; returns what is wrong with it, or NULL. */
+static const char *audit_query(mdm_exchange_t *x, const char *query, struct job *j)
+{
+    char v[32];
+    const char *bad = audit_format(x, query, &j->audit.jsonl);
+    if (!bad)
+        bad = audit_paging(query, j);
+    if (bad)
+        return bad;
+    if (mdm_api_query_param(query, "since", v, sizeof(v)) &&
+        !mdm_api_parse_u64(v, &j->since_ms))
+        return "since: expected milliseconds since the epoch";
+    if (!audit_param(query, "action", j->audit.action, sizeof(j->audit.action)))
+        return "action: too long or malformed";
+    if (!audit_param(query, "target", j->audit.target, sizeof(j->audit.target)))
+        return "target: too long or malformed";
+    if (!audit_param(query, "who", j->audit.who, sizeof(j->audit.who)))
+        return "who: too long or malformed";
+    if (!audit_status(query, &j->audit.status))
+        return "status: expected an HTTP status (100..599) or error";
+    return NULL;
+}
+
+static void handle_audit(mdm_exchange_t *x)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        mdm_api_respond_error(x, 503, "out of memory", NULL);
+        return;
+    }
+    j->kind = JOB_AUDIT;
+    mdm_buf_init(&j->audit.body, 0);
+    const char *bad = audit_query(x, mdm_exchange_request(x)->query, j);
     if (bad) {
         free(j);
         mdm_api_respond_error(x, 400, "invalid parameter", bad);
@@ -2152,6 +2315,10 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
         mdm_api_enroll_handle(x, rest);
         return;
     }
+    if (mdm_api_actions_owns(rest)) {
+        mdm_api_actions_handle(x, rest);
+        return;
+    }
     if (mdm_api_policy_owns(rest)) {
         mdm_api_policy_handle(x, rest);
         return;
@@ -2221,7 +2388,7 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
             mdm_api_method_not_allowed(x, "GET, PUT");
     } else if (n == 1 && strcmp(segs[0], "audit") == 0) {
         if (is_get)
-            handle_list(x, JOB_AUDIT, NULL);
+            handle_audit(x);
         else
             mdm_api_method_not_allowed(x, "GET");
     } else {

@@ -139,4 +139,11 @@ bool mdm_api_policy_owns(const char *rest);
 /** Handles those requests; the caller has checked the API key. See api_policy.c. */
 void mdm_api_policy_handle(mdm_exchange_t *x, const char *rest);
 
+/* ---- api_actions.c ---- */
+
+/** True for devices/{udid}/actions[/...], devices/{udid}/lock-pin, .../filevault-key. */
+bool mdm_api_actions_owns(const char *rest);
+/** Handles those requests; the caller has checked the API key. See api_actions.c. */
+void mdm_api_actions_handle(mdm_exchange_t *x, const char *rest);
+
 #endif

@@ -37,13 +37,14 @@ struct opts {
     const char *dir;
     const char *pos[ARGS_MAX]; /* positional arguments after DIR */
     int n_pos;
-    bool json, yes, allow_unknown, force, all, password_stdin, signed_, all_devices;
+    bool json, yes, allow_unknown, force, all, password_stdin, signed_, all_devices, jsonl;
     const char *url, *api_key, *ca;
     const char *limit, *after, *serial, *enrolled, *since;
     const char *params_json, *plist_file;
     const char *cert_file, *key_file, *p12_file, *password;
     const char *display_name, *email, *mode, *expires_hours, *status;
     const char *name, *settings_json, *out_file, *below;
+    const char *action, *target, *who; /* audit filters */
     /* Repeated; where one value is expected (a list filter, policy-profile --device) the
      * first is used. */
     struct repeated groups, users, devices, user_groups, policies;
@@ -88,7 +89,8 @@ void mdm_cli_usage(FILE *f)
             "  mdmd commands DIR UDID [--limit N] [--after UUID]\n"
             "  mdmd cancel DIR UDID UUID\n"
             "  mdmd delete-device DIR UDID --yes\n"
-            "  mdmd audit DIR [--since UNIX_MS] [--limit N] [--after ID]\n"
+            "  mdmd audit DIR [--since UNIX_MS] [--limit N] [--after ID] [--action A|PREFIX.]\n"
+            "            [--target T] [--who W] [--status NNN|error] [--jsonl]\n"
             "  mdmd push-cert DIR show\n"
             "  mdmd push-cert DIR upload (--cert FILE --key FILE | --p12 FILE [--password P])\n"
             "            [--force]\n"
@@ -137,6 +139,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         {"--password-stdin", offsetof(struct opts, password_stdin)},
         {"--signed", offsetof(struct opts, signed_)},
         {"--all-devices", offsetof(struct opts, all_devices)},
+        {"--jsonl", offsetof(struct opts, jsonl)},
     }, repeats[] = {
         {"--group", offsetof(struct opts, groups)},
         {"--user", offsetof(struct opts, users)},
@@ -167,6 +170,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         {"--settings-json", offsetof(struct opts, settings_json)},
         {"--out", offsetof(struct opts, out_file)},
         {"--below", offsetof(struct opts, below)},
+        {"--action", offsetof(struct opts, action)},
+        {"--target", offsetof(struct opts, target)},
+        {"--who", offsetof(struct opts, who)},
     };
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < argc; i++) {
@@ -1271,6 +1277,35 @@ static int cmd_policy_profile(const char *cmd, const struct opts *o, FILE *out, 
     return code;
 }
 
+/* GETs path and prints the answer's body as it came (the audit log's JSON lines). */
+static int print_body(const char *cmd, const struct opts *o, const char *path, FILE *out,
+                      FILE *err)
+{
+    mdm_buf_t resp;
+    mdm_buf_init(&resp, MDM_HTTPS_RESPONSE_MAX);
+    int code = call_api_raw(cmd, o, "GET", path, NULL, NULL, 0, &resp, out, err);
+    if (code == 0 && resp.len && fwrite(mdm_buf_head(&resp), 1, resp.len, out) != resp.len)
+        code = 1;
+    mdm_buf_dispose(&resp);
+    return code;
+}
+
+/* mdmd audit DIR [filters] [--jsonl]: a table, the API's JSON, or the export as is. */
+static int cmd_audit(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    const char *query[] = {"since",  o->since,  "limit",  o->limit,  "after",  o->after,
+                           "action", o->action, "target", o->target, "who",    o->who,
+                           "status", o->status, "format", o->jsonl ? "jsonl" : NULL, NULL};
+    mdm_buf_t path;
+    mdm_buf_init(&path, 0);
+    const char *p = build_path(&path, "/api/v1/audit", NULL, NULL, o, false, query);
+    int code = !p         ? 1
+               : o->jsonl ? print_body(cmd, o, p, out, err)
+                          : send_and_print(cmd, o, "GET", p, NULL, print_audit, out, err);
+    mdm_buf_dispose(&path);
+    return code;
+}
+
 /* The policy, group and application subcommands but policy-profile: one request each, under
  * base[/ARG][tail]. */
 static int cmd_policy(const char *cmd, const struct opts *o, FILE *out, FILE *err)
@@ -1376,6 +1411,8 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         return cmd_invitations(cmd, &o, out, err);
     if (strcmp(cmd, "policy-profile") == 0)
         return cmd_policy_profile(cmd, &o, out, err);
+    if (strcmp(cmd, "audit") == 0)
+        return cmd_audit(cmd, &o, out, err);
     if (strncmp(cmd, "polic", 5) == 0 || strncmp(cmd, "group", 5) == 0 ||
         strcmp(cmd, "deployments") == 0 || strcmp(cmd, "device-policies") == 0 ||
         strcmp(cmd, "apps") == 0 || strcmp(cmd, "device-apps") == 0)
@@ -1409,11 +1446,6 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         ret = mdm_buf_printf(&path, "/api/v1/devices/%s", o.pos[0]);
         method = "DELETE";
         print = print_device;
-    } else if (strcmp(cmd, "audit") == 0) {
-        ret = mdm_buf_append_str(&path, "/api/v1/audit");
-        ret |= add_query(&q, "since", o.since) | add_query(&q, "limit", o.limit) |
-               add_query(&q, "after", o.after);
-        print = print_audit;
     } else {
         return 2;
     }

@@ -189,6 +189,7 @@ mdm_dev_req_t *mdm_dev_req_new(enum mdm_dev_req_kind kind, const char *udid)
         return NULL;
     r->kind = kind;
     r->base.type = &device_type;
+    r->set_ade = r->set_suspended = r->set_fv_escrowed = -1;
     memcpy(r->base.id, udid, len + 1);
     mdm_buf_init(&r->reply, 0);
     return r;
@@ -506,6 +507,11 @@ static bool identity_matches(struct device_actor *da, mdm_dev_req_t *r)
         fail(r, 403, "unknown device %s: it must enroll (Authenticate) first", da->base.id);
         return false;
     }
+    if (da->dev.state == MDM_DEVICE_REVOKED) {
+        fail(r, 403, "device %s was revoked by an administrator; it must enroll again",
+             da->base.id);
+        return false;
+    }
     if (strcmp(da->dev.cert_sha256, r->cert_sha256) != 0) {
         mdm_warn("device", "%s: refused a request with another identity certificate (%.16s...)",
                  da->base.id, r->cert_sha256);
@@ -559,6 +565,11 @@ static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r,
         fail(r, 400, "Authenticate without Topic");
         return;
     }
+    if (da->exists && da->dev.revoked_cert[0] &&
+        strcmp(da->dev.revoked_cert, r->cert_sha256) == 0) {
+        fail(r, 403, "this identity certificate of %s was revoked", da->base.id);
+        return;
+    }
     if (!enrollment_allows(da, r, l))
         return;
     if (!da->exists) {
@@ -575,6 +586,7 @@ static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r,
     }
     d->enrollment++;
     d->state = MDM_DEVICE_AUTHENTICATED;
+    d->revoked_ms = 0; /* a revoked Mac that enrolls again is managed again */
     snprintf(d->topic, sizeof(d->topic), "%s", topic);
     copy_field(d->serial, sizeof(d->serial), r->msg, "SerialNumber");
     copy_field(d->model, sizeof(d->model), r->msg, "Model");
@@ -709,8 +721,20 @@ static void on_token_update(struct device_actor *da, mdm_dev_req_t *r)
     r->status = 200;
 }
 
+/* Bootstrap tokens are escrowed only for Macs enrolled through Automated Device Enrollment
+ * (supervised) that run macOS 11 or later. */
+static bool bootstrap_allowed(const mdm_device_t *d)
+{
+    return d->ade && atoi(d->os_version) >= 11;
+}
+
 static void on_set_bootstrap(struct device_actor *da, mdm_dev_req_t *r)
 {
+    if (!bootstrap_allowed(&da->dev)) {
+        fail(r, 403, "bootstrap token escrow is offered only to Macs enrolled through Automated "
+                     "Device Enrollment on macOS 11 or later");
+        return;
+    }
     const uint8_t *tok = NULL;
     size_t len = 0;
     mdm_buf_reset(&da->bootstrap);
@@ -730,7 +754,7 @@ static void on_set_bootstrap(struct device_actor *da, mdm_dev_req_t *r)
 static void on_get_bootstrap(struct device_actor *da, mdm_dev_req_t *r)
 {
     plist_t dict = plist_new_dict();
-    if (da->bootstrap.len) {
+    if (da->bootstrap.len && bootstrap_allowed(&da->dev)) {
         char aad[MDM_UDID_MAX + 32];
         int n = snprintf(aad, sizeof(aad), "bootstrap:%s", da->base.id);
         mdm_buf_t plain;
@@ -783,15 +807,22 @@ static void handle_checkin(struct device_actor *da, mdm_dev_req_t *r,
         r->status = 200;
         r->reply_type = "application/xml";
         return;
+    } else if (strcmp(type, "CheckOut") == 0 && da->exists &&
+               da->dev.state == MDM_DEVICE_REVOKED &&
+               strcmp(da->dev.cert_sha256, r->cert_sha256) == 0) {
+        /* The revoked Mac removed its MDM profile and says goodbye: nothing left to do. */
+        r->status = 200;
+        return;
     } else if (!identity_matches(da, r)) {
         return;
     } else if (strcmp(type, "TokenUpdate") == 0) {
         on_token_update(da, r);
     } else if (strcmp(type, "CheckOut") == 0) {
         close_queue(da);
-        da->dev.state = MDM_DEVICE_CHECKED_OUT;
+        da->dev.state = da->dev.revoked_ms ? MDM_DEVICE_REVOKED : MDM_DEVICE_CHECKED_OUT;
         da->dev.checked_out_ms = mdm_wall_ms();
-        mdm_info("device", "%s: checked out", da->dev.udid);
+        mdm_info("device", "%s: checked out%s", da->dev.udid,
+                 da->dev.revoked_ms ? " (revoked)" : "");
         r->status = 200;
     } else if (strcmp(type, "SetBootstrapToken") == 0) {
         on_set_bootstrap(da, r);
@@ -1019,7 +1050,18 @@ static bool handle_connect(struct device_actor *da, mdm_dev_req_t *r)
     if (opts.on_answered)
         opts.on_answered(mdm_actor_shard(&da->base), da->dev.udid, q->e.uuid, (int)outcome,
                          r->body, r->body_len);
+    bool revoked = outcome == MDM_CMD_ACKNOWLEDGED && da->dev.revoked_ms &&
+                   strncmp(q->e.uuid, MDM_DEV_REVOKE_PREFIX, strlen(MDM_DEV_REVOKE_PREFIX)) == 0;
     retire_entry(da, q, outcome, r->body, r->body_len);
+    if (revoked) {
+        /* The Mac removed its MDM profile: nothing more goes out, its identity is refused. */
+        close_queue(da);
+        da->dev.state = MDM_DEVICE_REVOKED;
+        save_device(da);
+        mdm_info("device", "%s: revoked (the MDM profile was removed)", da->dev.udid);
+        hand_out_next(da, r);
+        return false;
+    }
     hand_out_next(da, r);
     return false;
 }
@@ -1169,6 +1211,11 @@ static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
         fail(r, 409, "device %s checked out; its queue is closed", da->base.id);
         return;
     }
+    if (da->dev.state == MDM_DEVICE_REVOKED || da->dev.revoked_ms) {
+        fail(r, 409, "device %s is revoked%s", da->base.id,
+             da->dev.state == MDM_DEVICE_REVOKED ? "" : " (waiting for it to leave management)");
+        return;
+    }
     if (find_entry(da, r->channel, r->uuid)) {
         fail(r, 409, "command %s is already queued for %s", r->uuid, da->base.id);
         return;
@@ -1217,6 +1264,52 @@ static void handle_enqueue(struct device_actor *da, mdm_dev_req_t *r)
     record_event(da, q, MDM_CMD_QUEUED);
     r->status = 201;
     (void)request_push(da, q->e.channel); /* no token or no pusher: found at the next poll */
+}
+
+/* Revoke: the RemoveProfile of the enrollment profile goes out like any command; the identity
+ * certificate is revoked at once for SCEP renewal, and refused for MDM once the Mac removed
+ * its profile (acknowledgement or CheckOut). */
+static void handle_revoke(struct device_actor *da, mdm_dev_req_t *r)
+{
+    mdm_device_t *d = &da->dev;
+    if (!da->exists || d->state != MDM_DEVICE_ENROLLED) {
+        fail(r, 409, "device %s is not enrolled (%s)", da->base.id,
+             da->exists ? mdm_device_state_name(d->state) : "unknown");
+        return;
+    }
+    if (d->revoked_ms) {
+        fail(r, 409, "device %s is already being revoked", da->base.id);
+        return;
+    }
+    handle_enqueue(da, r);
+    if (r->status != 201)
+        return;
+    d->revoked_ms = mdm_wall_ms();
+    snprintf(d->revoked_cert, sizeof(d->revoked_cert), "%s", d->cert_sha256);
+    if (d->cert_sha256[0]) {
+        mdm_revoked_cert_t rc = {.revoked_ms = d->revoked_ms};
+        snprintf(rc.udid, sizeof(rc.udid), "%s", d->udid);
+        mdm_store_put_revoked_cert(batch(da), d->cert_sha256, &rc);
+    }
+    save_device(da);
+    mdm_info("device", "%s: revocation requested", d->udid);
+}
+
+static void handle_flags(struct device_actor *da, mdm_dev_req_t *r)
+{
+    if (!da->exists || da->dev.state == MDM_DEVICE_NEW) {
+        fail(r, 404, "no device %s", da->base.id);
+        return;
+    }
+    if (r->set_ade >= 0)
+        da->dev.ade = r->set_ade == 1;
+    if (r->set_suspended >= 0)
+        da->dev.policies_suspended = r->set_suspended == 1;
+    if (r->set_fv_escrowed >= 0)
+        da->dev.fv_key_escrowed = r->set_fv_escrowed == 1;
+    save_device(da);
+    r->device = da->dev;
+    r->status = 200;
 }
 
 static void handle_cancel(struct device_actor *da, mdm_dev_req_t *r)
@@ -1395,11 +1488,18 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
     case MDM_DEV_CANCEL:
         handle_cancel(da, r);
         break;
+    case MDM_DEV_REVOKE:
+        handle_revoke(da, r);
+        break;
+    case MDM_DEV_FLAGS:
+        handle_flags(da, r);
+        break;
     case MDM_DEV_GET:
         if (!da->exists) {
             fail(r, 404, "no device %s", da->base.id);
         } else {
             r->device = da->dev;
+            r->has_bootstrap = da->bootstrap.len > 0;
             r->queued = da->queue_len;
             r->push_requested_ms = da->push_requested_ms
                                        ? mdm_wall_ms() - (mdm_now_ms() - da->push_requested_ms)

@@ -22,7 +22,14 @@ enum mdm_dev_req_kind {
     MDM_DEV_DELETE,  /* admin: remove the device, its queue and its secrets */
     MDM_DEV_PUSH,    /* admin (202/409) or the pusher's coalescing timer (wake): push it */
     MDM_DEV_PUSH_RESULT, /* the pusher: final outcome of a push (push_status, push_reason) */
+    MDM_DEV_REVOKE,  /* admin: queue the RemoveProfile of the enrollment profile (uuid, plist,
+                        uuid starting with MDM_DEV_REVOKE_PREFIX) and revoke the identity */
+    MDM_DEV_FLAGS,   /* admin or escrow: set_ade / set_suspended / set_fv_escrowed (-1 =
+                        unchanged, 0, 1); answers the record */
 };
+
+/* CommandUUID prefix of a revocation's RemoveProfile: its acknowledgement completes it. */
+#define MDM_DEV_REVOKE_PREFIX "revoke-"
 
 typedef struct mdm_dev_req mdm_dev_req_t;
 
@@ -45,13 +52,15 @@ struct mdm_dev_req {
     char push_reason[64];       /* PUSH_RESULT: APNs reason or why it was not sent */
     uint8_t push_token[128];    /* PUSH_RESULT: the token pushed to */
     size_t push_token_len;
+    int set_ade, set_suspended, set_fv_escrowed; /* FLAGS: -1 unchanged, else the new value */
 
     /* out: HTTP status and body to answer with */
     int status;
     mdm_buf_t reply;
     const char *reply_type; /* content type; NULL for none */
     char error[200];        /* one line saying what was wrong, with status >= 400 */
-    mdm_device_t device;    /* GET: copy of the record (with the last push's outcome) */
+    mdm_device_t device;    /* GET, FLAGS: copy of the record (with the last push's outcome) */
+    bool has_bootstrap;     /* GET: a bootstrap token is escrowed */
     unsigned queued;        /* GET: entries waiting */
     uint64_t push_requested_ms; /* GET: last push handed to the pusher (memory only), 0 = none */
     mdm_user_channel_t *users;  /* GET: copies of the user channels (owned), n_users of them */

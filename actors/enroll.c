@@ -110,6 +110,8 @@ int mdm_enroll_run(mdm_worker_fn fn, void *arg)
 
 const char *mdm_enroll_base_url(void) { return E.base_url; }
 
+const char *mdm_enroll_profile_prefix(void) { return E.id_prefix; }
+
 /* Stable per instance, so a new profile replaces the old one on the Mac. */
 void mdm_enroll_identifier_prefix(const char *instance, char *out, size_t outlen)
 {
@@ -1419,6 +1421,14 @@ static void scep_pkcsreq(struct job *j, const mdm_scep_request_t *req)
     free(cert);
 }
 
+/* True when an administrator revoked the certificate (or its state cannot be read: refuse). */
+static bool cert_revoked(const char *hex)
+{
+    mdm_revoked_cert_t rc;
+    int ret = mdm_store_get_revoked_cert(E.store, hex, &rc);
+    return ret != MDM_ENOTFOUND;
+}
+
 static void scep_renewal(struct job *j, const mdm_scep_request_t *req)
 {
     char old_hex[MDM_SHA256_HEX_LEN + 1] = "", hex[MDM_SHA256_HEX_LEN + 1], err[200] = "";
@@ -1433,6 +1443,8 @@ static void scep_renewal(struct job *j, const mdm_scep_request_t *req)
         snprintf(why, sizeof(why), "renewal signer not valid under the instance CA: %s", err);
     else if (info.is_ca || !info.has_eku || !(info.eku & MDM_X509_EKU_CLIENT_AUTH))
         snprintf(why, sizeof(why), "renewal signer is not a device identity (clientAuth)");
+    else if (cert_revoked(old_hex))
+        snprintf(why, sizeof(why), "the renewal signer was revoked by an administrator");
     if (why[0]) {
         scep_refuse(j, req, MDM_SCEP_BAD_REQUEST, old_hex[0] ? old_hex : "(signer)", why);
         return;

@@ -37,6 +37,10 @@ MDM_MUST_CHECK int mdm_enroll_run(mdm_worker_fn fn, void *arg);
  */
 const char *mdm_enroll_base_url(void);
 
+/** This instance's prefix (mdm_enroll_identifier_prefix of [server] instance); the enrollment
+ * profile is "<prefix>.enroll". Valid once mdm_enroll_start ran. */
+const char *mdm_enroll_profile_prefix(void);
+
 /** The PayloadIdentifier prefix of the instance's profiles: "mdmd.<instance>", every byte of
  * the instance name outside [A-Za-z0-9_-] replaced by '-'. Pure. */
 void mdm_enroll_identifier_prefix(const char *instance, char *out, size_t outlen);

@@ -34,6 +34,7 @@
 #define PLIST_DEPTH 32
 #define CMD_PREFIX "pol-"
 #define PROFILELIST_PREFIX "pol-profilelist-"
+#define SECURITYINFO_PREFIX "pol-securityinfo-"
 
 static struct {
     mdm_actors_t *rt;
@@ -72,6 +73,8 @@ void mdm_policy_profile_identifier(const char *policy_id, char *out, size_t outl
     snprintf(out, outlen, "%s.policy.%s", E.id_prefix, policy_id);
 }
 
+/* "pol-<policy id>-<version>-<hex>" for a policy's delivery; without a policy id
+ * "pol-profilelist-<hex>" (version 0) or "pol-securityinfo-<hex>" (version 1). */
 static int command_uuid(const char *policy_id, uint32_t version, char out[MDM_UUID_MAX + 1])
 {
     uint8_t r[8];
@@ -83,7 +86,8 @@ static int command_uuid(const char *policy_id, uint32_t version, char out[MDM_UU
     if (policy_id)
         snprintf(out, MDM_UUID_MAX + 1, CMD_PREFIX "%s-%u-%s", policy_id, version, hex);
     else
-        snprintf(out, MDM_UUID_MAX + 1, PROFILELIST_PREFIX "%s", hex);
+        snprintf(out, MDM_UUID_MAX + 1, "%s%s", version ? SECURITYINFO_PREFIX : PROFILELIST_PREFIX,
+                 hex);
     return 0;
 }
 
@@ -831,6 +835,33 @@ static bool wanted(struct job *j, const struct device_ctx *c, const char *pid)
     return false;
 }
 
+/* True when the Mac was sent the FileVault policy (the escrow follows its install). */
+static bool has_filevault(struct job *j, const struct deployments *ds)
+{
+    for (size_t i = 0; i < ds->n; i++) {
+        const struct policy_entry *pe = find_policy(j, ds->d[i].policy_id);
+        if (ds->d[i].action == MDM_DEPLOY_INSTALL && pe && strcmp(pe->p.type, "filevault") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* SecurityInfo, once per job for all its devices. */
+static int send_security_info(struct job *j, const struct device_ctx *c, plist_t cmd,
+                              char uuid[MDM_UUID_MAX + 1])
+{
+    struct shared_cmd *sc = NULL;
+    for (size_t i = 0; i < j->n_shared; i++)
+        if (strcmp(j->shared[i].key, "securityinfo") == 0)
+            sc = &j->shared[i];
+    if (!sc)
+        sc = shared_command(j, "securityinfo", NULL, 1, cmd, "policy:filevault", false);
+    if (!sc)
+        return -ENOMEM;
+    snprintf(uuid, MDM_UUID_MAX + 1, "%s", sc->uuid);
+    return add_send(j, c->dev.udid, sc->uuid, &sc->xml);
+}
+
 static int reconcile_device(mdm_store_t *s, struct job *j, struct device_ctx *c)
 {
     if (c->dev.state != MDM_DEVICE_ENROLLED)
@@ -910,6 +941,16 @@ static int reconcile_device(mdm_store_t *s, struct job *j, struct device_ctx *c)
             if (mdm_policy_id_valid(gone.policy_id) && (ret = remove_profile(j, c, &gone)) != 0)
                 break;
         }
+    }
+    /* FileVault: ask for the recovery key until mdmd holds it (SecurityInfo; the answer is
+     * escrowed by actors/security.c). */
+    if (ret == 0 && j->ask_profile_list && !c->dev.fv_key_escrowed && has_filevault(j, &ds)) {
+        plist_t cmd = plist_new_dict();
+        char uuid[MDM_UUID_MAX + 1];
+        ret = cmd ? mdm_plist_dict_set_string(cmd, "RequestType", "SecurityInfo") : -ENOMEM;
+        if (ret == 0)
+            ret = send_security_info(j, c, cmd, uuid);
+        plist_free(cmd);
     }
     if (ret == 0 && j->ask_profile_list && ds.n > 0) {
         plist_t cmd = plist_new_dict();

@@ -20,6 +20,7 @@
 #include "actors/api.h"
 #include "actors/apns.h"
 #include "actors/policy.h"
+#include "actors/security.h"
 #include "actors/config.h"
 #include "actors/device.h"
 #include "actors/enroll.h"
@@ -299,6 +300,16 @@ static void print_ready(const struct app *app, unsigned n, FILE *out)
     fflush(out);
 }
 
+
+/* A command's final answer goes to the policy engine (deployments, inventory, drift) and to
+ * the security module (FileVault escrow). */
+static void on_command_answered(mdm_shard_t *sh, const char *udid, const char *uuid, int status,
+                                const uint8_t *response, size_t len)
+{
+    mdm_policy_command_answered(sh, udid, uuid, status, response, len);
+    mdm_security_command_answered(sh, udid, uuid, status, response, len);
+}
+
 static void app_free(struct app *app)
 {
     if (app->shards_ready)
@@ -357,7 +368,7 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
         .user_auth_digest = app->cfg.user_authenticate == MDM_CFG_USER_AUTH_DIGEST,
         .secrets_key = app->secrets_key,
         .on_enrolled = mdm_policy_reconcile_device,
-        .on_answered = mdm_policy_command_answered,
+        .on_answered = on_command_answered,
     };
     mdm_device_setup(app->actors, &dopts);
     struct mdm_policy_engine_options po = {
@@ -367,7 +378,8 @@ int mdm_serve(const char *dir, const char *const *overrides, size_t n_overrides,
         .secrets_key = app->secrets_key,
         .sweep_interval_ms = (uint64_t)app->cfg.sweep_interval_minutes * 60000,
     };
-    if (mdm_policy_engine_setup(&app->shards, app->actors, &po) != 0)
+    if (mdm_policy_engine_setup(&app->shards, app->actors, &po) != 0 ||
+        mdm_security_setup(&app->shards, app->cfg.dir, app->secrets_key, app->actors) != 0)
         goto out;
     if (mdm_apns_setup(&app->shards, &app->cfg, app->store, app->secrets_key) != 0)
         goto out;

@@ -158,6 +158,7 @@ int sim_mac_init(sim_mac_t *m, const sim_env_t *env, const char *udid, unsigned 
 int sim_mac_new_identity(sim_mac_t *m)
 {
     sim_mac_disconnect(m);
+    m->erased = false; /* re-enrollment after an erase starts with a new identity */
     return issue_identity(m);
 }
 
@@ -390,9 +391,7 @@ static plist_t security_info(const sim_mac_t *m)
     sim_set_bool(s, "PasscodePresent", true);
     sim_set_bool(s, "PasscodeCompliant", true);
     sim_set_bool(s, "PasscodeCompliantWithProfiles", true);
-    sim_set_bool(s, "FDE_Enabled", true);
-    sim_set_bool(s, "FDE_HasPersonalRecoveryKey", true);
-    sim_set_bool(s, "FDE_HasInstitutionalRecoveryKey", false);
+    sim_fv_security_info(m, s);
     sim_set_bool(s, "SystemIntegrityProtectionEnabled", true);
     plist_t fw = plist_new_dict();
     sim_set_bool(fw, "FirewallEnabled", true);
@@ -530,6 +529,9 @@ static void add_ack_data(const sim_mac_t *m, const sim_cmd_t *cmd, plist_t comma
     case SIM_REQ_REMOVE_PROFILE:
     case SIM_REQ_REMOVE_APPLICATION:
     case SIM_REQ_SETTINGS:
+    case SIM_REQ_DEVICE_LOCK:
+    case SIM_REQ_ERASE_DEVICE:
+    case SIM_REQ_ROTATE_FILEVAULT_KEY:
     case SIM_REQ_OTHER:
         break;
     }
@@ -572,6 +574,9 @@ static enum sim_status act(sim_mac_t *m, const sim_cmd_t *cmd, plist_t command, 
     case SIM_REQ_REMOVE_APPLICATION: return sim_remove_application(m, cmd->identifier, d);
     case SIM_REQ_SETTINGS: return sim_apply_settings(m, command, d);
     case SIM_REQ_SCHEDULE_OS_UPDATE: return sim_schedule_os_update(m, command, d);
+    case SIM_REQ_DEVICE_LOCK: return sim_device_lock(m, command, d);
+    case SIM_REQ_ERASE_DEVICE: return sim_erase_device(m, command, d);
+    case SIM_REQ_ROTATE_FILEVAULT_KEY: return sim_rotate_filevault_key(m, command, d);
     default:
         add_ack_data(m, cmd, command, d);
         return SIM_ACKNOWLEDGED;
@@ -726,6 +731,9 @@ static enum sim_request_type request_type_of(const char *t)
         {"AvailableOSUpdates", SIM_REQ_AVAILABLE_OS_UPDATES},
         {"ScheduleOSUpdate", SIM_REQ_SCHEDULE_OS_UPDATE},
         {"OSUpdateStatus", SIM_REQ_OS_UPDATE_STATUS},
+        {"DeviceLock", SIM_REQ_DEVICE_LOCK},
+        {"EraseDevice", SIM_REQ_ERASE_DEVICE},
+        {"RotateFileVaultKey", SIM_REQ_ROTATE_FILEVAULT_KEY},
     };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         if (strcmp(t, more[i].name) == 0)
@@ -1033,8 +1041,9 @@ static int send_request(sim_mac_t *m, const mdm_buf_t *req, int *status, mdm_buf
     return -1;
 }
 
-int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
-            mdm_buf_t *out)
+/* sim_put without the silence check: for the messages a Mac sends as it goes silent. */
+static int put_any(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
+                   mdm_buf_t *out)
 {
     const char *type = strstr(path, "/connect") ? "application/x-apple-aspen-mdm"
                                                 : "application/x-apple-aspen-mdm-checkin";
@@ -1045,6 +1054,14 @@ int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *s
                   : -1;
     mdm_buf_dispose(&req);
     return ret;
+}
+
+int sim_put(sim_mac_t *m, const char *path, const void *body, size_t len, int *status,
+            mdm_buf_t *out)
+{
+    if (sim_mac_silent(m))
+        return -1; /* locked, erased or unenrolled: no MDM traffic */
+    return put_any(m, path, body, len, status, out);
 }
 
 /* ---- SCEP ---- */
@@ -1183,24 +1200,26 @@ out:
     return ret;
 }
 
-static int put_status(sim_mac_t *m, const char *endpoint, const mdm_buf_t *body, mdm_buf_t *out)
+/* PUT to /<instance>/mdm/<endpoint>; any: also when the Mac is silent. */
+static int put_status(sim_mac_t *m, const char *endpoint, const mdm_buf_t *body, mdm_buf_t *out,
+                      bool any)
 {
     char path[128];
     snprintf(path, sizeof(path), "/%s/mdm/%s", m->env->instance, endpoint);
     int status;
-    if (sim_put(m, path, mdm_buf_head(body), body->len, &status, out) != 0)
-        return -1;
-    return status;
+    int ret = any ? put_any(m, path, mdm_buf_head(body), body->len, &status, out)
+                  : sim_put(m, path, mdm_buf_head(body), body->len, &status, out);
+    return ret != 0 ? -1 : status;
 }
 
 int sim_checkin(sim_mac_t *m, const mdm_buf_t *body, mdm_buf_t *out)
 {
-    return put_status(m, "checkin", body, out);
+    return put_status(m, "checkin", body, out, false);
 }
 
 int sim_connect(sim_mac_t *m, const mdm_buf_t *body, mdm_buf_t *out)
 {
-    return put_status(m, "connect", body, out);
+    return put_status(m, "connect", body, out, false);
 }
 
 typedef int (*builder_fn)(const sim_mac_t *m, mdm_buf_t *out);
@@ -1216,6 +1235,7 @@ static int send_built(sim_mac_t *m, builder_fn build, mdm_buf_t *out)
 
 int sim_authenticate(sim_mac_t *m, mdm_buf_t *out)
 {
+    m->erased = m->unenrolled = false; /* enrolling (again) */
     return send_built(m, sim_build_authenticate, out);
 }
 
@@ -1257,12 +1277,13 @@ int sim_get_bootstrap_token(sim_mac_t *m, mdm_buf_t *token)
     return status;
 }
 
-/* Sends a /connect body and reads the command that comes back. */
-static int connect_and_parse(sim_mac_t *m, const mdm_buf_t *body, sim_cmd_t *cmd)
+/* Sends a /connect body (any: also when the Mac is silent) and reads the command that comes
+ * back. */
+static int connect_and_parse(sim_mac_t *m, const mdm_buf_t *body, sim_cmd_t *cmd, bool any)
 {
     mdm_buf_t reply;
     mdm_buf_init(&reply, 0);
-    int status = sim_connect(m, body, &reply);
+    int status = put_status(m, "connect", body, &reply, any);
     if (cmd) {
         memset(cmd, 0, sizeof(*cmd));
         if (status == 200 && sim_parse_command(mdm_buf_head(&reply), reply.len, cmd) == 0)
@@ -1276,7 +1297,7 @@ int sim_connect_idle(sim_mac_t *m, sim_cmd_t *cmd)
 {
     mdm_buf_t body;
     mdm_buf_init(&body, 0);
-    int status = sim_build_idle(m, &body) == 0 ? connect_and_parse(m, &body, cmd) : -1;
+    int status = sim_build_idle(m, &body) == 0 ? connect_and_parse(m, &body, cmd, false) : -1;
     mdm_buf_dispose(&body);
     return status;
 }
@@ -1285,17 +1306,42 @@ int sim_respond(sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st, sim_cmd_
 {
     mdm_buf_t body;
     mdm_buf_init(&body, 0);
-    int status = sim_build_response(m, cmd, st, &body) == 0 ? connect_and_parse(m, &body, next)
-                                                            : -1;
+    int status = sim_build_response(m, cmd, st, &body) == 0
+                     ? connect_and_parse(m, &body, next, false)
+                     : -1;
     mdm_buf_dispose(&body);
     return status;
 }
 
+/* What a Mac that the answered command silenced does next: the enrollment profile's removal
+ * sends CheckOut; a lock or an erase restarts it. Either way the connection goes. */
+static void after_silenced(sim_mac_t *m)
+{
+    if (m->unenrolled) {
+        mdm_buf_t body;
+        mdm_buf_init(&body, 0);
+        m->checkout_status = sim_build_checkout(m, &body) == 0
+                                 ? put_status(m, "checkin", &body, NULL, true)
+                                 : -1;
+        mdm_buf_dispose(&body);
+    }
+    sim_mac_disconnect(m);
+}
+
 int sim_answer(sim_mac_t *m, const sim_cmd_t *cmd, sim_cmd_t *next)
 {
+    if (sim_mac_silent(m)) {
+        if (next)
+            memset(next, 0, sizeof(*next));
+        return -1;
+    }
     mdm_buf_t body;
     mdm_buf_init(&body, 0);
-    int status = sim_build_answer(m, cmd, &body) == 0 ? connect_and_parse(m, &body, next) : -1;
+    int status = -1;
+    if (sim_build_answer(m, cmd, &body) == 0) /* may silence m: its answer still goes out */
+        status = connect_and_parse(m, &body, next, true);
     mdm_buf_dispose(&body);
+    if (sim_mac_silent(m))
+        after_silenced(m);
     return status;
 }

@@ -27,6 +27,12 @@
  * failures with fail_install_identifier. sim_respond sends an explicit status and changes
  * nothing.
  *
+ * Security (sim_security.c): DeviceLock locks the Mac (PIN required), EraseDevice wipes it,
+ * removing the enrollment profile unenrolls it (sim_answer then sends CheckOut), a profile
+ * with FileVault2 Enable "On" and an FDERecoveryKeyEscrow turns FileVault on with an escrowed
+ * personal recovery key that SecurityInfo reports and RotateFileVaultKey replaces. A locked,
+ * erased or unenrolled Mac talks no MDM: the blocking calls return -1 at once (see below).
+ *
  * Memory: a Mac without a connection is under 1 KB; its TLS context and connection exist only
  * while it is connected (sim_mac_disconnect drops them), and its device state (m->state) only
  * once a command needed or changed it (sim_mac_dispose frees it).
@@ -36,6 +42,7 @@
 #ifndef MDM_BENCH_SIM_H
 #define MDM_BENCH_SIM_H
 
+#include <errno.h> /* -EACCES of sim_mac_unlock */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,6 +86,9 @@ enum sim_request_type {
     SIM_REQ_AVAILABLE_OS_UPDATES,
     SIM_REQ_SCHEDULE_OS_UPDATE,
     SIM_REQ_OS_UPDATE_STATUS,
+    SIM_REQ_DEVICE_LOCK,
+    SIM_REQ_ERASE_DEVICE,
+    SIM_REQ_ROTATE_FILEVAULT_KEY, /* RotateFileVaultKey */
 };
 #define SIM_NOTNOW_ALL (~0u) /* notnow_mask: answer NotNow to everything */
 
@@ -174,6 +184,15 @@ typedef struct sim_mac {
     /* Tests: an InstallProfile whose PayloadIdentifier equals this fails with an ErrorChain
      * (borrowed; NULL = none). */
     const char *fail_install_identifier;
+    /* Security actions (sim_build_answer sets these; see "Security" below). */
+    bool locked;            /* DeviceLock: at the firmware PIN screen until sim_mac_unlock */
+    bool erased;            /* EraseDevice: wiped, talks no MDM until re-enrolled */
+    bool unenrolled;        /* its enrollment profile was removed: talks no MDM */
+    char lock_pin[8];       /* DeviceLock PIN */
+    char erase_pin[8];      /* EraseDevice PIN ("" when none was given) */
+    char lock_message[256]; /* DeviceLock Message ("" when none) */
+    int checkout_status;    /* HTTP status of the CheckOut sim_answer sent after the
+                             * enrollment profile's removal; -1 no reply; 0 none sent */
     struct sim_state *state; /* profiles, apps, kept command body; NULL until needed */
 } sim_mac_t;
 
@@ -227,6 +246,37 @@ int sim_mac_set_apps(sim_mac_t *m, const sim_app_t *apps, size_t n);
 const sim_app_t *sim_mac_find_app(const sim_mac_t *m, const char *identifier);
 size_t sim_mac_app_count(const sim_mac_t *m);
 
+/* ---- security ----------------------------------------------------------------------------
+ * DeviceLock {PIN (6 digits, required), Message, PhoneNumber}: acknowledged (MessageResult
+ * "Success" with a Message or PhoneNumber), then m->locked, lock_pin, lock_message. A missing
+ * PIN is a CommandFormatError, a malformed one an Error.
+ * EraseDevice {PIN, ObliterationBehavior, ...}: an Intel Mac needs a 6-digit PIN (kept in
+ * erase_pin), Apple Silicon ignores it. Acknowledged, then m->erased: profiles, FileVault,
+ * names and the lock are gone, only Apple's own apps stay, and the identity is no longer
+ * used. sim_mac_new_identity or sim_authenticate (re-enrollment) clears erased.
+ * RemoveProfile of the enrollment profile (mdmd.<instance>.enroll): acknowledged, then
+ * m->unenrolled; the profiles MDM installed go with it and managed apps stay as unmanaged
+ * ones. sim_answer sends CheckOut after the acknowledgement (m->checkout_status).
+ * sim_authenticate clears unenrolled.
+ * FileVault: installing a profile that holds com.apple.MCX.FileVault2 with Enable "On" and a
+ * com.apple.security.FDERecoveryKeyEscrow whose EncryptCertPayloadUUID names a
+ * com.apple.security.pkcs1 payload of the same profile turns FileVault on: a new personal
+ * recovery key (PRK, "XXXX-XXXX-XXXX-XXXX-XXXX-XXXX" of A-Z 0-9), escrowed as a CMS
+ * EnvelopedData to that certificate (SecurityInfo FDE_PersonalRecoveryKeyCMS, with
+ * FDE_PersonalRecoveryKeyDeviceKey = the serial). A reference to a missing or non-pkcs1
+ * payload, or a certificate that cannot encrypt, fails the install. Removing the profile
+ * leaves FileVault on, as macOS does.
+ * RotateFileVaultKey {KeyType "personal", FileVaultUnlock {Password = the current PRK},
+ * ReplyEncryptionCertificate}: a new PRK, re-escrowed, and RotateResult
+ * {EncryptedNewRecoveryKey} enveloped to ReplyEncryptionCertificate (none without one).
+ * FileVault off or a wrong Password: Error (MCMDMErrorDomain 12075 / 12076). */
+
+/** Enters the PIN at the lock screen: 0 when it matches (or the Mac is not locked; it is then
+ * unlocked), -EACCES otherwise. */
+int sim_mac_unlock(sim_mac_t *m, const char *pin);
+/** The current FileVault personal recovery key; "" when FileVault is off. */
+const char *sim_mac_filevault_prk(const sim_mac_t *m);
+
 /** Installed profiles (not counting the enrollment profile) and one by PayloadIdentifier
  * (NULL when not installed). Pointers are valid until the state changes. */
 size_t sim_mac_profile_count(const sim_mac_t *m);
@@ -260,7 +310,8 @@ int sim_build_response(const sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status
 
 /** Keeps the /connect reply body that carried cmd (a copy, in m->state) so that answering can
  * read the command's keys; only for request types that need more than sim_cmd_t holds
- * (InstallProfile, Settings, ScheduleOSUpdate, InstalledApplicationList with Identifiers).
+ * (InstallProfile, Settings, ScheduleOSUpdate, InstalledApplicationList with Identifiers,
+ * DeviceLock, EraseDevice, RotateFileVaultKey).
  * One body is kept: the newest. sim_connect_idle, sim_respond and sim_answer call it for the
  * command that comes back. Returns 0 or -ENOMEM. */
 int sim_keep_command(sim_mac_t *m, const sim_cmd_t *cmd, const uint8_t *body, size_t len);
@@ -311,7 +362,10 @@ const char *sim_status_name(enum sim_status st);
 
 /* ---- blocking I/O ----------------------------------------------------------------------------
  * Each returns the HTTP status, or -1 when no reply came (connect/handshake failure, the server
- * closed, timeout). out (may be NULL) receives the response body. */
+ * closed, timeout). out (may be NULL) receives the response body.
+ * A locked, erased or unenrolled Mac talks no MDM: sim_put and everything built on it (also
+ * sim_connect_idle, sim_respond, sim_answer) return -1 at once without I/O; sim_scep is not
+ * affected. sim_authenticate first clears erased and unenrolled (re-enrollment). */
 
 /** PUT body to path ("/zdm/mdm/checkin", ...) on the Mac's connection. Returns 0 and sets
  * *status, or -1. A request on a reused connection that the server closed is retried once on a
@@ -338,7 +392,9 @@ int sim_connect_idle(sim_mac_t *m, sim_cmd_t *cmd);
  * reply. */
 int sim_respond(sim_mac_t *m, const sim_cmd_t *cmd, enum sim_status st, sim_cmd_t *next);
 /** Answers cmd as the Mac would (sim_build_answer): NotNow when notnow_mask says so, else
- * the command acts on the Mac's state and the status says how it went. */
+ * the command acts on the Mac's state and the status says how it went. The answer is sent
+ * even when the command locked, erased or unenrolled the Mac; the connection is then closed,
+ * and after an enrollment profile's removal CheckOut is sent first (m->checkout_status). */
 int sim_answer(sim_mac_t *m, const sim_cmd_t *cmd, sim_cmd_t *next);
 
 #endif

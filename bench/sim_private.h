@@ -1,6 +1,7 @@
 /*
- * What sim.c and sim_profiles.c share inside the simulator: plist helpers and the handlers of
- * the commands that read or change the Mac's state. Not for the simulator's users (sim.h).
+ * What sim.c, sim_profiles.c and sim_security.c share inside the simulator: plist helpers,
+ * the device state, and the handlers of the commands that read or change it. Not for the
+ * simulator's users (sim.h).
  */
 #ifndef MDM_BENCH_SIM_PRIVATE_H
 #define MDM_BENCH_SIM_PRIVATE_H
@@ -43,5 +44,68 @@ enum sim_status sim_schedule_os_update(sim_mac_t *m, plist_t command, plist_t re
 
 /** Frees m->state. */
 void sim_state_free(sim_mac_t *m);
+
+/* ---- the device state (sim_profiles.c owns it) ---- */
+
+#define SIM_OS_UPDATES_MAX 4
+#define SIM_PRK_LEN 29 /* "XXXX-XXXX-XXXX-XXXX-XXXX-XXXX" */
+
+/* A software update the server scheduled (ScheduleOSUpdate). */
+struct sim_os_update {
+    char product_key[96];
+    char action[24]; /* InstallAction as the Mac reports it */
+    char status[24]; /* Idle, Downloading, Installing */
+};
+
+/* FileVault: on while prk is set; the PRK escrowed to cert (cms, as FileVaultPRK.dat).
+ * All zero = off (a zeroed mdm_buf_t is an empty one). */
+struct sim_filevault {
+    char prk[SIM_PRK_LEN + 1]; /* "" = off */
+    mdm_buf_t cert;            /* escrow certificate (DER) */
+    mdm_buf_t cms;             /* EnvelopedData of prk to cert */
+};
+
+struct sim_state {
+    sim_profile_t *profiles; /* n_profiles of them, room for SIM_PROFILES_MAX */
+    size_t n_profiles;
+    bool apps_set; /* false: the Mac still has sim_default_apps */
+    sim_app_t *apps;
+    size_t n_apps;
+    struct sim_os_update updates[SIM_OS_UPDATES_MAX];
+    size_t n_updates;
+    struct sim_filevault fv;
+    /* the /connect reply body of the newest command that needs one */
+    char cmd_uuid[64];
+    uint8_t *cmd_body;
+    size_t cmd_len;
+};
+
+/** m->state, made on first use; NULL when out of memory. */
+struct sim_state *sim_state_of(sim_mac_t *m);
+
+/** Sets chain as resp's ErrorChain and returns st; sim_format_error: a required command key
+ * is missing or of the wrong type (CommandFormatError). */
+enum sim_status sim_fail(plist_t resp, plist_t chain, enum sim_status st);
+enum sim_status sim_format_error(plist_t resp, const char *key);
+
+/* ---- security (sim_security.c) ---- */
+
+/** What installing the profile whose PayloadContent array is content does to FileVault, into
+ * *next (its prk stays "" when nothing changes). NULL, or the ErrorChain that fails the
+ * install. sim_fv_commit makes *next the Mac's FileVault (taking its buffers) once the profile
+ * is stored; sim_fv_dispose frees what was not taken. */
+plist_t sim_fv_prepare(const sim_mac_t *m, plist_t content, struct sim_filevault *next);
+void sim_fv_commit(sim_mac_t *m, struct sim_filevault *next);
+void sim_fv_dispose(struct sim_filevault *fv);
+
+/** The FDE_* keys of SecurityInfo into info. */
+void sim_fv_security_info(const sim_mac_t *m, plist_t info);
+
+enum sim_status sim_device_lock(sim_mac_t *m, plist_t command, plist_t resp);
+enum sim_status sim_erase_device(sim_mac_t *m, plist_t command, plist_t resp);
+enum sim_status sim_rotate_filevault_key(sim_mac_t *m, plist_t command, plist_t resp);
+
+/** Whether m talks no MDM now (locked, erased or unenrolled). */
+bool sim_mac_silent(const sim_mac_t *m);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * sim_profiles: what a simulated Mac has installed and the commands that change it:
- * configuration profiles (InstallProfile, RemoveProfile, ProfileList), applications
- * (InstalledApplicationList, RemoveApplication), Settings, and software updates.
+ * configuration profiles (InstallProfile, RemoveProfile, ProfileList; removing the enrollment
+ * profile unenrolls the Mac), applications (InstalledApplicationList, RemoveApplication),
+ * Settings, and software updates. What a profile does to FileVault is sim_security.c's.
  *
  * Failures answer as macOS does: Status Error with an ErrorChain of {ErrorCode, ErrorDomain,
  * LocalizedDescription, USEnglishDescription}, outermost error first. The codes follow the
@@ -21,29 +22,6 @@
 #include "core/cms.h"
 #include "core/crypto.h"
 
-#define SIM_OS_UPDATES_MAX 4
-
-/* A software update the server scheduled (ScheduleOSUpdate). */
-struct sim_os_update {
-    char product_key[96];
-    char action[24]; /* InstallAction as the Mac reports it */
-    char status[24]; /* Idle, Downloading, Installing */
-};
-
-struct sim_state {
-    sim_profile_t *profiles; /* n_profiles of them, room for SIM_PROFILES_MAX */
-    size_t n_profiles;
-    bool apps_set; /* false: the Mac still has sim_default_apps */
-    sim_app_t *apps;
-    size_t n_apps;
-    struct sim_os_update updates[SIM_OS_UPDATES_MAX];
-    size_t n_updates;
-    /* the /connect reply body of the newest command that needs one */
-    char cmd_uuid[64];
-    uint8_t *cmd_body;
-    size_t cmd_len;
-};
-
 const sim_app_t sim_default_apps[] = {
     {"com.apple.Safari", "Safari", "18.1", "20619.2.8.11.10", 14286848, false},
     {"com.google.Chrome", "Google Chrome", "131.0.6778.86", "6778.86", 1198456832, false},
@@ -54,7 +32,7 @@ const size_t sim_default_apps_count = sizeof(sim_default_apps) / sizeof(sim_defa
 
 /* ---- state ---- */
 
-static struct sim_state *state_of(sim_mac_t *m)
+struct sim_state *sim_state_of(sim_mac_t *m)
 {
     if (!m->state)
         m->state = calloc(1, sizeof(*m->state));
@@ -77,6 +55,7 @@ void sim_state_free(sim_mac_t *m)
         profile_dispose(&st->profiles[i]);
     free(st->profiles);
     free(st->apps);
+    sim_fv_dispose(&st->fv);
     free(st->cmd_body);
     free(st);
     m->state = NULL;
@@ -97,7 +76,7 @@ int sim_mac_set_apps(sim_mac_t *m, const sim_app_t *apps, size_t n)
 {
     if (n > SIM_APPS_MAX)
         return -EINVAL;
-    struct sim_state *st = state_of(m);
+    struct sim_state *st = sim_state_of(m);
     if (!st)
         return -ENOMEM;
     if (!st->apps && !(st->apps = calloc(SIM_APPS_MAX, sizeof(*st->apps))))
@@ -169,7 +148,7 @@ static int store_profile(sim_mac_t *m, sim_profile_t *p)
         *old = *p;
         return 0;
     }
-    struct sim_state *st = state_of(m);
+    struct sim_state *st = sim_state_of(m);
     if (!st)
         return -ENOMEM;
     if (st->n_profiles == SIM_PROFILES_MAX)
@@ -188,6 +167,9 @@ static bool needs_body(const sim_cmd_t *cmd, const uint8_t *body, size_t len)
     case SIM_REQ_INSTALL_PROFILE:
     case SIM_REQ_SETTINGS:
     case SIM_REQ_SCHEDULE_OS_UPDATE:
+    case SIM_REQ_DEVICE_LOCK:
+    case SIM_REQ_ERASE_DEVICE:
+    case SIM_REQ_ROTATE_FILEVAULT_KEY:
         return true;
     case SIM_REQ_INSTALLED_APPLICATION_LIST:
         /* only a filtered list needs more than sim_cmd_t: most Macs keep nothing */
@@ -201,7 +183,7 @@ int sim_keep_command(sim_mac_t *m, const sim_cmd_t *cmd, const uint8_t *body, si
 {
     if (!cmd->uuid[0] || len == 0 || !needs_body(cmd, body, len))
         return 0;
-    struct sim_state *st = state_of(m);
+    struct sim_state *st = sim_state_of(m);
     uint8_t *copy = st ? malloc(len) : NULL;
     if (!copy)
         return -ENOMEM;
@@ -259,16 +241,16 @@ void sim_chain_add(plist_t chain, uint64_t code, const char *domain, const char 
 }
 
 /* Answers with chain: Status Error (the caller sets Status from the return value). */
-static enum sim_status fail(plist_t resp, plist_t chain, enum sim_status st)
+enum sim_status sim_fail(plist_t resp, plist_t chain, enum sim_status st)
 {
     plist_dict_set_item(resp, "ErrorChain", chain);
     return st;
 }
 
 /* A required command key is missing or has the wrong type. */
-static enum sim_status format_error(plist_t resp, const char *key)
+enum sim_status sim_format_error(plist_t resp, const char *key)
 {
-    return fail(resp,
+    return sim_fail(resp,
                 sim_chain_new(12001, "MCMDMErrorDomain",
                               "The command is invalid: “%s” is missing or of the wrong type.",
                               key),
@@ -390,8 +372,10 @@ static plist_t parse_top(plist_t top, sim_profile_t *p)
     return parse_payloads(content, p);
 }
 
-/* A configuration profile (XML or binary plist) into p. */
-static plist_t parse_profile(const uint8_t *data, size_t len, sim_profile_t *p)
+/* A configuration profile (XML or binary plist) into p, and what it does to FileVault into
+ * fv (sim_fv_prepare). */
+static plist_t parse_profile(const sim_mac_t *m, const uint8_t *data, size_t len,
+                             sim_profile_t *p, struct sim_filevault *fv)
 {
     plist_t top = NULL;
     if (len && len <= UINT32_MAX)
@@ -404,6 +388,8 @@ static plist_t parse_profile(const uint8_t *data, size_t len, sim_profile_t *p)
                              "dictionary.");
     }
     plist_t chain = parse_top(top, p);
+    if (!chain)
+        chain = sim_fv_prepare(m, plist_dict_get_item(top, "PayloadContent"), fv);
     plist_free(top);
     return chain;
 }
@@ -426,11 +412,12 @@ static plist_t hook_chain(const sim_profile_t *p)
 static plist_t install(sim_mac_t *m, const uint8_t *data, size_t len, bool managed)
 {
     sim_profile_t p = {.managed = managed};
+    struct sim_filevault fv = {0};
     mdm_buf_t content;
     mdm_buf_init(&content, 0);
     plist_t chain = open_profile(m, data, len, &content, &p.is_signed);
     if (!chain)
-        chain = parse_profile(mdm_buf_head(&content), content.len, &p);
+        chain = parse_profile(m, mdm_buf_head(&content), content.len, &p, &fv);
     if (!chain && m->fail_install_identifier &&
         strcmp(m->fail_install_identifier, p.identifier) == 0)
         chain = hook_chain(&p);
@@ -446,6 +433,9 @@ static plist_t install(sim_mac_t *m, const uint8_t *data, size_t len, bool manag
     }
     if (chain)
         profile_dispose(&p);
+    else
+        sim_fv_commit(m, &fv);
+    sim_fv_dispose(&fv);
     mdm_buf_dispose(&content);
     return chain;
 }
@@ -454,11 +444,11 @@ enum sim_status sim_install_profile(sim_mac_t *m, plist_t command, plist_t resp)
 {
     plist_t payload = command ? plist_dict_get_item(command, "Payload") : NULL;
     if (!payload || plist_get_node_type(payload) != PLIST_DATA)
-        return format_error(resp, "Payload");
+        return sim_format_error(resp, "Payload");
     uint64_t len = 0;
     const char *data = plist_get_data_ptr(payload, &len);
     plist_t chain = install(m, (const uint8_t *)data, (size_t)len, true);
-    return chain ? fail(resp, chain, SIM_ERROR) : SIM_ACKNOWLEDGED;
+    return chain ? sim_fail(resp, chain, SIM_ERROR) : SIM_ACKNOWLEDGED;
 }
 
 int sim_mac_install_profile_locally(sim_mac_t *m, const void *profile, size_t len)
@@ -492,27 +482,41 @@ static void stable_uuid(const sim_mac_t *m, unsigned salt, char out[37])
              h[11], h[12], h[13], h[14], h[15]);
 }
 
+/* The enrollment profile is removed: what MDM installed goes with it (managed apps stay, no
+ * longer managed) and the Mac stops talking MDM. */
+static void unenroll(sim_mac_t *m)
+{
+    for (size_t i = sim_mac_profile_count(m); i-- > 0;)
+        if (m->state->profiles[i].managed)
+            drop_profile(m, &m->state->profiles[i]);
+    sim_app_t apps[SIM_APPS_MAX];
+    size_t n;
+    const sim_app_t *have = apps_of(m, &n);
+    memcpy(apps, have, n * sizeof(*apps));
+    for (size_t i = 0; i < n; i++)
+        apps[i].managed = false;
+    (void)sim_mac_set_apps(m, apps, n);
+    m->unenrolled = true;
+}
+
 enum sim_status sim_remove_profile(sim_mac_t *m, const char *identifier, plist_t resp)
 {
     char enroll[160];
     enrollment_id(m, enroll, sizeof(enroll));
     if (!identifier[0])
-        return format_error(resp, "Identifier");
-    if (strcmp(identifier, enroll) == 0)
-        return fail(resp,
-                    sim_chain_new(4003, "MCInstallationErrorDomain",
-                                  "The profile “%s” is the MDM enrollment profile and cannot be "
-                                  "removed by the MDM server.",
-                                  identifier),
-                    SIM_ERROR);
+        return sim_format_error(resp, "Identifier");
+    if (strcmp(identifier, enroll) == 0) {
+        unenroll(m);
+        return SIM_ACKNOWLEDGED;
+    }
     sim_profile_t *p = find_profile(m, identifier);
     if (!p)
-        return fail(resp,
+        return sim_fail(resp,
                     sim_chain_new(1001, "MCProfileErrorDomain",
                                   "The profile “%s” is not installed.", identifier),
                     SIM_ERROR);
     if (!p->managed) /* unsupervised: MDM removes only what it installed */
-        return fail(resp,
+        return sim_fail(resp,
                     sim_chain_new(4004, "MCInstallationErrorDomain",
                                   "The profile “%s” was not installed by the MDM server and "
                                   "cannot be removed by it.",
@@ -582,7 +586,7 @@ static plist_t enrollment_item(const sim_mac_t *m)
 plist_t sim_profile_list(const sim_mac_t *m, bool managed_only)
 {
     plist_t a = plist_new_array();
-    if (!managed_only)
+    if (!managed_only && !m->unenrolled && !m->erased)
         plist_array_append_item(a, enrollment_item(m));
     for (size_t i = 0; m->state && i < m->state->n_profiles; i++)
         if (m->state->profiles[i].managed || !managed_only)
@@ -637,15 +641,15 @@ plist_t sim_app_list(const sim_mac_t *m, plist_t identifiers, bool managed_only)
 enum sim_status sim_remove_application(sim_mac_t *m, const char *identifier, plist_t resp)
 {
     if (!identifier[0])
-        return format_error(resp, "Identifier");
+        return sim_format_error(resp, "Identifier");
     const sim_app_t *a = sim_mac_find_app(m, identifier);
     if (!a)
-        return fail(resp,
+        return sim_fail(resp,
                     sim_chain_new(12028, "MCMDMErrorDomain", "The app “%s” is not installed.",
                                   identifier),
                     SIM_ERROR);
     if (!a->managed)
-        return fail(resp,
+        return sim_fail(resp,
                     sim_chain_new(12029, "MCMDMErrorDomain", "The app “%s” is not managed.",
                                   identifier),
                     SIM_ERROR);
@@ -657,7 +661,7 @@ enum sim_status sim_remove_application(sim_mac_t *m, const char *identifier, pli
         if (&apps[i] != a)
             keep[k++] = apps[i];
     if (sim_mac_set_apps(m, keep, k) != 0)
-        return fail(resp, sim_chain_new(12000, "MCMDMErrorDomain", "Out of memory."),
+        return sim_fail(resp, sim_chain_new(12000, "MCMDMErrorDomain", "Out of memory."),
                     SIM_ERROR);
     return SIM_ACKNOWLEDGED;
 }
@@ -692,7 +696,7 @@ enum sim_status sim_apply_settings(sim_mac_t *m, plist_t command, plist_t resp)
 {
     plist_t items = command ? plist_dict_get_item(command, "Settings") : NULL;
     if (!items || plist_get_node_type(items) != PLIST_ARRAY)
-        return format_error(resp, "Settings");
+        return sim_format_error(resp, "Settings");
     /* One result per item, in order: the command is acknowledged, items may fail. */
     plist_t results = plist_new_array();
     uint32_t n = plist_array_get_size(items);
@@ -828,7 +832,7 @@ static const struct os_release *find_release(const sim_mac_t *m, const char *key
 static void remember_update(sim_mac_t *m, const char *key, const char *action,
                             const char *status)
 {
-    struct sim_state *st = state_of(m);
+    struct sim_state *st = sim_state_of(m);
     if (!st)
         return;
     size_t i = 0;
@@ -875,7 +879,7 @@ enum sim_status sim_schedule_os_update(sim_mac_t *m, plist_t command, plist_t re
 {
     plist_t updates = command ? plist_dict_get_item(command, "Updates") : NULL;
     if (updates && plist_get_node_type(updates) != PLIST_ARRAY)
-        return format_error(resp, "Updates");
+        return sim_format_error(resp, "Updates");
     plist_t results = plist_new_array();
     if (!updates) { /* no list: the default behaviour for every offered update */
         for (size_t i = 0; i < N_RELEASES; i++)

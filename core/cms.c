@@ -1,6 +1,6 @@
 /*
- * CMS SignedData (detached or encapsulating its content), trust anchors and base64 on
- * wolfSSL/wolfCrypt.
+ * CMS SignedData (detached or encapsulating its content), EnvelopedData, trust anchors and
+ * base64 on wolfSSL/wolfCrypt.
  *
  * Design:
  * - Verification hands the detached content to wc_PKCS7_VerifySignedData through
@@ -24,6 +24,16 @@
  *   wolfSSL means "signed by this anchor"; the dates themselves are then judged at the
  *   caller's now. CertManagers lock their CA table internally, so one loaded set serves many
  *   threads.
+ * - EnvelopedData (RSA key transport, AES-256-CBC) through wc_PKCS7_{En,De}codeEnvelopedData.
+ *   wolfCrypt 5.5 quirks:
+ *   - wc_PKCS7_EncodeEnvelopedData adds the InitWithCert certificate as a KTRI recipient by
+ *     itself; adding it with wc_PKCS7_AddRecipient_KTRI as well makes two RecipientInfos;
+ *   - the decoder does not match recipients: it decrypts whichever it meets with our key
+ *     (RSA errors for someone else's), and fails on any EnvelopedData with more than one
+ *     RecipientInfo. So we look for our issuer and serial (or key identifier) ourselves;
+ *   - the CBC pad length is taken from the last byte unchecked: a changed ciphertext may come
+ *     back shorter instead of failing. EnvelopedData has no integrity of its own anyway;
+ *     whoever needs it gets it from a signature or the channel.
  * - Base64 is strict (one canonical text per byte string) so that a signature header has
  *   exactly one accepted spelling.
  *
@@ -542,9 +552,10 @@ static int map_envelope_error(int r)
     case PKCS7_RECIP_E: /* no RecipientInfo for our certificate */
     case PKCS7_OID_E:   /* another content type, e.g. a SignedData */
         return -EBADMSG;
-    case BAD_PADDING_E: /* RSA block or CBC padding: wrong key or changed ciphertext */
+    case RSA_BUFFER_E: /* what 5.5 reports for a bad RSA block: a changed wrapped key */
+    case RSA_OUT_OF_RANGE_E:
+    case BAD_PADDING_E:
     case RSA_PAD_E:
-    case RSA_BUFFER_E:
     case WC_KEY_SIZE_E:
     case ALGO_ID_E: /* an algorithm wolfCrypt does not have */
         return MDM_ECRYPTO;
@@ -553,6 +564,47 @@ static int map_envelope_error(int r)
     default: /* ASN parse errors, WC_PKCS7_WANT_READ_E for truncated input, ... */
         return -EBADMSG;
     }
+}
+
+/* True when the serial INTEGER at p (at most n bytes) holds the serial wolfCrypt took from the
+ * certificate (its bytes without tag and length; DER may add one leading zero byte). */
+static bool serial_at(const uint8_t *p, size_t n, const uint8_t *sn, size_t sn_len)
+{
+    if (n < 2 || p[0] != 0x02 || p[1] > n - 2 || p[1] > 0x7f)
+        return false;
+    const uint8_t *v = p + 2;
+    size_t v_len = p[1];
+    if (v_len == sn_len + 1 && v[0] == 0) {
+        v++;
+        v_len--;
+    }
+    return v_len == sn_len && memcmp(v, sn, sn_len) == 0;
+}
+
+/*
+ * True when der names p7's certificate as a recipient: its issuer Name followed by its serial
+ * (IssuerAndSerialNumber), or its subject key identifier ([0] IMPLICIT OCTET STRING). A byte
+ * search, not a parse: wolfCrypt 5.5 decrypts whatever recipient it meets, so this check is
+ * what tells "not for us" from a damaged key. A false match only lets wolfCrypt fail later.
+ */
+static bool names_recipient(const PKCS7 *p7, const uint8_t *der, size_t len)
+{
+    uint8_t skid[2 + KEYID_SIZE] = {0x80, KEYID_SIZE};
+    memcpy(skid + 2, p7->issuerSubjKeyId, KEYID_SIZE);
+    if (memmem(der, len, skid, sizeof(skid)))
+        return true;
+    if (!p7->issuer || p7->issuerSz == 0)
+        return false;
+    const uint8_t *end = der + len;
+    for (const uint8_t *p = der; p < end; p++) {
+        p = memmem(p, (size_t)(end - p), p7->issuer, p7->issuerSz);
+        if (!p)
+            return false;
+        const uint8_t *after = p + p7->issuerSz;
+        if (serial_at(after, (size_t)(end - after), p7->issuerSn, p7->issuerSnSz))
+            return true;
+    }
+    return false;
 }
 
 int mdm_cms_envelope(const uint8_t *cert_der, size_t cert_len, const void *data, size_t len,
@@ -590,14 +642,8 @@ int mdm_cms_envelope(const uint8_t *cert_der, size_t cert_len, const void *data,
     p7->content = (byte *)(uintptr_t)data; /* read only */
     p7->contentSz = (word32)len;
     p7->contentOID = DATA;
-    /* Before the recipient: adding the first one draws a content key of this cipher's size. */
     p7->encryptOID = AES256CBCb;
-    int r = wc_PKCS7_AddRecipient_KTRI(p7, cert, (word32)cert_len, CMS_ISSUER_AND_SERIAL_NUMBER);
-    if (r < 0) {
-        mdm_debug(LOG_MOD, "wc_PKCS7_AddRecipient_KTRI: %d", r);
-        ret = r == MEMORY_E ? -ENOMEM : MDM_ECERT;
-        goto out;
-    }
+    /* The recipient is the InitWithCert certificate: wolfCrypt adds its KTRI by itself. */
     int n = wc_PKCS7_EncodeEnvelopedData(p7, env, (word32)cap);
     if (n <= 0) {
         mdm_debug(LOG_MOD, "wc_PKCS7_EncodeEnvelopedData: %d", n);
@@ -615,6 +661,22 @@ out:
     return ret;
 }
 
+/* The RSA private key (DER, wiped by the caller) and the certificate it belongs to. */
+static int load_recipient(const char *key_path, const char *cert_path, uint8_t **key,
+                          size_t *key_len, uint8_t **cert, size_t *cert_len)
+{
+    int key_oid = 0;
+    int ret = read_key_der(key_path, key, key_len, &key_oid);
+    if (ret != 0)
+        return ret;
+    if (key_oid != RSAk)
+        return MDM_ECRYPTO;
+    if ((ret = mdm_x509_read_cert_der(cert_path, cert, cert_len)) != 0)
+        return ret;
+    /* A key that is not the certificate's would fail RSA unpadding only most of the time. */
+    return mdm_x509_key_matches(*cert, *cert_len, *key, *key_len);
+}
+
 int mdm_cms_open_envelope(const char *key_pem_path, const char *cert_pem_path,
                           const uint8_t *der, size_t len, mdm_buf_t *plain_out)
 {
@@ -625,21 +687,11 @@ int mdm_cms_open_envelope(const char *key_pem_path, const char *cert_pem_path,
         return MDM_ETOOBIG;
     uint8_t *key = NULL, *cert = NULL, *plain = NULL;
     size_t key_len = 0, cert_len = 0;
-    int key_oid = 0;
     PKCS7 *p7 = NULL;
     WC_RNG rng;
     bool rng_ok = false;
-    int ret = read_key_der(key_pem_path, &key, &key_len, &key_oid);
+    int ret = load_recipient(key_pem_path, cert_pem_path, &key, &key_len, &cert, &cert_len);
     if (ret != 0)
-        goto out;
-    if (key_oid != RSAk) {
-        ret = MDM_ECRYPTO;
-        goto out;
-    }
-    if ((ret = mdm_x509_read_cert_der(cert_pem_path, &cert, &cert_len)) != 0)
-        goto out;
-    /* A key that is not the certificate's would fail RSA unpadding only most of the time. */
-    if ((ret = mdm_x509_key_matches(cert, cert_len, key, key_len)) != 0)
         goto out;
     /* The plaintext is shorter than the EnvelopedData around it. */
     if (!(plain = malloc(len))) {
@@ -657,6 +709,10 @@ int mdm_cms_open_envelope(const char *key_pem_path, const char *cert_pem_path,
     }
     if (wc_PKCS7_InitWithCert(p7, cert, (word32)cert_len) != 0) {
         ret = MDM_ECERT;
+        goto out;
+    }
+    if (!names_recipient(p7, der, len)) {
+        ret = -EBADMSG;
         goto out;
     }
     p7->rng = &rng;

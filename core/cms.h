@@ -136,10 +136,14 @@ MDM_MUST_CHECK int mdm_cms_envelope(const uint8_t *cert_der, size_t cert_len, co
 
 /**
  * Decrypts a CMS EnvelopedData (der, len) with the RSA private key in key_pem_path (PEM or DER)
- * whose certificate is cert_pem_path (the recipient must be that certificate) and appends the
- * content to plain_out. Returns 0; -EBADMSG (not an EnvelopedData, or not for this recipient);
- * MDM_ECRYPTO (the key cannot be loaded, decryption fails); MDM_ECERT; MDM_ETOOBIG; -ENOMEM;
- * -errno from reading the files. Blocks on the file reads.
+ * whose certificate is cert_pem_path (the recipient must be that certificate, named by issuer
+ * and serial or by subject key identifier) and appends the content to plain_out. wolfCrypt 5.5
+ * opens only an EnvelopedData with a single RecipientInfo: one with several fails (-EBADMSG or
+ * MDM_ECRYPTO). EnvelopedData has no integrity protection: a changed ciphertext may decrypt
+ * to other bytes. Returns 0; -EBADMSG (not an EnvelopedData, or not for this recipient);
+ * MDM_ECRYPTO (the key cannot be loaded or is not RSA, decryption fails); MDM_ECERT (the
+ * certificate cannot be read, or the key is not its key); MDM_ETOOBIG; -ENOMEM; -errno from
+ * reading the files. Blocks on the file reads.
  */
 MDM_MUST_CHECK int mdm_cms_open_envelope(const char *key_pem_path, const char *cert_pem_path,
                                          const uint8_t *der, size_t len, mdm_buf_t *plain_out);

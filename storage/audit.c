@@ -3,7 +3,8 @@
  *
  * Writers encode into a small stack buffer (an event is at most ~600 bytes) and append one put
  * to the caller's batch. Readers iterate MDM_CF_AUDIT from the first key at or after since_ms
- * (or after a given id) and decode strictly. Threads: put on any thread that owns the batch;
+ * (or after a given id), decode strictly, and hand over the events that pass the query's
+ * filter, within its limit and scan bound. Threads: put on any thread that owns the batch;
  * list where synchronous reads are allowed (storage workers, tools, tests).
  */
 #include "storage/audit.h"
@@ -133,9 +134,32 @@ int mdm_audit_decode(const void *val, size_t vlen, mdm_audit_event_t *ev)
     return 0;
 }
 
+static bool str_matches(const char *want, const char *have)
+{
+    return !want || !want[0] || strcmp(want, have) == 0;
+}
+
+static bool action_matches(const char *want, const char *have)
+{
+    size_t n = want ? strlen(want) : 0;
+    if (n && want[n - 1] == '.')
+        return strncmp(want, have, n) == 0;
+    return str_matches(want, have);
+}
+
+bool mdm_audit_matches(const mdm_audit_filter_t *f, const mdm_audit_event_t *ev)
+{
+    if (f->status == MDM_AUDIT_STATUS_ERROR ? ev->status < 400
+                                            : f->status > 0 && ev->status != f->status)
+        return false;
+    return action_matches(f->action, ev->action) && str_matches(f->target, ev->target) &&
+           str_matches(f->who, ev->who);
+}
+
 struct list_ctx {
-    uint64_t since_ms;
-    unsigned limit, seen;
+    mdm_audit_query_t *q;
+    unsigned matched;
+    bool bounded; /* stopped by limit or max_scan (not by cb) */
     int (*cb)(void *arg, const mdm_audit_event_t *ev);
     void *arg;
 };
@@ -143,6 +167,7 @@ struct list_ctx {
 static int on_record(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
 {
     struct list_ctx *lc = arg;
+    mdm_audit_query_t *q = lc->q;
     mdm_audit_event_t ev;
     memset(&ev, 0, sizeof(ev));
     if (klen != AUDIT_KEY_LEN || mdm_audit_decode(val, vlen, &ev) != 0) {
@@ -150,37 +175,50 @@ static int on_record(void *arg, const void *key, size_t klen, const void *val, s
                   vlen);
         return -EBADMSG;
     }
-    ev.at_ms = get_be64(key);
-    if (ev.at_ms < lc->since_ms)
-        return 0;
+    q->scanned++;
     key_to_id(key, ev.id);
-    int ret = lc->cb(lc->arg, &ev);
-    if (ret != 0)
-        return ret;
-    if (lc->limit && ++lc->seen >= lc->limit)
-        return 1; /* stop; mapped to 0 below */
+    ev.at_ms = get_be64(key);
+    int ret = 0;
+    if (ev.at_ms >= q->since_ms && mdm_audit_matches(&q->filter, &ev)) {
+        ret = lc->cb(lc->arg, &ev);
+        if (ret == 0 && q->limit && ++lc->matched >= q->limit)
+            lc->bounded = true;
+    }
+    if (ret == 0 && q->max_scan && q->scanned >= q->max_scan)
+        lc->bounded = true;
+    if (ret != 0 || lc->bounded) {
+        memcpy(q->next_after, ev.id, sizeof(q->next_after));
+        return ret ? ret : 1; /* 1 from a bound is mapped to 0 below */
+    }
     return 0;
+}
+
+int mdm_store_query_audit(mdm_store_t *s, mdm_audit_query_t *q,
+                          int (*cb)(void *arg, const mdm_audit_event_t *ev), void *arg)
+{
+    uint8_t after[AUDIT_KEY_LEN];
+    size_t alen = 0;
+    q->scanned = 0;
+    q->next_after[0] = '\0';
+    if (q->after_id && q->after_id[0]) {
+        if (id_to_key(q->after_id, after) != 0)
+            return -EINVAL;
+        alen = AUDIT_KEY_LEN;
+    } else if (q->since_ms > 0) {
+        /* Every 16-byte key starting with be64(since_ms) sorts after these 8 bytes. */
+        put_be64(after, q->since_ms);
+        alen = 8;
+    }
+    struct list_ctx lc = {.q = q, .cb = cb, .arg = arg};
+    int ret = mdm_store_iter_after(s, MDM_CF_AUDIT, NULL, 0, alen ? after : NULL, alen,
+                                   on_record, &lc);
+    return ret == 1 && lc.bounded ? 0 : ret;
 }
 
 int mdm_store_list_audit(mdm_store_t *s, uint64_t since_ms, const char *after_id,
                          unsigned limit, int (*cb)(void *arg, const mdm_audit_event_t *ev),
                          void *arg)
 {
-    uint8_t after[AUDIT_KEY_LEN];
-    size_t alen = 0;
-    if (after_id && after_id[0]) {
-        if (id_to_key(after_id, after) != 0)
-            return -EINVAL;
-        alen = AUDIT_KEY_LEN;
-    } else if (since_ms > 0) {
-        /* Every 16-byte key starting with be64(since_ms) sorts after these 8 bytes. */
-        put_be64(after, since_ms);
-        alen = 8;
-    }
-    struct list_ctx lc = {.since_ms = since_ms, .limit = limit, .cb = cb, .arg = arg};
-    int ret = mdm_store_iter_after(s, MDM_CF_AUDIT, NULL, 0, alen ? after : NULL, alen,
-                                   on_record, &lc);
-    if (ret == 1 && lc.limit && lc.seen >= lc.limit)
-        ret = 0;
-    return ret;
+    mdm_audit_query_t q = {.since_ms = since_ms, .after_id = after_id, .limit = limit};
+    return mdm_store_query_audit(s, &q, cb, arg);
 }

@@ -14,6 +14,7 @@
 #ifndef MDM_STORAGE_AUDIT_H
 #define MDM_STORAGE_AUDIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "storage/store.h"
@@ -49,6 +50,41 @@ MDM_MUST_CHECK int mdm_store_list_audit(mdm_store_t *s, uint64_t since_ms, const
                                         unsigned limit,
                                         int (*cb)(void *arg, const mdm_audit_event_t *ev),
                                         void *arg);
+
+#define MDM_AUDIT_STATUS_ERROR (-1) /* mdm_audit_filter_t.status: every status >= 400 */
+
+/* Which events a query hands over; all zero = every event. Strings: NULL or "" = any. */
+typedef struct mdm_audit_filter {
+    const char *action; /* exact; ending in '.' ("device."): every action it starts */
+    const char *target; /* exact */
+    const char *who;    /* exact */
+    int status;         /* 0 any, MDM_AUDIT_STATUS_ERROR, or one exact status */
+} mdm_audit_filter_t;
+
+/** True when ev passes every condition of f. */
+bool mdm_audit_matches(const mdm_audit_filter_t *f, const mdm_audit_event_t *ev);
+
+typedef struct mdm_audit_query {
+    uint64_t since_ms;         /* events at or after this time */
+    const char *after_id;      /* NULL or "": from the start (or since_ms) */
+    mdm_audit_filter_t filter;
+    unsigned limit;            /* matching events handed over at most; 0 = no limit */
+    unsigned max_scan;         /* records read at most; 0 = no bound */
+    /* out */
+    unsigned scanned;                      /* records read */
+    char next_after[MDM_AUDIT_ID_LEN + 1]; /* id of the last record read when the listing
+                                            * stopped early (limit, max_scan or cb), else "" */
+} mdm_audit_query_t;
+
+/**
+ * Like mdm_store_list_audit, with q's filter and bounds: cb gets (in time order) the events
+ * that match, at most q->limit of them, after reading at most q->max_scan records. Resuming
+ * with after_id = q->next_after continues exactly where this listing stopped. Returns the
+ * codes of mdm_store_list_audit.
+ */
+MDM_MUST_CHECK int mdm_store_query_audit(mdm_store_t *s, mdm_audit_query_t *q,
+                                         int (*cb)(void *arg, const mdm_audit_event_t *ev),
+                                         void *arg);
 
 /** Encodes ev (without its key) into out; for tests. Returns 0 or the codes of mdm_buf. */
 MDM_MUST_CHECK int mdm_audit_encode(const mdm_audit_event_t *ev, mdm_buf_t *out);

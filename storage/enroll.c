@@ -586,6 +586,7 @@ void mdm_store_delete_signon_failures(mdm_batch_t *b, enum mdm_signon_kind kind,
 /* ---- identity certificate index ------------------------------------------------------------ */
 
 #define CERT_PREFIX "ec/"
+#define REVOKED_PREFIX "rc/"
 
 static bool cert_hex_ok(const char *hex)
 {
@@ -597,12 +598,17 @@ static bool cert_hex_ok(const char *hex)
     return true;
 }
 
+static void prefixed_cert_key(struct key *k, const char *prefix, const char *hex)
+{
+    k->n = strlen(prefix) + MDM_SHA256_HEX_LEN;
+    memcpy(k->b, prefix, strlen(prefix));
+    memcpy(k->b + strlen(prefix), hex, MDM_SHA256_HEX_LEN);
+}
+
 static void cert_key(struct key *k, const char *hex)
 {
-    k->n = strlen(CERT_PREFIX) + MDM_SHA256_HEX_LEN;
     static_assert(sizeof(CERT_PREFIX) - 1 + MDM_SHA256_HEX_LEN <= KEY_MAX, "fits");
-    memcpy(k->b, CERT_PREFIX, strlen(CERT_PREFIX));
-    memcpy(k->b + strlen(CERT_PREFIX), hex, MDM_SHA256_HEX_LEN);
+    prefixed_cert_key(k, CERT_PREFIX, hex);
 }
 
 static void enc_cert(struct mdm_wr *w, const void *rec)
@@ -652,6 +658,52 @@ int mdm_store_get_enrollment_cert(mdm_store_t *s, const char *cert_sha256_hex,
     int ret = mdm_store_get_view(s, MDM_CF_ENROLL, k.b, k.n, on_cert_view, enrollment_id);
     if (ret != 0)
         enrollment_id[0] = 0;
+    return ret;
+}
+
+/* ---- revoked identity certificates ----------------------------------------------------------- */
+
+static void enc_revoked(struct mdm_wr *w, const void *rec)
+{
+    const mdm_revoked_cert_t *rc = rec;
+    mdm_wr_u8(w, FORMAT_1);
+    MDM_WR_STR(w, rc->udid);
+    mdm_wr_be(w, rc->revoked_ms, 8);
+}
+
+void mdm_store_put_revoked_cert(mdm_batch_t *b, const char *cert_sha256_hex,
+                                const mdm_revoked_cert_t *rc)
+{
+    assert(b && rc && cert_hex_ok(cert_sha256_hex));
+    static_assert(sizeof(REVOKED_PREFIX) - 1 + MDM_SHA256_HEX_LEN <= KEY_MAX, "fits");
+    struct key k;
+    prefixed_cert_key(&k, REVOKED_PREFIX, cert_sha256_hex);
+    mdm_put_encoded(b, MDM_CF_ENROLL, k.b, k.n, enc_revoked, rc);
+}
+
+static int on_revoked_view(void *arg, const void *val, size_t vlen)
+{
+    mdm_revoked_cert_t *rc = arg;
+    struct mdm_rd r = mdm_rd_start(rc, sizeof(*rc), val, vlen);
+    if (mdm_rd_format(&r, FORMAT_1) == FORMAT_1) {
+        MDM_RD_STR(&r, rc->udid);
+        rc->revoked_ms = mdm_rd_be(&r, 8);
+    }
+    return mdm_rd_finish(&r, rc, sizeof(*rc));
+}
+
+int mdm_store_get_revoked_cert(mdm_store_t *s, const char *cert_sha256_hex,
+                               mdm_revoked_cert_t *out)
+{
+    assert(s && out);
+    memset(out, 0, sizeof(*out));
+    if (!cert_hex_ok(cert_sha256_hex))
+        return -EINVAL;
+    struct key k;
+    prefixed_cert_key(&k, REVOKED_PREFIX, cert_sha256_hex);
+    int ret = mdm_store_get_view(s, MDM_CF_ENROLL, k.b, k.n, on_revoked_view, out);
+    if (ret != 0)
+        memset(out, 0, sizeof(*out));
     return ret;
 }
 

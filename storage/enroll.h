@@ -15,6 +15,8 @@
  *   "fa/" <source address>             -> mdm_signon_failures_t (per source address)
  *   "ec/" <identity certificate SHA-256, 64 lowercase hex> -> enrollment id (the certificate
  *                                       SCEP issued for that enrollment; found at Authenticate)
+ *   "rc/" <identity certificate SHA-256, 64 lowercase hex> -> mdm_revoked_cert_t (revoked by
+ *                                       an administrator: SCEP renews it no more)
  * No prefix is a prefix of another, so each kind is one contiguous, separately listable range.
  *
  * Identifiers:
@@ -129,6 +131,12 @@ typedef struct mdm_signon_failures {
     uint64_t locked_until_ms;                     /* 0 = not locked */
 } mdm_signon_failures_t;
 
+/** An identity certificate an administrator revoked (security action Revoke). */
+typedef struct mdm_revoked_cert {
+    char udid[MDM_UDID_MAX + 1]; /* the Mac it identified */
+    uint64_t revoked_ms;
+} mdm_revoked_cert_t;
+
 /** True for a local user name: 1..63 bytes of [A-Za-z0-9._@-]. NULL is false. */
 bool mdm_user_name_valid(const char *name);
 /** True for a user name in an invitation or enrollment: 1..63 bytes, no byte < 0x20 or 0x7f. */
@@ -198,6 +206,12 @@ MDM_MUST_CHECK int mdm_store_get_signon_failures(mdm_store_t *s, enum mdm_signon
                                                  mdm_signon_failures_t *out);
 /** The enrollment whose SCEP issuance produced the certificate with this SHA-256 (64 lowercase
  * hex digits; -EINVAL otherwise) into enrollment_id ("" unless 0). */
+/** Marks a certificate revoked (key: its hex SHA-256). */
+void mdm_store_put_revoked_cert(mdm_batch_t *b, const char *cert_sha256_hex,
+                                const mdm_revoked_cert_t *rc);
+/** 0 (revoked: *out set), MDM_ENOTFOUND, -EINVAL, MDM_ESTORE, -EBADMSG. */
+MDM_MUST_CHECK int mdm_store_get_revoked_cert(mdm_store_t *s, const char *cert_sha256_hex,
+                                              mdm_revoked_cert_t *out);
 MDM_MUST_CHECK int mdm_store_get_enrollment_cert(mdm_store_t *s, const char *cert_sha256_hex,
                                                  char enrollment_id[MDM_ENROLL_ID_LEN + 1]);
 

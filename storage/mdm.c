@@ -51,8 +51,9 @@
 #define DEV_FLAG_AWAITING_CONFIGURATION 0x02u
 #define DEV_FLAG_ADE 0x04u
 #define DEV_FLAG_POLICIES_SUSPENDED 0x08u
+#define DEV_FLAG_FV_ESCROWED 0x10u
 #define DEV_FLAGS_KNOWN (DEV_FLAG_PUSH_TOKEN_INVALID | DEV_FLAG_AWAITING_CONFIGURATION | \
-                         DEV_FLAG_ADE | DEV_FLAG_POLICIES_SUSPENDED)
+                         DEV_FLAG_ADE | DEV_FLAG_POLICIES_SUSPENDED | DEV_FLAG_FV_ESCROWED)
 #define FORMAT_3 3
 
 /* Longest key: the queue's. */
@@ -253,7 +254,8 @@ static void enc_device(struct mdm_wr *w, const void *rec)
     mdm_wr_u8(w, (d->push_token_invalid ? DEV_FLAG_PUSH_TOKEN_INVALID : 0) |
                  (d->awaiting_configuration ? DEV_FLAG_AWAITING_CONFIGURATION : 0) |
                  (d->ade ? DEV_FLAG_ADE : 0) |
-                 (d->policies_suspended ? DEV_FLAG_POLICIES_SUSPENDED : 0));
+                 (d->policies_suspended ? DEV_FLAG_POLICIES_SUSPENDED : 0) |
+                 (d->fv_key_escrowed ? DEV_FLAG_FV_ESCROWED : 0));
     MDM_WR_STR(w, d->serial);
     MDM_WR_STR(w, d->model);
     MDM_WR_STR(w, d->model_name);
@@ -300,6 +302,7 @@ static int dec_device(const void *key, size_t klen, const void *val, size_t vlen
         d->awaiting_configuration = flags & DEV_FLAG_AWAITING_CONFIGURATION;
         d->ade = flags & DEV_FLAG_ADE;
         d->policies_suspended = flags & DEV_FLAG_POLICIES_SUSPENDED;
+        d->fv_key_escrowed = flags & DEV_FLAG_FV_ESCROWED;
         MDM_RD_STR(&r, d->serial);
         MDM_RD_STR(&r, d->model);
         MDM_RD_STR(&r, d->model_name);

@@ -70,6 +70,7 @@ typedef struct mdm_device {
     /* security (format 3) */
     bool ade;                /* enrolled through Automated Device Enrollment (bootstrap token) */
     bool policies_suspended; /* selective wipe: mdmd's profiles removed, no policy delivered */
+    bool fv_key_escrowed;    /* a FileVault personal recovery key is held (secret "fv_prk") */
     uint64_t revoked_ms;     /* revocation asked (0 = never); state REVOKED once done */
     char revoked_cert[65];   /* SHA-256 of the identity certificate revoked then */
 } mdm_device_t;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "bench/sim.h"
@@ -488,6 +489,259 @@ static void test_device_lifecycle(void)
     sim_mac_dispose(&mac);
 }
 
+/* A raw GET on the admin listener: status, Content-Type, X-Next-After ("" when absent) and
+ * the body (NUL-terminated, the caller's to free). */
+struct raw_answer {
+    int status;
+    char ctype[64], next[64];
+    char *body;
+    size_t body_len;
+};
+
+/* The value of header name in head (up to the blank line) into out; "" when absent. */
+static void head_value(const char *head, size_t head_len, const char *name, char *out,
+                       size_t outlen)
+{
+    out[0] = '\0';
+    size_t nlen = strlen(name);
+    const char *end = head + head_len;
+    for (const char *p = head; p && p < end; p = memchr(p, '\n', (size_t)(end - p))) {
+        if (*p == '\n')
+            p++;
+        if ((size_t)(end - p) > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1 + strspn(p + nlen + 1, " ");
+            snprintf(out, outlen, "%.*s", (int)strcspn(v, "\r\n"), v);
+            return;
+        }
+    }
+}
+
+static int raw_get(const char *path, const char *accept, struct raw_answer *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->status = -1;
+    hclient_t c;
+    mdm_buf_t req, resp;
+    mdm_buf_init(&req, 0);
+    mdm_buf_init(&resp, 0);
+    int ret = mdm_buf_printf(&req, "GET %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                                   "%s\r\nAccept: %s\r\nConnection: close\r\n\r\n",
+                             path, api_key, accept ? accept : "*/*");
+    const char *body;
+    if (ret == 0) {
+        if (hclient_connect(&c, srv.admin_port, instance_ca(dir), NULL, NULL, NULL) == 0 &&
+            hclient_send(&c, mdm_buf_head(&req), req.len) == 0)
+            a->status = hclient_read_response(&c, &resp, 60000);
+        hclient_close(&c);
+    }
+    if (a->status > 0 && mdm_https_response_body(&resp, &body, &a->body_len) == 0) {
+        const char *head = (const char *)mdm_buf_head(&resp);
+        size_t head_len = (size_t)(body - head);
+        head_value(head, head_len, "Content-Type", a->ctype, sizeof(a->ctype));
+        head_value(head, head_len, "X-Next-After", a->next, sizeof(a->next));
+        a->body = strndup(body, a->body_len);
+    }
+    mdm_buf_dispose(&req);
+    mdm_buf_dispose(&resp);
+    return a->status;
+}
+
+/* Parses a JSON-lines body: every line an event object with the list's fields; appends the
+ * ids to ids (a JSON array). Returns the number of lines, or -1 when one is not an event. */
+static int parse_jsonl(const char *body, json_t *ids)
+{
+    int n = 0;
+    for (const char *p = body; *p;) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            return -1; /* every line ends in a newline */
+        json_error_t je;
+        json_t *o = json_loadb(p, (size_t)(nl - p), 0, &je);
+        bool ok = json_is_object(o) && json_is_integer(json_object_get(o, "at_ms")) &&
+                  json_is_integer(json_object_get(o, "status")) &&
+                  json_is_string(json_object_get(o, "who")) &&
+                  json_is_string(json_object_get(o, "action")) &&
+                  json_is_string(json_object_get(o, "target")) &&
+                  json_is_string(json_object_get(o, "source")) &&
+                  json_is_string(json_object_get(o, "detail")) &&
+                  strlen(jstr(o, "id")) == 32;
+        if (ok)
+            json_array_append_new(ids, json_string(jstr(o, "id")));
+        json_decref(o);
+        if (!ok)
+            return -1;
+        n++;
+        p = nl + 1;
+    }
+    return n;
+}
+
+/* The ids of events (a JSON array of event objects) that pass keep, as a JSON array. */
+static json_t *ids_where(json_t *events, bool (*keep)(json_t *e))
+{
+    json_t *ids = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+        if (!keep || keep(e))
+            json_array_append_new(ids, json_string(jstr(e, "id")));
+    return ids;
+}
+
+static bool is_command(json_t *e) { return strncmp(jstr(e, "action"), "command.", 8) == 0; }
+static bool is_device(json_t *e) { return strncmp(jstr(e, "action"), "device.", 7) == 0; }
+static bool is_nope1(json_t *e) { return strcmp(jstr(e, "target"), "NOPE-1") == 0; }
+static bool is_error(json_t *e) { return json_integer_value(json_object_get(e, "status")) >= 400; }
+
+/* Pages through query (JSON, limit 2, following next_after); the ids seen, as an array. */
+static json_t *page_json(const char *query)
+{
+    json_t *ids = json_array();
+    char after[64] = "";
+    for (int pages = 0; pages < 1000; pages++) {
+        char path[512];
+        snprintf(path, sizeof(path), "/api/v1/audit?limit=2&%s%s%s", query,
+                 after[0] ? "&after=" : "", after);
+        json_t *j = NULL;
+        CHECK_EQ_INT(api("GET", path, api_key, NULL, NULL, &j), 200);
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(j, "events"), i, e)
+            json_array_append_new(ids, json_string(jstr(e, "id")));
+        const char *next = json_string_value(json_object_get(j, "next_after"));
+        snprintf(after, sizeof(after), "%s", next ? next : "");
+        json_decref(j);
+        if (!after[0])
+            break;
+    }
+    return ids;
+}
+
+/* Pages through the JSON-lines export of query (limit 3, following X-Next-After). */
+static json_t *page_jsonl(const char *query, int *pages)
+{
+    json_t *ids = json_array();
+    char after[64] = "";
+    for (*pages = 0; *pages < 1000;) {
+        char path[512];
+        snprintf(path, sizeof(path), "/api/v1/audit?format=jsonl&limit=3%s%s%s%s",
+                 query[0] ? "&" : "", query, after[0] ? "&after=" : "", after);
+        struct raw_answer a;
+        CHECK_EQ_INT(raw_get(path, NULL, &a), 200);
+        CHECK_STR(a.ctype, "application/x-ndjson");
+        (*pages)++;
+        int n = a.body ? parse_jsonl(a.body, ids) : -1;
+        CHECK(n >= 0 && n <= 3);
+        snprintf(after, sizeof(after), "%s", a.next);
+        free(a.body);
+        if (!after[0])
+            break;
+        CHECK_EQ_INT(strlen(after), 32);
+    }
+    return ids;
+}
+
+/* Filters, the JSON-lines export and its paging, against the whole list events. */
+static void test_audit_filters(json_t *events)
+{
+    struct {
+        const char *query;
+        bool (*keep)(json_t *e);
+        size_t at_least;
+        bool none;
+    } cases[] = {
+        {"action=command.", is_command, 3, false}, {"action=device.", is_device, 1, false},
+        {"target=NOPE-1", is_nope1, 1, false},     {"status=error", is_error, 3, false},
+        {"", NULL, 10, false},
+        {"action=command", NULL, 0, true}, /* exact: no such action */
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        json_t *want = cases[c].none ? json_array() : ids_where(events, cases[c].keep);
+        CHECK(json_array_size(want) >= cases[c].at_least);
+        json_t *got = page_json(cases[c].query);
+        CHECK(json_equal(got, want));
+        json_decref(got);
+        int pages = 0;
+        got = page_jsonl(cases[c].query, &pages);
+        CHECK(json_equal(got, want));
+        CHECK_EQ_INT(pages, json_array_size(want) / 3 + 1);
+        json_decref(got);
+        json_decref(want);
+    }
+    /* Filters together; who exact. */
+    char path[256];
+    json_t *j = NULL;
+    snprintf(path, sizeof(path), "/api/v1/audit?limit=1000&action=command.enqueue&status=404&who=%s",
+             jstr(json_array_get(events, 0), "who"));
+    CHECK_EQ_INT(api("GET", path, api_key, NULL, NULL, &j), 200);
+    size_t i;
+    json_t *e;
+    CHECK(json_array_size(json_object_get(j, "events")) >= 1);
+    json_array_foreach(json_object_get(j, "events"), i, e) {
+        CHECK_STR(jstr(e, "action"), "command.enqueue");
+        CHECK_EQ_INT(json_integer_value(json_object_get(e, "status")), 404);
+    }
+    CHECK(json_is_null(json_object_get(j, "next_after")));
+    json_decref(j);
+    CHECK_EQ_INT(api("GET", "/api/v1/audit?who=admin-key:00000000", api_key, NULL, NULL, &j), 200);
+    CHECK_EQ_INT(json_array_size(json_object_get(j, "events")), 0);
+    json_decref(j);
+
+    /* The whole export in one answer, asked for with Accept. */
+    struct raw_answer a;
+    CHECK_EQ_INT(raw_get("/api/v1/audit", "application/x-ndjson", &a), 200);
+    CHECK_STR(a.ctype, "application/x-ndjson");
+    CHECK_STR(a.next, "");
+    json_t *ids = json_array();
+    CHECK_EQ_INT(a.body ? parse_jsonl(a.body, ids) : -1, (int)json_array_size(events));
+    json_t *all = ids_where(events, NULL);
+    CHECK(json_equal(ids, all));
+    json_decref(all);
+    json_decref(ids);
+    free(a.body);
+    /* format=json wins over Accept. */
+    CHECK_EQ_INT(raw_get("/api/v1/audit?format=json&limit=1", "application/x-ndjson", &a), 200);
+    CHECK_STR(a.ctype, "application/json");
+    free(a.body);
+
+    /* Bad parameters. */
+    const char *bad[] = {
+        "/api/v1/audit?status=oops",         "/api/v1/audit?status=42",
+        "/api/v1/audit?format=xml",          "/api/v1/audit?limit=1001",
+        "/api/v1/audit?format=jsonl&limit=100001", "/api/v1/audit?format=jsonl&limit=0",
+        "/api/v1/audit?after=zz",            "/api/v1/audit?after=0000000000000000000000000000000g",
+        "/api/v1/audit?action=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "/api/v1/audit?target=%00",
+    };
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+        CHECK_EQ_INT(api("GET", bad[b], api_key, NULL, NULL, &j), 400);
+        CHECK_STR(jstr(j, "error"), "invalid parameter");
+        json_decref(j);
+    }
+    CHECK_EQ_INT(raw_get("/api/v1/audit?format=jsonl&limit=100000", NULL, &a), 200);
+    free(a.body);
+}
+
+/* mdmd audit with filters: a table, and --jsonl printing the export as is. */
+static void test_audit_cli(void)
+{
+    char out[65536];
+    const char *table[] = {"audit", dir, "--action", "device.", "--status", "200", NULL};
+    CHECK_EQ_INT(cli(table, out, sizeof(out)), 0);
+    CHECK(contains(out, "device.delete"));
+    CHECK(!contains(out, "command.enqueue"));
+    const char *lines[] = {"audit", dir, "--target", "NOPE-1", "--status", "error", "--jsonl",
+                           NULL};
+    CHECK_EQ_INT(cli(lines, out, sizeof(out)), 0);
+    json_t *ids = json_array();
+    CHECK(parse_jsonl(out, ids) >= 1);
+    json_decref(ids);
+    CHECK(contains(out, "\"target\":\"NOPE-1\""));
+    const char *bad[] = {"audit", dir, "--status", "nope", NULL};
+    CHECK_EQ_INT(cli(bad, out, sizeof(out)), 1);
+    CHECK(contains(out, "status"));
+}
+
 static void test_audit(void)
 {
     json_t *j = NULL;
@@ -534,7 +788,9 @@ static void test_audit(void)
     /* GETs are not audited. */
     CHECK_EQ_INT(api("GET", "/api/v1/audit?limit=1000", api_key, NULL, NULL, &j), 200);
     CHECK_EQ_INT(json_array_size(json_object_get(j, "events")), total);
+    test_audit_filters(json_object_get(j, "events"));
     json_decref(j);
+    test_audit_cli();
 }
 
 int main(void)

@@ -4,7 +4,9 @@
  * over a field or past the end, NUL inside a string, and every single-byte corruption ->
  * -EBADMSG or a well-formed event, never a crash or overread: run it under ASan), and the log
  * on a temporary RocksDB directory (ids from the key, time order across batches and within a
- * millisecond, since/limit/after paging, stopping callbacks, bad cursors, undecodable records).
+ * millisecond, since/limit/after paging, stopping callbacks, bad cursors, undecodable records),
+ * and filtered queries (action prefix, exact target and who, status classes, the scan bound and
+ * next_after: paging with any bound visits every matching event once).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -505,11 +507,208 @@ out:
     free(dir);
 }
 
+/* ---- filters and bounded queries ---- */
+
+static mdm_audit_event_t mk_event(const char *who, const char *action, const char *target,
+                                  uint16_t status)
+{
+    mdm_audit_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    snprintf(ev.who, sizeof(ev.who), "%s", who);
+    snprintf(ev.action, sizeof(ev.action), "%s", action);
+    snprintf(ev.target, sizeof(ev.target), "%s", target);
+    ev.status = status;
+    return ev;
+}
+
+static void test_matches(void)
+{
+    mdm_audit_event_t ev = mk_event("admin-key:1", "device.delete", "UDID-1", 404);
+    mdm_audit_filter_t f = {0};
+    CHECK(mdm_audit_matches(&f, &ev));
+    struct {
+        mdm_audit_filter_t f;
+        bool want;
+    } cases[] = {
+        {{.action = "device.delete"}, true},   {{.action = "device."}, true},
+        {{.action = "device"}, false},         {{.action = "device.del"}, false},
+        {{.action = "command."}, false},       {{.action = ""}, true},
+        {{.action = "."}, false},              {{.action = "device.delete."}, false},
+        {{.target = "UDID-1"}, true},          {{.target = "UDID-"}, false},
+        {{.target = "udid-1"}, false},         {{.who = "admin-key:1"}, true},
+        {{.who = "admin-key:"}, false},        {{.status = 404}, true},
+        {{.status = 200}, false},              {{.status = MDM_AUDIT_STATUS_ERROR}, true},
+        {{.action = "device.", .target = "UDID-1", .who = "admin-key:1", .status = 404}, true},
+        {{.action = "device.", .target = "UDID-2"}, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK_EQ_INT(mdm_audit_matches(&cases[i].f, &ev), cases[i].want);
+    mdm_audit_filter_t err = {.status = MDM_AUDIT_STATUS_ERROR};
+    ev.status = 399;
+    CHECK(!mdm_audit_matches(&err, &ev));
+    ev.status = 400;
+    CHECK(mdm_audit_matches(&err, &ev));
+    ev.status = 503;
+    CHECK(mdm_audit_matches(&err, &ev));
+}
+
+#define QN 40 /* events of the query test, 1 ms apart */
+
+/* Event i: action by i % 4, target by i % 5, who by i % 2, status by i % 3. */
+static void put_query_events(mdm_store_t *st)
+{
+    static const char *actions[] = {"device.delete", "device.push", "command.enqueue",
+                                    "devices.x"};
+    static const uint16_t statuses[] = {200, 404, 503};
+    mdm_batch_t *b = mdm_batch_new();
+    for (unsigned i = 0; i < QN; i++) {
+        char target[16], who[16];
+        snprintf(target, sizeof(target), "T%u", i % 5);
+        snprintf(who, sizeof(who), "w%u", i % 2);
+        mdm_audit_event_t ev = mk_event(who, actions[i % 4], target, statuses[i % 3]);
+        ev.at_ms = 1000 + i;
+        snprintf(ev.detail, sizeof(ev.detail), "%u", i);
+        CHECK_EQ_INT(mdm_store_put_audit(b, &ev), 0);
+    }
+    CHECK_EQ_INT(mdm_store_commit(st, b), 0);
+    mdm_batch_free(b);
+}
+
+/* Runs q from after_id until next_after is "", collecting every event handed over. */
+static unsigned page_all(mdm_store_t *st, mdm_audit_query_t q, struct seen *out,
+                         unsigned *pages)
+{
+    char cursor[MDM_AUDIT_ID_LEN + 1] = "";
+    memset(out, 0, sizeof(*out));
+    *pages = 0;
+    for (;;) {
+        q.after_id = cursor;
+        CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, out), 0);
+        (*pages)++;
+        if (q.max_scan)
+            CHECK(q.scanned <= q.max_scan);
+        if (!q.next_after[0] || *pages > 2 * QN)
+            break;
+        snprintf(cursor, sizeof(cursor), "%s", q.next_after);
+    }
+    return out->n;
+}
+
+static void test_query(void)
+{
+    char *dir = strdup(check_tmpdir("audit-query"));
+    mdm_store_t *st = dir ? open_store(dir) : NULL;
+    struct seen *pg = calloc(1, sizeof(*pg));
+    CHECK(st && pg);
+    if (!st || !pg)
+        goto out;
+    put_query_events(st);
+
+    /* Each filter alone, read whole (no bounds). */
+    struct {
+        mdm_audit_filter_t f;
+        unsigned want;
+    } cases[] = {
+        {{0}, QN},
+        {{.action = "device."}, QN / 2},         /* device.delete and device.push */
+        {{.action = "device.push"}, QN / 4},
+        {{.action = "devices."}, QN / 4},        /* not device.* */
+        {{.action = "command"}, 0},              /* exact: no such action */
+        {{.target = "T3"}, QN / 5},
+        {{.who = "w1"}, QN / 2},
+        {{.status = 404}, 13},                   /* i % 3 == 1 below 40 */
+        {{.status = MDM_AUDIT_STATUS_ERROR}, 26}, /* 404 and 503 */
+        {{.action = "device.", .who = "w0"}, QN / 4}, /* i % 4 == 0 is even */
+        {{.action = "device.", .target = "T0", .status = 200}, 1}, /* i = 0 */
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        mdm_audit_query_t q = {.filter = cases[c].f};
+        memset(pg, 0, sizeof(*pg));
+        CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+        CHECK_EQ_INT(pg->n, cases[c].want);
+        CHECK_EQ_INT(q.scanned, QN);
+        CHECK_STR(q.next_after, "");
+        for (unsigned k = 0; k < pg->n && k < MAXSEEN; k++)
+            CHECK(mdm_audit_matches(&cases[c].f, &pg->ev[k]));
+        /* Paging with every combination of small bounds finds the same events, in order. */
+        for (unsigned limit = 0; limit <= 3; limit++) {
+            for (unsigned scan = 0; scan <= 7; scan += 7) {
+                struct seen *again = calloc(1, sizeof(*again));
+                unsigned pages;
+                if (!again)
+                    continue;
+                mdm_audit_query_t b = {.filter = cases[c].f, .limit = limit, .max_scan = scan};
+                CHECK_EQ_INT(page_all(st, b, again, &pages), pg->n);
+                for (unsigned k = 0; k < again->n && k < MAXSEEN; k++)
+                    CHECK_STR(again->ev[k].id, pg->ev[k].id);
+                if (scan)
+                    CHECK(pages >= QN / scan);
+                free(again);
+            }
+        }
+    }
+
+    /* limit: next_after is the last event handed over. */
+    mdm_audit_query_t q = {.filter = {.target = "T1"}, .limit = 2};
+    memset(pg, 0, sizeof(*pg));
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+    CHECK_EQ_INT(pg->n, 2);
+    CHECK_STR(q.next_after, pg->ev[1].id);
+    CHECK_EQ_INT(q.scanned, 7); /* events 1 and 6 */
+    /* max_scan: next_after is the last record read, even when it did not match. */
+    q = (mdm_audit_query_t){.filter = {.target = "T4"}, .max_scan = 3};
+    memset(pg, 0, sizeof(*pg));
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+    CHECK_EQ_INT(pg->n, 0);
+    CHECK_EQ_INT(q.scanned, 3);
+    CHECK_EQ_INT(strlen(q.next_after), MDM_AUDIT_ID_LEN);
+    CHECK(strncmp(q.next_after, "00000000000003ea", 16) == 0); /* event 2, at 1002 ms */
+    /* A cursor that is not a whole id is refused. */
+    q.after_id = "00000000000003ea";
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), -EINVAL);
+    /* Resuming from next_after reads on from event 3. */
+    char cursor[MDM_AUDIT_ID_LEN + 1];
+    memset(pg, 0, sizeof(*pg));
+    q = (mdm_audit_query_t){.filter = {.target = "T4"}, .max_scan = 3};
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+    snprintf(cursor, sizeof(cursor), "%s", q.next_after);
+    q.after_id = cursor;
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+    CHECK_EQ_INT(pg->n, 1);
+    CHECK_STR(pg->ev[0].detail, "4");
+    /* The log read to its end: no next_after, even with bounds left. */
+    q = (mdm_audit_query_t){.since_ms = 1000 + QN - 2, .limit = 5, .max_scan = 5};
+    memset(pg, 0, sizeof(*pg));
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+    CHECK_EQ_INT(pg->n, 2);
+    CHECK_STR(q.next_after, "");
+    /* A callback that stops: its value, next_after at that event. */
+    q = (mdm_audit_query_t){.filter = {.action = "device."}};
+    memset(pg, 0, sizeof(*pg));
+    pg->stop_at = 3;
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 42);
+    CHECK_STR(q.next_after, pg->ev[2].id);
+    /* since with filters: only later events. */
+    q = (mdm_audit_query_t){.since_ms = 1020, .filter = {.who = "w0"}};
+    memset(pg, 0, sizeof(*pg));
+    CHECK_EQ_INT(mdm_store_query_audit(st, &q, collect, pg), 0);
+    CHECK_EQ_INT(pg->n, 10);
+    CHECK_EQ_INT(q.scanned, 20);
+out:
+    free(pg);
+    mdm_store_close(st);
+    if (dir)
+        rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     mdm_log_setup(MDM_LOG_ERROR, false);
     test_round_trip();
     test_strict_decoding();
     test_log();
+    test_matches();
+    test_query();
     return check_finish("audit");
 }

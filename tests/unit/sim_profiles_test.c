@@ -408,9 +408,6 @@ static void test_remove_and_drift(void)
     CHECK(strstr(str(plist_array_get_item(array_of(r, "ErrorChain"), 0), "USEnglishDescription"),
                  "com.example.plain") != NULL);
     plist_free(r);
-    r = run("RemoveProfile", with_string("Identifier", "mdmd.zdm.enroll"), NULL);
-    expect_error(r, "Error", 4003, "MCInstallationErrorDomain");
-    plist_free(r);
     r = run("RemoveProfile", NULL, NULL);
     expect_error(r, "CommandFormatError", 12001, "MCMDMErrorDomain");
     plist_free(r);
