@@ -8,6 +8,7 @@
  *   POST devices/{udid}/actions/restore-policies   deliver policies again     device.restore_policies
  *   POST devices/{udid}/actions/revoke             leave management           device.revoke
  *   POST devices/{udid}/actions/rotate-filevault-key  RotateFileVaultKey      device.rotate_filevault_key
+ *   POST devices/{udid}/actions/renew-certificate  a new identity (SCEP)     device.renew_certificate
  *   POST devices/{udid}/actions/set-ade            {"ade": bool}              device.set_ade
  *   GET  devices/{udid}/actions                    the actions and their progress
  *   GET  devices/{udid}/lock-pin                   the last lock/erase PIN    device.pin_view
@@ -47,7 +48,7 @@
 #define PHONE_MAX 63
 
 enum akind { A_LOCK, A_CANCEL_LOCK, A_ERASE, A_SELECTIVE_WIPE, A_RESTORE, A_REVOKE, A_ROTATE,
-             A_SET_ADE, A_PIN_VIEW, A_FV_REVEAL };
+             A_RENEW, A_SET_ADE, A_PIN_VIEW, A_FV_REVEAL };
 
 static const struct {
     const char *name;   /* path segment */
@@ -60,6 +61,7 @@ static const struct {
     [A_RESTORE] = {"restore-policies", "device.restore_policies"},
     [A_REVOKE] = {"revoke", "device.revoke"},
     [A_ROTATE] = {"rotate-filevault-key", "device.rotate_filevault_key"},
+    [A_RENEW] = {"renew-certificate", "device.renew_certificate"},
     [A_SET_ADE] = {"set-ade", "device.set_ade"},
     [A_PIN_VIEW] = {"lock-pin", "device.pin_view"},
     [A_FV_REVEAL] = {"filevault-key", "device.filevault_key_reveal"},
@@ -88,6 +90,8 @@ struct ajob {
     char secret_name[16];   /* "" = no secret to store */
     mdm_buf_t sealed_secret;
     json_t *reveal;         /* PIN / key views, cancel after delivery: what to answer */
+    mdm_batch_t *records;   /* renewal: the enrollment and challenge, committed by the job */
+    char enrollment_id[MDM_ENROLL_ID_LEN + 1];
     int pending_status;     /* cancel-lock: the lock command's status */
 };
 
@@ -98,6 +102,7 @@ static void ajob_free(struct mdm_api_call *c)
     mdm_buf_dispose(&j->sealed_cmd);
     mdm_buf_dispose(&j->sealed_secret);
     json_decref(j->reveal);
+    mdm_batch_free(j->records);
     explicit_bzero(j->pin, sizeof(j->pin));
     free(j);
 }
@@ -334,6 +339,43 @@ static int plan_rotate(mdm_store_t *s, struct ajob *j)
     return encode_command(j, cmd);
 }
 
+/* A renewal: a new enrollment bound to the Mac and its profile, sent with InstallProfile (the
+ * profile holds the one-time SCEP challenge: the command record is sealed). */
+static int plan_renew(mdm_store_t *s, struct ajob *j, const mdm_device_t *d)
+{
+    struct pending p;
+    int ret = newest_action(s, j->udid, MDM_ACTION_RENEW_PREFIX, &p);
+    if (ret != 0)
+        return ret;
+    if (p.uuid[0] && in_flight(p.status))
+        return ajob_fail(j, 409, "conflict", "a certificate renewal of this Mac is pending");
+    if (!(j->records = mdm_batch_new()))
+        return -ENOMEM;
+    mdm_buf_t der;
+    mdm_buf_init(&der, 0);
+    ret = mdm_enroll_prepare_renewal(j->udid, d->enroll_id, d->topic, j->records, &der,
+                                     j->enrollment_id);
+    if (ret == -ESHUTDOWN)
+        ret = ajob_fail(j, 409, "conflict", "enrollment (SCEP) is not running on this server");
+    j->seal_command = true;
+    snprintf(j->request_type, sizeof(j->request_type), "InstallProfile");
+    if (ret == 0)
+        ret = action_uuid(MDM_ACTION_RENEW_PREFIX, j->uuid);
+    plist_t cmd = ret == 0 ? plist_new_dict() : NULL;
+    if (ret == 0)
+        ret = cmd ? mdm_plist_dict_set_string(cmd, "RequestType", "InstallProfile") : -ENOMEM;
+    if (ret == 0)
+        ret = mdm_plist_dict_set_data(cmd, "Payload", mdm_buf_head(&der), der.len);
+    if (der.data)
+        explicit_bzero(der.data, der.cap);
+    mdm_buf_dispose(&der);
+    if (ret != 0) {
+        plist_free(cmd);
+        return ret;
+    }
+    return encode_command(j, cmd);
+}
+
 /* The view of a PIN or key (audited by the caller). */
 static int plan_reveal(mdm_store_t *s, struct ajob *j)
 {
@@ -382,6 +424,14 @@ static int plan_cancel(mdm_store_t *s, struct ajob *j)
 
 static void on_ajob_planned(mdm_shard_t *sh, mdm_shard_msg_t *m);
 
+static void on_records_committed(void *arg, int status)
+{
+    struct ajob *j = arg;
+    if (status != 0)
+        ajob_fail(j, 503, "storage failure", "the renewal could not be stored");
+    mdm_shard_post(j->c.shard, &j->msg);
+}
+
 static void run_ajob(mdm_store_t *s, void *arg)
 {
     struct ajob *j = arg;
@@ -390,7 +440,8 @@ static void run_ajob(mdm_store_t *s, void *arg)
     if (ret == MDM_ENOTFOUND || (ret == 0 && d.state == MDM_DEVICE_NEW))
         ret = ajob_fail(j, 404, "not found", "no such device");
     bool needs_enrolled = j->kind == A_LOCK || j->kind == A_ERASE || j->kind == A_REVOKE ||
-                          j->kind == A_ROTATE || j->kind == A_SELECTIVE_WIPE;
+                          j->kind == A_ROTATE || j->kind == A_SELECTIVE_WIPE ||
+                          j->kind == A_RENEW;
     if (ret == 0 && needs_enrolled && d.state != MDM_DEVICE_ENROLLED)
         ret = ajob_fail(j, 409, "conflict", "the device is %s, not enrolled",
                         mdm_device_state_name(d.state));
@@ -408,6 +459,9 @@ static void run_ajob(mdm_store_t *s, void *arg)
         case A_ROTATE:
             ret = plan_rotate(s, j);
             break;
+        case A_RENEW:
+            ret = plan_renew(s, j, &d);
+            break;
         case A_PIN_VIEW:
         case A_FV_REVEAL:
             ret = plan_reveal(s, j);
@@ -422,6 +476,12 @@ static void run_ajob(mdm_store_t *s, void *arg)
     if (ret != 0 && ret != -1 && !j->status)
         ajob_fail(j, 503, "unavailable", "%s", mdm_strerror(ret));
     j->msg.fn = on_ajob_planned;
+    if (!j->status && j->records) {
+        /* The renewal's enrollment and challenge are durable before the profile goes out. */
+        if (mdm_store_commit_async(s, j->records, on_records_committed, j) == 0)
+            return;
+        ajob_fail(j, 503, "storage failure", "the renewal could not be stored");
+    }
     mdm_shard_post(j->c.shard, &j->msg);
 }
 
@@ -437,6 +497,8 @@ static json_t *answer_body(struct ajob *j, const char *status)
         json_object_set_new(o, "command_uuid", json_string(j->uuid));
     if (j->request_type[0])
         json_object_set_new(o, "request_type", json_string(j->request_type));
+    if (j->enrollment_id[0])
+        json_object_set_new(o, "enrollment_id", json_string(j->enrollment_id));
     if (j->pin[0] && (j->kind == A_LOCK || j->kind == A_ERASE)) {
         json_object_set_new(o, "pin", json_string(j->pin));
         json_object_set_new(o, "pin_generated", json_boolean(j->pin_generated));
@@ -881,5 +943,6 @@ void mdm_api_actions_handle(mdm_exchange_t *x, const char *rest)
     }
     mdm_api_respond_error(x, 404, "not found",
                           "no such action (lock, cancel-lock, erase, selective-wipe, "
-                          "restore-policies, revoke, rotate-filevault-key, set-ade)");
+                          "restore-policies, revoke, rotate-filevault-key, renew-certificate, "
+                          "set-ade)");
 }

@@ -45,6 +45,7 @@ struct opts {
     const char *display_name, *email, *mode, *expires_hours, *status;
     const char *name, *settings_json, *out_file, *below;
     const char *action, *target, *who; /* audit filters */
+    const char *pin, *message, *phone, *confirm, *obliteration; /* security actions */
     /* Repeated; where one value is expected (a list filter, policy-profile --device) the
      * first is used. */
     struct repeated groups, users, devices, user_groups, policies;
@@ -69,6 +70,10 @@ static const struct {
     {"deployments", 1, 1}, {"device-policies", 1, 1},
     {"groups", 0, 1},  {"group-create", 1, 1}, {"group-update", 2, 2}, {"group-delete", 1, 1},
     {"apps", 1, 1},    {"device-apps", 1, 1},
+    {"lock", 1, 1},    {"cancel-lock", 1, 1}, {"erase", 1, 1}, {"selective-wipe", 1, 1},
+    {"restore-policies", 1, 1}, {"revoke", 1, 1}, {"rotate-filevault-key", 1, 1},
+    {"renew-certificate", 1, 1}, {"set-ade", 2, 2}, {"actions", 1, 1}, {"lock-pin", 1, 1},
+    {"filevault-key", 1, 1},
 };
 
 bool mdm_cli_is_command(const char *cmd)
@@ -118,6 +123,19 @@ void mdm_cli_usage(FILE *f)
             "  mdmd group-delete DIR ID --yes\n"
             "  mdmd apps DIR BUNDLE_ID [--below VERSION] [--limit N] [--after UDID]\n"
             "  mdmd device-apps DIR UDID\n"
+            "  mdmd lock DIR UDID [--pin 6DIGITS] [--message TEXT] [--phone NUMBER]\n"
+            "  mdmd cancel-lock DIR UDID\n"
+            "  mdmd erase DIR UDID --confirm UDID [--pin 6DIGITS]\n"
+            "            [--obliteration Default|DoNotObliterate|ObliterateWithWarning|Always]\n"
+            "  mdmd selective-wipe DIR UDID --yes\n"
+            "  mdmd restore-policies DIR UDID\n"
+            "  mdmd revoke DIR UDID --yes\n"
+            "  mdmd rotate-filevault-key DIR UDID\n"
+            "  mdmd renew-certificate DIR UDID\n"
+            "  mdmd set-ade DIR UDID on|off\n"
+            "  mdmd actions DIR UDID\n"
+            "  mdmd lock-pin DIR UDID          (audited)\n"
+            "  mdmd filevault-key DIR UDID     (audited)\n"
             "      talk to the admin API of a running server; tables by default, --json for\n"
             "      scripts; --url https://HOST:PORT (default: admin_listen in DIR/mdmd.conf),\n"
             "      --api-key KEY (default: $MDMD_API_KEY), --ca FILE (default: DIR/ca/ca.crt)\n");
@@ -173,6 +191,11 @@ static int parse_args(const char *cmd, int argc, char **argv, struct opts *o, FI
         {"--action", offsetof(struct opts, action)},
         {"--target", offsetof(struct opts, target)},
         {"--who", offsetof(struct opts, who)},
+        {"--pin", offsetof(struct opts, pin)},
+        {"--message", offsetof(struct opts, message)},
+        {"--phone", offsetof(struct opts, phone)},
+        {"--confirm", offsetof(struct opts, confirm)},
+        {"--obliteration", offsetof(struct opts, obliteration)},
     };
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < argc; i++) {
@@ -305,7 +328,8 @@ static int resolve_target(const char *cmd, const struct opts *o, struct target *
 /* Sends one request; on a 2xx answer resp holds its body (JSON or not) and 0 is returned.
  * Otherwise returns the exit code, having printed the API's error (the JSON body's "error"
  * and "detail") to err, and with --json the error body to outf. resp is the caller's,
- * initialised; it holds nothing useful after a failure. */
+ * initialised; after an answer that is not 2xx (exit code 1) it holds that answer's body,
+ * otherwise nothing useful after a failure. */
 static int call_api_raw(const char *cmd, const struct opts *o, const char *method,
                         const char *path, const char *content_type, const void *body,
                         size_t body_len, mdm_buf_t *resp, FILE *outf, FILE *err)
@@ -352,8 +376,10 @@ static int call_api_raw(const char *cmd, const struct opts *o, const char *metho
     return 1;
 }
 
-/* call_api_raw() for a JSON answer: on success *out holds it parsed (or NULL when empty).
- * Returns the exit code (0 for a 2xx answer). */
+/* call_api_raw() for a JSON answer: on success *out holds it parsed (or NULL when empty);
+ * after an error answer (exit code 1) its JSON body, when it had one (cancel-lock reads the
+ * PIN from its 409), else NULL. The caller json_decref()s *out either way. Returns the exit
+ * code (0 for a 2xx answer). */
 static int call_api(const char *cmd, const struct opts *o, const char *method, const char *path,
                     const char *content_type, const void *body, size_t body_len, json_t **out,
                     FILE *outf, FILE *err)
@@ -363,7 +389,7 @@ static int call_api(const char *cmd, const struct opts *o, const char *method, c
     int code = call_api_raw(cmd, o, method, path, content_type, body, body_len, &resp, outf,
                             err);
     json_error_t je;
-    json_t *j = code == 0 && resp.len
+    json_t *j = (code == 0 || code == 1) && resp.len
                     ? json_loadb((const char *)mdm_buf_head(&resp), resp.len, 0, &je)
                     : NULL;
     if (code == 0 && resp.len && !j) {
@@ -372,8 +398,7 @@ static int call_api(const char *cmd, const struct opts *o, const char *method, c
         code = 1;
     }
     mdm_buf_dispose(&resp);
-    if (code == 0)
-        *out = j;
+    *out = j;
     return code;
 }
 
@@ -1393,6 +1418,163 @@ static int cmd_policy(const char *cmd, const struct opts *o, FILE *out, FILE *er
     return code;
 }
 
+/* ---- security actions (docs/security-actions.md) ---- */
+
+/* The answer of an action: what it queued (with the PIN of a lock or erase), or the flags it
+ * set. */
+static void print_action_done(json_t *j, FILE *out)
+{
+    fprintf(out, "%s %s: %s", str_or(j, "action", "?"), str_or(j, "udid", "?"),
+            str_or(j, "status", "?"));
+    const char *uuid = str_or(j, "command_uuid", NULL), *type = str_or(j, "request_type", NULL);
+    if (uuid)
+        fprintf(out, ", command %s", uuid);
+    if (type)
+        fprintf(out, " (%s)", type);
+    fputc('\n', out);
+    const char *pin = str_or(j, "pin", NULL);
+    if (pin)
+        fprintf(out, "PIN: %s   (%s; mdmd lock-pin shows it again)\n", pin,
+                json_is_true(json_object_get(j, "pin_generated")) ? "generated by mdmd"
+                                                                    : "as given");
+    json_t *suspended = json_object_get(j, "policies_suspended"), *ade = json_object_get(j, "ade");
+    if (suspended || ade)
+        fprintf(out, "policies %s, ade %s\n", json_is_true(suspended) ? "suspended" : "delivered",
+                json_is_true(ade) ? "on" : "off");
+}
+
+/* mdmd actions: the actions sent to the Mac and how they went. */
+static void print_actions(json_t *j, FILE *out)
+{
+    fprintf(out, "%s: %s; policies %s; ade %s; FileVault key %s\n", str_or(j, "udid", "?"),
+            str_or(j, "state", "?"),
+            json_is_true(json_object_get(j, "policies_suspended")) ? "suspended" : "delivered",
+            json_is_true(json_object_get(j, "ade")) ? "on" : "off",
+            json_is_true(json_object_get(j, "filevault_key_escrowed")) ? "escrowed"
+                                                                        : "not escrowed");
+    json_t *list = json_object_get(j, "actions");
+    fprintf(out, "%-22s %-13s %-36s %-20s %s\n", "ACTION", "STATUS", "COMMAND UUID", "UPDATED",
+            "ERROR");
+    size_t i;
+    json_t *a;
+    json_array_foreach(list, i, a) {
+        json_t *ev = json_object_get(a, "events");
+        char when[32];
+        fmt_time(json_object_get(json_array_get(ev, json_array_size(ev) - 1), "at_ms"), when,
+                 sizeof(when));
+        fprintf(out, "%-22s %-13s %-36s %-20s %s\n", str_or(a, "action", "-"),
+                str_or(a, "status", "-"), str_or(a, "command_uuid", "-"), when,
+                str_or(a, "error", ""));
+    }
+    print_footer(j, json_array_size(list), "action", NULL, out);
+}
+
+/* mdmd lock-pin: the last lock and erase PINs. */
+static void print_lock_pin(json_t *j, FILE *out)
+{
+    fprintf(out, "%-6s %-8s %-20s %s\n", "KIND", "PIN", "SET", "COMMAND UUID");
+    static const char *const kinds[] = {"lock", "erase"};
+    for (size_t k = 0; k < MDM_ARRAY_LEN(kinds); k++) {
+        json_t *p = json_object_get(j, kinds[k]);
+        if (!json_is_object(p)) /* null: no such PIN */
+            continue;
+        char set[32];
+        fmt_time(json_object_get(p, "created_ms"), set, sizeof(set));
+        fprintf(out, "%-6s %-8s %-20s %s\n", kinds[k], str_or(p, "pin", "-"), set,
+                str_or(p, "command_uuid", "-"));
+    }
+}
+
+/* mdmd filevault-key: the current recovery key, then the earlier ones. */
+static void print_filevault_key(json_t *j, FILE *out)
+{
+    fprintf(out, "%-8s %-32s %-20s %-20s %s\n", "", "RECOVERY KEY", "ESCROWED", "REPLACED",
+            "SOURCE");
+    json_t *cur = json_object_get(j, "current");
+    json_t *hist = json_object_get(j, "history");
+    for (size_t i = 0; i <= json_array_size(hist); i++) {
+        json_t *k = i == 0 ? cur : json_array_get(hist, i - 1);
+        if (!json_is_object(k))
+            continue;
+        char escrowed[32], replaced[32];
+        fmt_time(json_object_get(k, "escrowed_ms"), escrowed, sizeof(escrowed));
+        fmt_time(json_object_get(k, "replaced_ms"), replaced, sizeof(replaced));
+        fprintf(out, "%-8s %-32s %-20s %-20s %s\n", i == 0 ? "current" : "earlier",
+                str_or(k, "key", "-"), escrowed, replaced, str_or(k, "source", "-"));
+    }
+}
+
+/* The security actions, one request each under /api/v1/devices/UDID: POST actions/CMD (the
+ * command names are the API's), GET actions, lock-pin, filevault-key. */
+static int cmd_action(const char *cmd, const struct opts *o, FILE *out, FILE *err)
+{
+    const char *udid = o->pos[0];
+    bool lock = strcmp(cmd, "lock") == 0, erase = strcmp(cmd, "erase") == 0;
+    bool pin_view = strcmp(cmd, "lock-pin") == 0, key_view = strcmp(cmd, "filevault-key") == 0;
+    bool list = strcmp(cmd, "actions") == 0, set_ade = strcmp(cmd, "set-ade") == 0;
+    bool post = !list && !pin_view && !key_view;
+    void (*print)(json_t *, FILE *) = list       ? print_actions
+                                      : pin_view ? print_lock_pin
+                                      : key_view ? print_filevault_key
+                                                 : print_action_done;
+    if (erase && !o->confirm) {
+        fprintf(err, "mdmd %s: this erases all content and settings of %s; add --confirm %s\n",
+                cmd, udid, udid);
+        return 2;
+    }
+    if ((strcmp(cmd, "selective-wipe") == 0 &&
+         !confirmed(cmd, o, err, "every profile mdmd installed on %s (its policies stay "
+                                 "suspended until restore-policies)", udid)) ||
+        (strcmp(cmd, "revoke") == 0 &&
+         !confirmed(cmd, o, err, "%s from management: its MDM profile and every profile MDM "
+                                 "installed; it comes back only by enrolling again", udid)))
+        return 2;
+    bool ade = set_ade && strcmp(o->pos[1], "on") == 0;
+    if (set_ade && !ade && strcmp(o->pos[1], "off") != 0) {
+        fprintf(err, "mdmd %s: expected on or off, not '%s'\n", cmd, o->pos[1]);
+        return 2;
+    }
+    char tail[64];
+    snprintf(tail, sizeof(tail), "/%s%s", post ? "actions/" : "", cmd);
+    mdm_buf_t path;
+    mdm_buf_init(&path, 0);
+    const char *p = build_path(&path, "/api/v1/devices", udid, tail, o, false, NULL);
+    int code = 1;
+    if (p && strcmp(cmd, "cancel-lock") == 0) {
+        /* A lock that reached the Mac is not cancelled: the 409 carries the PIN. */
+        json_t *answer = NULL;
+        code = call_api(cmd, o, "POST", p, "application/json", "{}", 2, &answer, out, err);
+        const char *pin = str_or(answer, "pin", NULL);
+        if (code == 0)
+            (o->json ? print_json : print)(answer, out);
+        else if (pin && !o->json)
+            fprintf(out, "PIN: %s   (the lock reached the Mac: it unlocks with this PIN)\n", pin);
+        if (pin)
+            fprintf(err, "mdmd %s: this view of the PIN is audited\n", cmd);
+        json_decref(answer);
+    } else if (p) {
+        json_t *body = !post ? NULL
+                       : set_ade ? json_pack("{s:b}", "ade", ade)
+                                 : json_object();
+        const char *fields[] = {"pin", lock || erase ? o->pin : NULL,
+                                "message", lock ? o->message : NULL,
+                                "phone_number", lock ? o->phone : NULL,
+                                "confirm", erase ? o->confirm : NULL,
+                                "obliteration_behavior", erase ? o->obliteration : NULL};
+        for (size_t i = 0; body && i < MDM_ARRAY_LEN(fields); i += 2)
+            if (fields[i + 1])
+                json_object_set_new(body, fields[i], json_string(fields[i + 1]));
+        if (body || !post)
+            code = send_and_print(cmd, o, post ? "POST" : "GET", p, body, print, out, err);
+        if (code == 0 && !post && !list)
+            fprintf(err, "mdmd %s: this view of the %s is audited (%s)\n", cmd,
+                    pin_view ? "PIN" : "recovery key",
+                    pin_view ? "device.pin_view" : "device.filevault_key_reveal");
+    }
+    mdm_buf_dispose(&path);
+    return code;
+}
+
 int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
 {
     struct opts o;
@@ -1417,6 +1599,13 @@ int mdm_cli_run(const char *cmd, int argc, char **argv, FILE *out, FILE *err)
         strcmp(cmd, "deployments") == 0 || strcmp(cmd, "device-policies") == 0 ||
         strcmp(cmd, "apps") == 0 || strcmp(cmd, "device-apps") == 0)
         return cmd_policy(cmd, &o, out, err);
+    static const char *const security[] = {
+        "lock",   "cancel-lock", "erase",   "selective-wipe", "restore-policies",
+        "revoke", "rotate-filevault-key",   "renew-certificate", "set-ade", "actions",
+        "lock-pin", "filevault-key"};
+    for (size_t i = 0; i < MDM_ARRAY_LEN(security); i++)
+        if (strcmp(cmd, security[i]) == 0)
+            return cmd_action(cmd, &o, out, err);
     mdm_buf_t path;
     mdm_buf_init(&path, 0);
     mdm_buf_t q;

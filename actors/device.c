@@ -602,7 +602,7 @@ static void on_authenticate(struct device_actor *da, mdm_dev_req_t *r,
     d->enroll_id[0] = '\0';
     if (l->status == 0) {
         snprintf(d->enroll_id, sizeof(d->enroll_id), "%s", l->e.id);
-        if (!l->e.udid[0]) { /* the enrollment is complete: this Mac, this certificate */
+        if (!l->e.completed_ms) { /* the enrollment is complete: this Mac, this certificate */
             mdm_enrollment_t e = l->e;
             snprintf(e.udid, sizeof(e.udid), "%s", d->udid);
             snprintf(e.cert_sha256, sizeof(e.cert_sha256), "%s", r->cert_sha256);
@@ -1419,13 +1419,45 @@ static void finish_connect(struct device_actor *da, mdm_dev_req_t *r)
     mdm_actor_done(&da->base);
 }
 
+/* A request of an enrolled Mac with another certificate than its own: when that certificate
+ * is the one of an identity renewal made for this Mac (not used yet), the Mac moves to it and
+ * the old certificate stops working. */
+static void adopt_renewal(struct device_actor *da, const struct enroll_lookup *l)
+{
+    mdm_device_t *d = &da->dev;
+    if (l->status != 0 || l->e.method != MDM_ENROLL_RENEWAL || l->e.completed_ms ||
+        strcmp(l->e.udid, d->udid) != 0 || d->state != MDM_DEVICE_ENROLLED)
+        return;
+    mdm_enrollment_t e = l->e;
+    snprintf(e.cert_sha256, sizeof(e.cert_sha256), "%s", l->r->cert_sha256);
+    e.completed_ms = mdm_wall_ms();
+    mdm_store_put_enrollment(batch(da), &e);
+    mdm_info("device", "%s: identity renewed (enrollment %s, certificate %.16s...; the previous "
+                       "one %.16s... is no longer accepted)", d->udid, e.id, l->r->cert_sha256,
+             d->cert_sha256);
+    snprintf(d->cert_sha256, sizeof(d->cert_sha256), "%s", l->r->cert_sha256);
+    snprintf(d->enroll_id, sizeof(d->enroll_id), "%s", e.id);
+    save_device(da);
+}
+
 static void on_enrollment_looked_up(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     (void)sh;
     struct enroll_lookup *l = MDM_CONTAINER_OF(m, struct enroll_lookup, msg);
     struct device_actor *da = l->da;
-    handle_checkin(da, l->r, l);
-    answer_after_commit(da, l->r);
+    mdm_dev_req_t *r = l->r;
+    const char *type = r->kind == MDM_DEV_CHECKIN ? dict_string(r->msg, "MessageType") : NULL;
+    bool authenticate = type && strcmp(type, "Authenticate") == 0;
+    if (!authenticate)
+        adopt_renewal(da, l);
+    if (r->kind == MDM_DEV_CONNECT) {
+        free(l);
+        if (!handle_connect(da, r))
+            finish_connect(da, r);
+        return;
+    }
+    handle_checkin(da, r, authenticate ? l : NULL);
+    answer_after_commit(da, r);
     free(l);
     mdm_actor_done(&da->base);
 }
@@ -1443,12 +1475,17 @@ static void enrollment_lookup_job(mdm_store_t *s, void *arg)
     mdm_shard_post(mdm_actor_shard(&l->da->base), &l->msg);
 }
 
-/* An Authenticate waits for the enrollment record of its certificate; returns true when the
- * lookup was started (the request finishes in on_enrollment_looked_up). */
+/* An Authenticate, or a request of an enrolled Mac with another certificate than its own,
+ * waits for the enrollment record of its certificate; returns true when the lookup was
+ * started (the request finishes in on_enrollment_looked_up). */
 static bool start_enrollment_lookup(struct device_actor *da, mdm_dev_req_t *r)
 {
-    const char *type = dict_string(r->msg, "MessageType");
-    if (!type || strcmp(type, "Authenticate") != 0)
+    const char *type = r->kind == MDM_DEV_CHECKIN ? dict_string(r->msg, "MessageType") : NULL;
+    bool authenticate = type && strcmp(type, "Authenticate") == 0;
+    /* Another certificate than the bound one: maybe the Mac's renewed identity. */
+    bool other_cert = da->exists && da->dev.state == MDM_DEVICE_ENROLLED && r->cert_sha256[0] &&
+                      strcmp(r->cert_sha256, da->dev.cert_sha256) != 0;
+    if (!authenticate && !other_cert)
         return false;
     struct enroll_lookup *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -1478,6 +1515,12 @@ static void device_receive(mdm_actor_t *a, mdm_actor_msg_t *m)
             handle_checkin(da, r, NULL);
         break;
     case MDM_DEV_CONNECT:
+        if (start_enrollment_lookup(da, r))
+            return; /* a certificate to look up first (renewal) */
+        if (r->status != 0) {
+            finish_connect(da, r);
+            return;
+        }
         if (handle_connect(da, r))
             return; /* finish_connect runs when the history lookup is back */
         finish_connect(da, r);

@@ -1014,6 +1014,56 @@ out:
     mdm_batch_free(b);
 }
 
+/*
+ * An identity renewal for an enrolled Mac: a new enrollment of the same user (and groups),
+ * bound to udid from the start, with a one-time challenge, and the signed enrollment profile
+ * that carries it (the same PayloadIdentifier as the Mac's enrollment profile, which it
+ * replaces). The records go into b; the caller commits them before the profile is sent.
+ */
+int mdm_enroll_prepare_renewal(const char *udid, const char *current_enrollment,
+                               const char *topic, mdm_batch_t *b, mdm_buf_t *der,
+                               char new_id[MDM_ENROLL_ID_LEN + 1])
+{
+    if (!E.ready)
+        return -ESHUTDOWN;
+    uint64_t now = mdm_wall_ms();
+    mdm_enrollment_t cur, e = {
+        .method = MDM_ENROLL_RENEWAL,
+        .created_ms = now,
+        .challenge_expires_ms = now + (uint64_t)E.cfg->challenge_ttl_minutes * 60000,
+    };
+    if (current_enrollment && current_enrollment[0] &&
+        mdm_store_get_enrollment(E.store, current_enrollment, &cur) == 0) {
+        snprintf(e.user_name, sizeof(e.user_name), "%s", cur.user_name);
+        e.n_groups = cur.n_groups;
+        memcpy(e.groups, cur.groups, sizeof(e.groups));
+    } else {
+        snprintf(e.user_name, sizeof(e.user_name), "device %.50s", udid);
+    }
+    snprintf(e.udid, sizeof(e.udid), "%s", udid);
+    mdm_scep_challenge_t ch = {.expires_ms = e.challenge_expires_ms};
+    char challenge[2 * CHALLENGE_BYTES + 1];
+    int ret = mdm_enroll_id_new(e.id);
+    if (ret == 0)
+        ret = random_hex(CHALLENGE_BYTES, challenge);
+    if (ret == 0)
+        ret = mdm_scep_challenge_hash(challenge, strlen(challenge), ch.hash);
+    if (ret == 0) {
+        snprintf(ch.enrollment_id, sizeof(ch.enrollment_id), "%s", e.id);
+        char cn[64];
+        snprintf(cn, sizeof(cn), "%.*s %.8s", (int)utf8_cut(e.user_name, DEVICE_CN_USER_MAX),
+                 e.user_name, e.id);
+        ret = make_profile(topic, challenge, cn, der);
+    }
+    if (ret == 0) {
+        mdm_store_put_enrollment(b, &e);
+        mdm_store_put_scep_challenge(b, &ch);
+        snprintf(new_id, MDM_ENROLL_ID_LEN + 1, "%s", e.id);
+    }
+    explicit_bzero(challenge, sizeof(challenge));
+    return ret;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Forms (worker)
  */

@@ -37,6 +37,18 @@ MDM_MUST_CHECK int mdm_enroll_run(mdm_worker_fn fn, void *arg);
  */
 const char *mdm_enroll_base_url(void);
 
+/**
+ * A new identity for an enrolled Mac (security action renew-certificate): appends to b a new
+ * enrollment (method renewal, the user and groups of current_enrollment, bound to udid) and its
+ * one-time SCEP challenge, and appends to der the signed enrollment profile carrying them (the
+ * Mac installs it, gets a new certificate through SCEP, and the device actor moves the Mac to
+ * it at its first request with it). Blocks on file reads (signing): a worker. Returns 0,
+ * -ESHUTDOWN (enrollment is off), or the codes of the profile building and signing.
+ */
+MDM_MUST_CHECK int mdm_enroll_prepare_renewal(const char *udid, const char *current_enrollment,
+                                              const char *topic, mdm_batch_t *b, mdm_buf_t *der,
+                                              char new_id[MDM_ENROLL_ID_LEN + 1]);
+
 /** This instance's prefix (mdm_enroll_identifier_prefix of [server] instance); the enrollment
  * profile is "<prefix>.enroll". Valid once mdm_enroll_start ran. */
 const char *mdm_enroll_profile_prefix(void);

@@ -274,6 +274,9 @@ size_t sim_mac_app_count(const sim_mac_t *m);
 /** Enters the PIN at the lock screen: 0 when it matches (or the Mac is not locked; it is then
  * unlocked), -EACCES otherwise. */
 int sim_mac_unlock(sim_mac_t *m, const char *pin);
+/** The Challenge of the SCEP payload of the newest profile installed over MDM that had one
+ * (an identity renewal's enrollment profile); "" when none. */
+const char *sim_mac_scep_challenge(const sim_mac_t *m);
 /** The current FileVault personal recovery key; "" when FileVault is off. */
 const char *sim_mac_filevault_prk(const sim_mac_t *m);
 

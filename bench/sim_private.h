@@ -74,6 +74,7 @@ struct sim_state {
     struct sim_os_update updates[SIM_OS_UPDATES_MAX];
     size_t n_updates;
     struct sim_filevault fv;
+    char scep_challenge[256]; /* Challenge of the newest installed SCEP payload ("" = none) */
     /* the /connect reply body of the newest command that needs one */
     char cmd_uuid[64];
     uint8_t *cmd_body;

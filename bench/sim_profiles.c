@@ -21,6 +21,7 @@
 #include "bench/sim_private.h"
 #include "core/cms.h"
 #include "core/crypto.h"
+#include "core/plist.h"
 
 const sim_app_t sim_default_apps[] = {
     {"com.apple.Safari", "Safari", "18.1", "20619.2.8.11.10", 14286848, false},
@@ -408,6 +409,34 @@ static plist_t hook_chain(const sim_profile_t *p)
     return chain;
 }
 
+/* Keeps the Challenge of a com.apple.security.scep payload of the installed profile xml: the
+ * Mac uses it for its SCEP request (tests drive that request with sim_scep). */
+static void keep_scep_challenge(sim_mac_t *m, const mdm_buf_t *xml)
+{
+    plist_t top = NULL, content = NULL;
+    struct sim_state *st = sim_state_of(m);
+    char err[64];
+    if (!st || mdm_plist_parse_dict(mdm_buf_head(xml), xml->len, 32, &top, err, sizeof(err)) != 0)
+        return;
+    if (mdm_plist_get_array(top, "PayloadContent", &content) == 0) {
+        for (uint32_t i = 0; i < plist_array_get_size(content); i++) {
+            plist_t pl = plist_array_get_item(content, i), inner = NULL;
+            const char *type = NULL, *challenge = NULL;
+            if (mdm_plist_get_string(pl, "PayloadType", &type) == 0 &&
+                strcmp(type, "com.apple.security.scep") == 0 &&
+                mdm_plist_get_dict(pl, "PayloadContent", &inner) == 0 &&
+                mdm_plist_get_string(inner, "Challenge", &challenge) == 0)
+                snprintf(st->scep_challenge, sizeof(st->scep_challenge), "%s", challenge);
+        }
+    }
+    plist_free(top);
+}
+
+const char *sim_mac_scep_challenge(const sim_mac_t *m)
+{
+    return m->state ? m->state->scep_challenge : "";
+}
+
 /* Opens, parses and installs one profile; NULL on success. */
 static plist_t install(sim_mac_t *m, const uint8_t *data, size_t len, bool managed)
 {
@@ -431,10 +460,12 @@ static plist_t install(sim_mac_t *m, const uint8_t *data, size_t len, bool manag
         else if (ret != 0)
             chain = sim_chain_new(4000, "MCInstallationErrorDomain", "Out of memory.");
     }
-    if (chain)
+    if (chain) {
         profile_dispose(&p);
-    else
+    } else {
         sim_fv_commit(m, &fv);
+        keep_scep_challenge(m, &content);
+    }
     sim_fv_dispose(&fv);
     mdm_buf_dispose(&content);
     return chain;

@@ -202,6 +202,7 @@ const char *mdm_enroll_method_name(enum mdm_enroll_method m)
     switch (m) {
     case MDM_ENROLL_WEB: return "web";
     case MDM_ENROLL_INVITATION: return "invitation";
+    case MDM_ENROLL_RENEWAL: return "renewal";
     }
     return "unknown";
 }
@@ -218,7 +219,7 @@ static bool status_valid(unsigned s)
 
 static bool method_valid(unsigned m)
 {
-    return m <= MDM_ENROLL_INVITATION;
+    return m <= MDM_ENROLL_RENEWAL;
 }
 
 /* ---- group lists (local users, enrollments) ------------------------------------------------ */

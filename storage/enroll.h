@@ -97,6 +97,8 @@ typedef struct mdm_scep_challenge {
 enum mdm_enroll_method {
     MDM_ENROLL_WEB = 0,    /* user name + password on the enrollment page */
     MDM_ENROLL_INVITATION, /* an invitation URL */
+    MDM_ENROLL_RENEWAL,    /* an administrator renewed a Mac's identity (udid set from the
+                              start: only that Mac may use its certificate) */
 };
 
 /** One enrollment: who asked for an enrollment profile, and which Mac completed it. */

@@ -295,6 +295,144 @@ static void test_policy_cli(const char *udid)
     CHECK(contains(out, "404"));
 }
 
+/* The security-action commands of the CLI on the enrolled Mac udid. Every lock is cancelled
+ * before the Mac polls, so the Mac stays usable (and unlocked) for what follows. */
+static void test_actions_cli(sim_mac_t *mac)
+{
+    const char *udid = mac->udid;
+    char out[65536];
+    /* The API checks the PIN (exit 1, the 422 names it). */
+    const char *badpin[] = {"lock", dir, udid, "--pin", "12345", NULL};
+    CHECK_EQ_INT(cli(badpin, out, sizeof(out)), 1);
+    CHECK(contains(out, "422") && contains(out, "pin"));
+
+    /* A generated PIN, as JSON; cancelled while queued. */
+    const char *genj[] = {"lock", dir, udid, "--json", NULL};
+    json_t *j = cli_json(genj, out, sizeof(out));
+    CHECK(j != NULL && json_is_true(json_object_get(j, "pin_generated")));
+    CHECK_EQ_INT(strlen(jstr(j, "pin")), 6);
+    CHECK_STR(jstr(j, "request_type"), "DeviceLock");
+    json_decref(j);
+    const char *cancelj[] = {"cancel-lock", dir, udid, "--json", NULL};
+    j = cli_json(cancelj, out, sizeof(out));
+    CHECK_STR(jstr(j, "status"), "cancelled");
+    json_decref(j);
+
+    /* A given PIN: the table shows the command and the PIN. */
+    const char *lock[] = {"lock", dir, udid, "--pin", "482917", "--message", "Lost Mac",
+                          "--phone", "+1 555 0100", NULL};
+    CHECK_EQ_INT(cli(lock, out, sizeof(out)), 0);
+    CHECK(contains(out, "PIN: 482917") && contains(out, "as given") &&
+          contains(out, "(DeviceLock)"));
+    char uuid[64] = "";
+    const char *cp = strstr(out, "command ");
+    CHECK(cp && sscanf(cp, "command %63[^ ,\n]", uuid) == 1);
+    CHECK(strncmp(uuid, "act-lock-", 9) == 0);
+    CHECK_EQ_INT(cli(lock, out, sizeof(out)), 1); /* one lock at a time */
+    CHECK(contains(out, "409") && contains(out, uuid));
+    const char *actions[] = {"actions", dir, udid, NULL};
+    CHECK_EQ_INT(cli(actions, out, sizeof(out)), 0);
+    CHECK(contains(out, uuid) && contains(out, "queued") && contains(out, "2 actions\n"));
+    const char *cancel[] = {"cancel-lock", dir, udid, NULL};
+    CHECK_EQ_INT(cli(cancel, out, sizeof(out)), 0);
+    CHECK(contains(out, "cancelled") && contains(out, uuid));
+    CHECK_EQ_INT(cli(cancel, out, sizeof(out)), 1); /* nothing left to cancel */
+    CHECK(contains(out, "404"));
+    const char *actionsj[] = {"actions", dir, udid, "--json", NULL};
+    j = cli_json(actionsj, out, sizeof(out));
+    CHECK_EQ_INT(json_array_size(json_object_get(j, "actions")), 2);
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(j, "actions"), i, a) {
+        CHECK_STR(jstr(a, "action"), "lock");
+        CHECK_STR(jstr(a, "status"), "cancelled");
+    }
+    json_decref(j);
+
+    /* The PIN again: an audited view, said so on stderr (the JSON follows that line here,
+     * where stdout and stderr share one file). */
+    const char *pin[] = {"lock-pin", dir, udid, NULL};
+    CHECK_EQ_INT(cli(pin, out, sizeof(out)), 0);
+    CHECK(contains(out, "482917") && contains(out, uuid) && contains(out, "audited"));
+    const char *pinj[] = {"lock-pin", dir, udid, "--json", NULL};
+    CHECK_EQ_INT(cli(pinj, out, sizeof(out)), 0);
+    j = strchr(out, '{') ? json_loads(strchr(out, '{'), 0, NULL) : NULL;
+    CHECK_STR(jstr(json_object_get(j, "lock"), "pin"), "482917");
+    json_decref(j);
+
+    /* Erase: --confirm is required by the CLI (exit 2, nothing sent) and checked by the API
+     * (a wrong UDID: 422, exit 1). Nothing is erased here. */
+    const char *erase[] = {"erase", dir, udid, NULL};
+    CHECK_EQ_INT(cli(erase, out, sizeof(out)), 2);
+    CHECK(contains(out, "--confirm"));
+    const char *erase_wrong[] = {"erase", dir, udid, "--confirm", "NOT-THIS-MAC", NULL};
+    CHECK_EQ_INT(cli(erase_wrong, out, sizeof(out)), 1);
+    CHECK(contains(out, "422") && contains(out, "confirm"));
+    const char *wipe[] = {"selective-wipe", dir, udid, NULL};
+    CHECK_EQ_INT(cli(wipe, out, sizeof(out)), 2);
+    CHECK(contains(out, "--yes"));
+    const char *revoke[] = {"revoke", dir, udid, NULL};
+    CHECK_EQ_INT(cli(revoke, out, sizeof(out)), 2);
+    CHECK(contains(out, "--yes"));
+
+    /* No FileVault key escrowed: nothing to reveal or rotate. */
+    const char *fv[] = {"filevault-key", dir, udid, NULL};
+    CHECK_EQ_INT(cli(fv, out, sizeof(out)), 1);
+    CHECK(contains(out, "404"));
+    const char *rotate[] = {"rotate-filevault-key", dir, udid, NULL};
+    CHECK_EQ_INT(cli(rotate, out, sizeof(out)), 1);
+    CHECK(contains(out, "409") && contains(out, "recovery key"));
+
+    /* ADE flag on and off again; restore-policies changes nothing for a Mac not wiped. */
+    const char *ade_bad[] = {"set-ade", dir, udid, "yes", NULL};
+    CHECK_EQ_INT(cli(ade_bad, out, sizeof(out)), 2);
+    const char *ade_on[] = {"set-ade", dir, udid, "on", NULL};
+    CHECK_EQ_INT(cli(ade_on, out, sizeof(out)), 0);
+    CHECK(contains(out, "ade on") && contains(out, "done"));
+    const char *ade_off[] = {"set-ade", dir, udid, "off", "--json", NULL};
+    j = cli_json(ade_off, out, sizeof(out));
+    CHECK(j != NULL && json_is_false(json_object_get(j, "ade")));
+    json_decref(j);
+    const char *restore[] = {"restore-policies", dir, udid, NULL};
+    CHECK_EQ_INT(cli(restore, out, sizeof(out)), 0);
+    CHECK(contains(out, "policies delivered"));
+
+    /* A lock that reached the Mac (handed out, not answered yet) is not cancelled: exit 1 and
+     * the PIN that unlocks it. The Mac then answers with sim_respond, which does not act on
+     * the command: it stays unlocked. */
+    const char *lock2[] = {"lock", dir, udid, "--pin", "602394", NULL};
+    CHECK_EQ_INT(cli(lock2, out, sizeof(out)), 0);
+    cp = strstr(out, "command ");
+    CHECK(cp && sscanf(cp, "command %63[^ ,\n]", uuid) == 1);
+    sim_cmd_t cmd, next;
+    bool delivered = false;
+    CHECK_EQ_INT(sim_connect_idle(mac, &cmd), 200);
+    for (int k = 0; k < 20 && cmd.uuid[0] && !delivered; k++) {
+        delivered = strcmp(cmd.uuid, uuid) == 0;
+        if (!delivered) {
+            CHECK_EQ_INT(sim_respond(mac, &cmd, SIM_ACKNOWLEDGED, &next), 200);
+            cmd = next;
+        }
+    }
+    CHECK(delivered);
+    CHECK_EQ_INT(cli(cancel, out, sizeof(out)), 1);
+    CHECK(contains(out, "409") && contains(out, "already delivered") &&
+          contains(out, "PIN: 602394") && contains(out, "audited"));
+    CHECK_EQ_INT(cli(cancelj, out, sizeof(out)), 1);
+    j = strchr(out, '{') ? json_loads(strchr(out, '{'), JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    CHECK_STR(jstr(j, "pin"), "602394");
+    json_decref(j);
+    CHECK_EQ_INT(sim_respond(mac, &cmd, SIM_ACKNOWLEDGED, &next), 200);
+    j = cli_json(actionsj, out, sizeof(out));
+    CHECK_EQ_INT(json_array_size(json_object_get(j, "actions")), 3);
+    const char *status = "";
+    json_array_foreach(json_object_get(j, "actions"), i, a) /* in no particular order */
+        if (strcmp(jstr(a, "command_uuid"), uuid) == 0)
+            status = jstr(a, "status");
+    CHECK_STR(status, "acknowledged");
+    json_decref(j);
+}
+
 /* A simulated Mac: enrolls, gets commands queued, cancelled and answered through the API. */
 static void test_device_lifecycle(void)
 {
@@ -476,6 +614,7 @@ static void test_device_lifecycle(void)
     mdm_buf_dispose(&reply);
 
     test_policy_cli(mac.udid);
+    test_actions_cli(&mac);
 
     /* Delete: the device, its queue and its secrets go. */
     snprintf(path, sizeof(path), "/api/v1/devices/%s", mac.udid);

@@ -109,6 +109,15 @@ static int api(const char *method, const char *path, const char *body, json_t **
     return admin_api(srv.admin_port, dir, api_key, method, path, NULL, body, out);
 }
 
+/* Bootstrap tokens are escrowed for Macs enrolled through Automated Device Enrollment only:
+ * mark m as one (what that enrollment path does). */
+static void set_ade(const sim_mac_t *m)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/actions/set-ade", m->udid);
+    CHECK_EQ_INT(api("POST", path, "{\"ade\":true}", NULL), 200);
+}
+
 
 #define DEVINFO_PARAMS                                                                         \
     "{\"Queries\":[\"UDID\",\"DeviceName\",\"OSVersion\",\"SerialNumber\",\"Model\"]}"
@@ -268,9 +277,12 @@ static void test_lifecycle(void)
     CHECK(out.len && strstr(resp, m.serial) != NULL);
     CHECK(out.len && strstr(resp, "<key>ModelName</key>") == NULL); /* not asked for */
 
-    /* Bootstrap token escrow. */
+    /* Bootstrap token escrow: refused until the Mac counts as enrolled through ADE. */
     mdm_buf_t tok;
     mdm_buf_init(&tok, 0);
+    const uint8_t early[] = "too early";
+    CHECK_EQ_INT(sim_set_bootstrap_token(&m, early, sizeof(early), NULL), 403);
+    set_ade(&m);
     CHECK_EQ_INT(sim_get_bootstrap_token(&m, &tok), 200);
     CHECK_EQ_INT(tok.len, 0);
     const uint8_t secret[] = "bootstrap-token-\x01\x02\x03-binary\x00-bytes";
@@ -351,6 +363,7 @@ static void test_malformed(void)
     sim_mac_t m;
     CHECK_EQ_INT(sim_mac_init(&m, &env, NULL, 4), 0);
     CHECK(enroll(&m));
+    set_ade(&m);
     const uint8_t keep[] = "the escrowed token";
     CHECK_EQ_INT(sim_set_bootstrap_token(&m, keep, sizeof(keep), NULL), 200);
 
@@ -585,6 +598,7 @@ static void test_restart(void)
     sim_mac_t m;
     CHECK_EQ_INT(sim_mac_init(&m, &env, NULL, 7), 0);
     CHECK(enroll(&m));
+    set_ade(&m);
     const uint8_t tokv[] = "survives kill -9";
     CHECK_EQ_INT(sim_set_bootstrap_token(&m, tokv, sizeof(tokv), NULL), 200);
     restart(SIGKILL);

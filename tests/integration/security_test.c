@@ -398,6 +398,58 @@ static void test_filevault(void)
     json_decref(holder);
 }
 
+/* Certificate renewal: a new identity through the renewal profile's SCEP challenge, bound to
+ * the same Mac; the old certificate stops working once the new one is in use. */
+static void test_renewal(void)
+{
+    json_t *j = NULL;
+    char old_key[700], old_crt[700], keep_key[700], keep_crt[700];
+    snprintf(old_key, sizeof(old_key), "%s/%s.key", env.work_dir, mac_b.name);
+    snprintf(old_crt, sizeof(old_crt), "%s/%s.crt", env.work_dir, mac_b.name);
+    snprintf(keep_key, sizeof(keep_key), "%s/old-%.50s.key", env.work_dir, mac_b.name);
+    snprintf(keep_crt, sizeof(keep_crt), "%s/old-%.50s.crt", env.work_dir, mac_b.name);
+    CHECK(check_sh("cp '%s' '%s' && cp '%s' '%s'", old_key, keep_key, old_crt, keep_crt) == 0);
+    json_t *before = device(&mac_b);
+    char old_sha[80];
+    snprintf(old_sha, sizeof(old_sha), "%s", jstr(before, "identity_sha256"));
+    json_decref(before);
+
+    CHECK_EQ_INT(action(&mac_b, "renew-certificate", NULL, &j), 202);
+    char enrollment[40];
+    snprintf(enrollment, sizeof(enrollment), "%s", jstr(j, "enrollment_id"));
+    CHECK(strlen(enrollment) == 32);
+    json_decref(j);
+    CHECK_EQ_INT(action(&mac_b, "renew-certificate", NULL, &j), 409); /* pending */
+    json_decref(j);
+    CHECK(drain(&mac_b) >= 1);
+    const char *challenge = sim_mac_scep_challenge(&mac_b);
+    CHECK(challenge[0] != '\0');
+    sim_scep_t sc = {.type = MDM_SCEP_PKCS_REQ, .challenge = challenge};
+    CHECK_EQ_INT(sim_scep(&mac_b, &sc), 0);
+    CHECK(sc.status == MDM_SCEP_SUCCESS);
+    /* The next request with the new certificate moves the Mac to it. */
+    CHECK(drain(&mac_b) >= 0);
+    json_t *after = device(&mac_b);
+    CHECK(strcmp(jstr(after, "identity_sha256"), old_sha) != 0);
+    CHECK_STR(jstr(after, "enrollment_id"), enrollment);
+    CHECK(json_is_true(json_object_get(after, "enrolled")));
+    json_decref(after);
+    /* The old certificate is refused now. */
+    sim_mac_t old = mac_b;
+    old.state = NULL;
+    old.fd = -1;
+    old.ctx = NULL;
+    old.tls = NULL;
+    mdm_buf_init(&old.plain_in, 0);
+    snprintf(old.name, sizeof(old.name), "old-%.50s", mac_b.name);
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    CHECK_EQ_INT(sim_build_idle(&old, &body), 0);
+    CHECK_EQ_INT(sim_connect(&old, &body, NULL), 403);
+    mdm_buf_dispose(&body);
+    sim_mac_disconnect(&old);
+}
+
 static void test_bootstrap(void)
 {
     static const uint8_t token[] = "bootstrap-token-of-mac-a-0123456789";
@@ -442,7 +494,8 @@ static void test_audit(void)
     static const char *const want[] = {"device.lock", "device.cancel_lock", "device.pin_view",
                                        "device.erase", "device.revoke", "device.selective_wipe",
                                        "device.rotate_filevault_key",
-                                       "device.filevault_key_reveal", "device.set_ade"};
+                                       "device.filevault_key_reveal", "device.set_ade",
+                                       "device.renew_certificate"};
     char *text = json_dumps(j, 0);
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         char needle[80];
@@ -511,6 +564,7 @@ int main(void)
     test_selective_wipe();
     test_erase();
     test_revoke();
+    test_renewal();
     test_filevault();
     test_bootstrap();
     test_audit();

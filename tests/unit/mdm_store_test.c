@@ -92,10 +92,16 @@ static void full_device(mdm_device_t *d, const char *udid)
     d->last_push_ms = 0x0a0b0c0d0e0f1011ull;
     d->last_push_status = UINT16_MAX;
     FILL_MAX(d->last_push_reason, 'r');
+    d->ade = true;
+    d->policies_suspended = true;
+    d->fv_key_escrowed = true;
+    d->revoked_ms = 0x1112131415161718ull;
+    FILL_MAX(d->revoked_cert, 'c');
 }
 
-/* Bytes the device format 2 adds after format 1, for full_device. */
+/* Bytes the device formats 2 and 3 add after the one before, for full_device. */
 #define DEVICE_FORMAT2_TAIL (2 + 32 + 8 + 2 + 2 + 63)
+#define DEVICE_FORMAT3_TAIL (8 + 2 + 64)
 
 static bool device_eq(const mdm_device_t *a, const mdm_device_t *b)
 {
@@ -116,7 +122,10 @@ static bool device_eq(const mdm_device_t *a, const mdm_device_t *b)
            a->awaiting_configuration == b->awaiting_configuration &&
            strcmp(a->enroll_id, b->enroll_id) == 0 && a->last_push_ms == b->last_push_ms &&
            a->last_push_status == b->last_push_status &&
-           strcmp(a->last_push_reason, b->last_push_reason) == 0;
+           strcmp(a->last_push_reason, b->last_push_reason) == 0 && a->ade == b->ade &&
+           a->policies_suspended == b->policies_suspended &&
+           a->fv_key_escrowed == b->fv_key_escrowed && a->revoked_ms == b->revoked_ms &&
+           strcmp(a->revoked_cert, b->revoked_cert) == 0;
 }
 
 static void simple_device(mdm_device_t *d, const char *udid)
@@ -505,7 +514,7 @@ static void test_corrupt(void)
     const uint8_t *dv = mdm_buf_head(&dev_raw), *cv = mdm_buf_head(&cmd_raw),
                   *qv = mdm_buf_head(&q_raw), *rv = mdm_buf_head(&res_raw);
     size_t dl = dev_raw.len, cl = cmd_raw.len, ql = q_raw.len, rl = res_raw.len;
-    CHECK(dl == 990 + DEVICE_FORMAT2_TAIL && dv[0] == 2);
+    CHECK(dl == 990 + DEVICE_FORMAT2_TAIL + DEVICE_FORMAT3_TAIL && dv[0] == 3);
     CHECK_EQ_INT(ql, 22);
     CHECK(queue_bad(s, "nothing-there") == false); /* an empty listing is not an error */
 
@@ -638,7 +647,7 @@ static void test_corrupt(void)
     CHECK(rejected > 0);
 
     /* Unknown format bytes and trailing bytes. */
-    static const uint8_t formats[] = {0, 3, 0x7f, 0xff};
+    static const uint8_t formats[] = {0, 4, 0x7f, 0xff};
     for (size_t f = 0; f < sizeof(formats); f++) {
         memcpy(tmp, dv, dl);
         tmp[0] = formats[f];
@@ -675,23 +684,36 @@ static void test_corrupt(void)
     mdm_batch_clear(b);
     CHECK(device_bad(s, "trail"));
     CHECK(command_bad(s, "trail"));
-    /* A format-1 device record (written before format 2) still reads, the new fields zero. */
-    memcpy(tmp, dv, dl - DEVICE_FORMAT2_TAIL);
+    /* Format-1 and format-2 device records (written before the formats after them) still
+     * read, the newer fields zero; the same bytes under a newer format byte lack its fields. */
+    size_t f2 = dl - DEVICE_FORMAT3_TAIL, f1 = f2 - DEVICE_FORMAT2_TAIL;
+    memcpy(tmp, dv, f1);
     tmp[0] = 1;
-    mdm_batch_put(b, MDM_CF_DEVICES, "dev1", 4, tmp, dl - DEVICE_FORMAT2_TAIL);
-    tmp[0] = 2; /* and the same bytes as format 2 lack its fields */
-    mdm_batch_put(b, MDM_CF_DEVICES, "short2", 6, tmp, dl - DEVICE_FORMAT2_TAIL);
+    mdm_batch_put(b, MDM_CF_DEVICES, "dev1", 4, tmp, f1);
+    tmp[0] = 2;
+    mdm_batch_put(b, MDM_CF_DEVICES, "short2", 6, tmp, f1);
+    memcpy(tmp, dv, f2);
+    tmp[0] = 2;
+    mdm_batch_put(b, MDM_CF_DEVICES, "dev2", 4, tmp, f2);
+    tmp[0] = 3;
+    mdm_batch_put(b, MDM_CF_DEVICES, "short3", 6, tmp, f2);
     CHECK_EQ_INT(mdm_store_commit(s, b), 0);
     mdm_batch_clear(b);
     {
         static mdm_device_t old, want;
-        CHECK_EQ_INT(mdm_store_get_device(s, "dev1", &old), 0);
+        CHECK_EQ_INT(mdm_store_get_device(s, "dev2", &old), 0);
         want = d;
+        snprintf(want.udid, sizeof(want.udid), "dev2");
+        want.revoked_ms = 0;
+        want.revoked_cert[0] = '\0';
+        CHECK(device_eq(&old, &want));
+        CHECK_EQ_INT(mdm_store_get_device(s, "dev1", &old), 0);
         snprintf(want.udid, sizeof(want.udid), "dev1");
         want.enroll_id[0] = want.last_push_reason[0] = '\0';
         want.last_push_ms = want.last_push_status = 0;
         CHECK(device_eq(&old, &want));
         CHECK(device_bad(s, "short2"));
+        CHECK(device_bad(s, "short3"));
     }
     CHECK(queue_bad(s, "trail"));
     CHECK(result_bad(s, "trail", "u"));
@@ -709,10 +731,10 @@ static void test_corrupt(void)
     tmp[17 + 2 + 10] = 0; /* NUL inside a string */
     mdm_batch_put(b, MDM_CF_DEVICES, "nul", 3, tmp, dl);
     memcpy(tmp, dv, dl);
-    tmp[15] = MDM_DEVICE_CHECKED_OUT + 1;
+    tmp[15] = MDM_DEVICE_REVOKED + 1;
     mdm_batch_put(b, MDM_CF_DEVICES, "state", 5, tmp, dl);
     memcpy(tmp, dv, dl);
-    tmp[16] |= 0x04;
+    tmp[16] |= 0x20; /* a flag bit no writer sets */
     mdm_batch_put(b, MDM_CF_DEVICES, "flags", 5, tmp, dl);
     memcpy(tmp, dv, dl);
     tmp[1] = 0x10; /* vshard 4096 + ... */
