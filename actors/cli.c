@@ -1431,6 +1431,9 @@ static void print_action_done(json_t *j, FILE *out)
         fprintf(out, ", command %s", uuid);
     if (type)
         fprintf(out, " (%s)", type);
+    const char *enrollment = str_or(j, "enrollment_id", NULL); /* renew-certificate */
+    if (enrollment)
+        fprintf(out, ", enrollment %s", enrollment);
     fputc('\n', out);
     const char *pin = str_or(j, "pin", NULL);
     if (pin)

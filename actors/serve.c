@@ -96,6 +96,7 @@ static int open_storage(struct app *app)
         .durability = map[app->cfg.durability],
         .threads = (unsigned)app->cfg.storage_threads,
         .cache_mb = (size_t)app->cfg.cache_mb,
+        .thread_exit = mdm_tls_thread_cleanup, /* jobs sign profiles (wolfSSL ECC caches) */
     };
     int ret = mdm_store_open(&app->store, &so);
     if (ret != 0)

@@ -200,6 +200,7 @@ struct get_job {
 };
 
 struct mdm_store {
+    void (*thread_exit)(void); /* run by each worker as it ends */
     rocksdb_t *db;
     rocksdb_options_t *opts;
     rocksdb_block_based_table_options_t *table_opts;
@@ -414,6 +415,8 @@ static void *worker_main(void *arg)
         pthread_cond_wait(&s->cond, &s->lock);
     }
     pthread_mutex_unlock(&s->lock);
+    if (s->thread_exit)
+        s->thread_exit();
     return NULL;
 }
 
@@ -896,6 +899,7 @@ int mdm_store_open(mdm_store_t **out, const struct mdm_store_options *opt)
     pthread_cond_init(&s->cond, NULL);
     atomic_init(&s->gets, 0);
     s->durability = opt->durability;
+    s->thread_exit = opt->thread_exit;
     unsigned nthreads = opt->threads ? opt->threads : THREADS_DEFAULT;
     int ret = 0;
     s->path = strdup(opt->path);

@@ -58,6 +58,8 @@ struct mdm_store_options {
     enum mdm_durability durability;  /* 0 = MDM_DURABILITY_FSYNC */
     unsigned threads;                /* storage worker threads; 0: 2 */
     size_t cache_mb;                 /* block cache in MiB; 0: 64 */
+    void (*thread_exit)(void);       /* runs on each worker before it ends (jobs may have used
+                                        per-thread caches, e.g. a crypto library's); NULL */
 };
 
 /** Current schema version written by this code. */

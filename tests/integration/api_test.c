@@ -431,6 +431,12 @@ static void test_actions_cli(sim_mac_t *mac)
             status = jstr(a, "status");
     CHECK_STR(status, "acknowledged");
     json_decref(j);
+
+    /* A certificate renewal is queued (the Mac is deleted after this test). */
+    const char *renew[] = {"renew-certificate", dir, udid, NULL};
+    CHECK_EQ_INT(cli(renew, out, sizeof(out)), 0);
+    CHECK(contains(out, "queued, command act-renew-") && contains(out, "(InstallProfile)") &&
+          contains(out, "enrollment "));
 }
 
 /* A simulated Mac: enrolls, gets commands queued, cancelled and answered through the API. */

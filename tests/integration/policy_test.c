@@ -450,7 +450,7 @@ static void test_secrets(void)
         const policy_case_t *pc = &policy_cases[i];
         if (!pc->secret)
             continue;
-        snprintf(path, sizeof(path), "/api/v1/policies/%s", ids[i]);
+        snprintf(path, sizeof(path), "/api/v1/policies/%.31s", ids[i]);
         CHECK_EQ_INT(api("GET", path, NULL, &j), 200);
         char *text = json_dumps(j, 0);
         char *secret = policy_case_text(pc->secret);
