@@ -1,6 +1,8 @@
 /* Integration harness; see harness.h. */
 #include "harness.h"
 
+#include "admin_api.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -92,11 +94,20 @@ int harness_run(const char *dir, const char *const *args, int timeout_ms, char *
 
 int harness_init(const char *dir)
 {
+    return harness_init_key(dir, NULL, 0);
+}
+
+int harness_init_key(const char *dir, char *key, size_t keylen)
+{
     const char *args[] = {"init", dir, "--hostnames", "localhost,127.0.0.1", NULL};
     char out[8192];
     int code = harness_run(dir, args, 60000, out, sizeof(out));
     if (code != 0)
         fprintf(stderr, "mdmd init failed (%d):\n%s\n", code, out);
+    else if (key && admin_key_from_init(out, key, keylen) != 0) {
+        fprintf(stderr, "no admin API key in the init output:\n%s\n", out);
+        code = -1;
+    }
     return code;
 }
 

@@ -23,6 +23,8 @@ typedef struct server_proc {
 
 /** Runs `mdmd init DIR --hostnames localhost,127.0.0.1` (quietly); returns its exit code. */
 int harness_init(const char *dir);
+/** The same, and copies the admin API key init printed into key (keylen bytes). */
+int harness_init_key(const char *dir, char *key, size_t keylen);
 
 /** Runs mdmd with argv (NULL-terminated, without the binary), stdout+stderr to a file in dir.
  * Returns the exit code, or -1 after timeout_ms (the process is killed). */

@@ -20,6 +20,7 @@
 #include "bench/sim.h"
 #include "check.h"
 #include "core/log.h"
+#include "admin_api.h"
 #include "harness.h"
 
 #ifndef MDM_TEST_DATA
@@ -30,6 +31,7 @@ static char dir[512];
 static char work[600];
 static char data_dir[512];
 static server_proc_t srv;
+static char api_key[128];
 static sim_env_t env;
 static bool running;
 
@@ -151,6 +153,11 @@ static void test_either(sim_mac_t *sig, sim_mac_t *tls, sim_mac_t *plain)
     sig->sign = true;
     CHECK(enroll(sig));
     CHECK_EQ_INT(idle(sig), 200);
+    /* A check-in that needs the identity too (bootstrap escrow: the Mac counts as ADE). */
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/devices/%s/actions/set-ade", sig->udid);
+    CHECK_EQ_INT(admin_api(srv.admin_port, dir, api_key, "POST", path, NULL, "{\"ade\":true}",
+                           NULL), 200);
     const uint8_t token[] = "bootstrap token over Mdm-Signature";
     CHECK_EQ_INT(sim_set_bootstrap_token(sig, token, sizeof(token), NULL), 200);
     mdm_buf_t tok;
@@ -290,7 +297,7 @@ int main(void)
     const char *d = getenv("MDM_TEST_DATA");
     snprintf(data_dir, sizeof(data_dir), "%s", d ? d : MDM_TEST_DATA);
     mdm_log_setup(MDM_LOG_WARN, false);
-    if (harness_init(dir) != 0)
+    if (harness_init_key(dir, api_key, sizeof(api_key)) != 0)
         return 99;
     if (start("either") != 0)
         return 99;

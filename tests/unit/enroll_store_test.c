@@ -311,6 +311,7 @@ static void test_identifiers(void)
     CHECK_STR(mdm_invite_status_name((enum mdm_invite_status)9), "unknown");
     CHECK_STR(mdm_enroll_method_name(MDM_ENROLL_WEB), "web");
     CHECK_STR(mdm_enroll_method_name(MDM_ENROLL_INVITATION), "invitation");
+    CHECK_STR(mdm_enroll_method_name(MDM_ENROLL_RENEWAL), "renewal");
     CHECK_STR(mdm_enroll_method_name((enum mdm_enroll_method)9), "unknown");
 }
 
@@ -802,7 +803,7 @@ static void test_layouts_and_damage(void)
     vb_challenge(&v, 0, "nope");
     put_raw(b, CHALLENGE, id, il, v.b, v.n);
     il = make_id(ENROLLMENT, 700, id);
-    vb_enrollment(&v, 1, "bob", MDM_ENROLL_INVITATION + 1, "", 0, "");
+    vb_enrollment(&v, 1, "bob", MDM_ENROLL_RENEWAL + 1, "", 0, "");
     put_raw(b, ENROLLMENT, id, il, v.b, v.n);
     il = make_id(ENROLLMENT, 701, id);
     vb_enrollment(&v, 1, "bob", 0, "x", 0, "");
