@@ -192,21 +192,6 @@ static bool authorized(const mdm_http_request_t *r)
     return ct_equal(hex, api.key_hash, 64);
 }
 
-static int make_uuid(char out[37])
-{
-    uint8_t b[16];
-    int ret = mdm_random_bytes(b, sizeof(b));
-    if (ret != 0)
-        return ret;
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, 37,
-             "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
-    return 0;
-}
-
 /* ------------------------------------------------------------------------------------------
  * Command schema: the RequestTypes mdmd knows and their parameter keys, from Apple's
  * device-management YAML (the files under mdm/commands/).
@@ -665,6 +650,18 @@ void mdm_api_call_finish(struct mdm_api_call *c, int status, json_t *body, const
     mdm_actors_after_commit(c->shard, &c->waiter);
 }
 
+int mdm_api_outcome_set(struct mdm_api_outcome *o, int status, const char *error,
+                        const char *fmt, ...)
+{
+    o->status = status;
+    snprintf(o->error, sizeof(o->error), "%s", error);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->detail, sizeof(o->detail), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 void mdm_api_call_fail(struct mdm_api_call *c, int status, const char *error,
                        const char *detail)
 {
@@ -1090,7 +1087,7 @@ static void handle_enqueue(mdm_exchange_t *x, const char *udid)
     e->c.free_fn = enqueue_free;
     e->queued = json_array();
     e->failed = json_array();
-    if (!e->queued || !e->failed || make_uuid(e->uuid) != 0) {
+    if (!e->queued || !e->failed || mdm_uuid_v4(e->uuid) != 0) {
         mdm_api_call_fail(&e->c, 503, "internal error", "out of memory or random bytes");
         return;
     }

@@ -80,8 +80,7 @@ struct ajob {
     int disallow_proximity, preserve_data_plan; /* -1 = not given */
     bool ade;
     /* planned on the worker */
-    int status;
-    char error[48], detail[300];
+    struct mdm_api_outcome out;
     char uuid[MDM_UUID_MAX + 1];
     char request_type[32];
     mdm_buf_t plist;        /* the command, plain: handed to the device actor */
@@ -107,18 +106,7 @@ static void ajob_free(struct mdm_api_call *c)
     free(j);
 }
 
-static int ajob_fail(struct ajob *j, int status, const char *error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int ajob_fail(struct ajob *j, int status, const char *error, const char *fmt, ...)
-{
-    j->status = status;
-    snprintf(j->error, sizeof(j->error), "%s", error);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(j->detail, sizeof(j->detail), fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#define ajob_fail(j, ...) mdm_api_outcome_set(&(j)->out, __VA_ARGS__)
 
 /* ------------------------------------------------------------------------------------------
  * Worker side
@@ -473,10 +461,10 @@ static void run_ajob(mdm_store_t *s, void *arg)
             break;
         }
     }
-    if (ret != 0 && ret != -1 && !j->status)
+    if (ret != 0 && ret != -1 && !j->out.status)
         ajob_fail(j, 503, "unavailable", "%s", mdm_strerror(ret));
     j->msg.fn = on_ajob_planned;
-    if (!j->status && j->records) {
+    if (!j->out.status && j->records) {
         /* The renewal's enrollment and challenge are durable before the profile goes out. */
         if (mdm_store_commit_async(s, j->records, on_records_committed, j) == 0)
             return;
@@ -599,8 +587,8 @@ static void on_ajob_planned(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     (void)sh;
     struct ajob *j = MDM_CONTAINER_OF(m, struct ajob, msg);
-    if (j->status) {
-        mdm_api_call_fail(&j->c, j->status, j->error, j->detail);
+    if (j->out.status) {
+        mdm_api_call_fail(&j->c, j->out.status, j->out.error, j->out.detail);
         return;
     }
     switch (j->kind) {

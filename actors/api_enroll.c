@@ -254,10 +254,8 @@ struct ejob {
     size_t password_len;
     mdm_invitation_t inv;         /* invitation create: the new record; revoke: id */
     char pin[INVITE_PIN_DIGITS + 1]; /* answered once; wiped with the job */
-    /* outcome, set on the worker */
-    int status;                   /* 0: write the record on the shard; else the HTTP error */
-    char error[48];
-    char detail[240];
+    /* outcome, set on the worker (status 0: write the record on the shard) */
+    struct mdm_api_outcome out;
     mdm_local_user_t user;        /* user: the record to write (or the deleted one) */
     uint64_t now_ms;
 };
@@ -283,17 +281,7 @@ static void ejob_free(struct mdm_api_call *c)
     free(j);
 }
 
-static void ejob_fail(struct ejob *j, int status, const char *error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void ejob_fail(struct ejob *j, int status, const char *error, const char *fmt, ...)
-{
-    j->status = status;
-    snprintf(j->error, sizeof(j->error), "%s", error);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(j->detail, sizeof(j->detail), fmt, ap);
-    va_end(ap);
-}
+#define ejob_fail(j, ...) ((void)mdm_api_outcome_set(&(j)->out, __VA_ARGS__))
 
 static void hash_password(struct ejob *j)
 {
@@ -403,7 +391,7 @@ static void run_ejob(mdm_store_t *s, struct ejob *j)
         else if (ret != 0 && ret != MDM_ENOTFOUND)
             ejob_fail(j, 503, "storage failure", "%s", mdm_strerror(ret));
         explicit_bzero(&u, sizeof(u));
-        if (j->status == 0 && mode_uses_pin(mode)) {
+        if (j->out.status == 0 && mode_uses_pin(mode)) {
             ret = mdm_pin_hash(argon2_params(), j->pin, j->inv.pin_hash,
                                sizeof(j->inv.pin_hash));
             if (ret != 0)
@@ -443,8 +431,8 @@ static void on_ejob_done(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     (void)sh;
     struct ejob *j = MDM_CONTAINER_OF(m, struct ejob, msg);
-    if (j->status != 0) {
-        mdm_api_call_fail(&j->c, j->status, j->error, j->detail);
+    if (j->out.status != 0) {
+        mdm_api_call_fail(&j->c, j->out.status, j->out.error, j->out.detail);
         return;
     }
     mdm_batch_t *b = mdm_actors_shard_batch(j->c.shard);

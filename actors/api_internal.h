@@ -97,6 +97,17 @@ void mdm_api_call_finish(struct mdm_api_call *c, int status, json_t *body, const
 void mdm_api_call_fail(struct mdm_api_call *c, int status, const char *error,
                        const char *detail);
 
+/** What a job found wrong, answered once it is back on the shard (status 0: nothing). */
+struct mdm_api_outcome {
+    int status;
+    char error[48];
+    char detail[300];
+};
+
+/** Sets o (the detail from fmt) and returns -1, for `return mdm_api_outcome_set(...)`. */
+int mdm_api_outcome_set(struct mdm_api_outcome *o, int status, const char *error,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /** Parses the request body of c as a JSON object; on failure ends the call (400/415) and
  * returns NULL. */
 json_t *mdm_api_body_object(struct mdm_api_call *c);

@@ -537,8 +537,7 @@ struct mjob {
     json_t *settings;  /* policy: as sent (NULL: unchanged) */
     json_t *spec;      /* group: targets + policies */
     /* outcome, on the worker */
-    int status;
-    char error[48], detail[300];
+    struct mdm_api_outcome out;
     mdm_policy_t policy;      /* record to write (or the deleted one) */
     mdm_group_t group;
     mdm_group_t *touched;     /* policy delete: groups rewritten without it */
@@ -560,18 +559,7 @@ static void mjob_free(struct mdm_api_call *c)
     free(j);
 }
 
-static int mjob_fail(struct mjob *j, int status, const char *error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int mjob_fail(struct mjob *j, int status, const char *error, const char *fmt, ...)
-{
-    j->status = status;
-    snprintf(j->error, sizeof(j->error), "%s", error);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(j->detail, sizeof(j->detail), fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#define mjob_fail(j, ...) mdm_api_outcome_set(&(j)->out, __VA_ARGS__)
 
 /* Puts back into settings every secret of old_secrets whose key the update left out. */
 static void carry_secrets(json_t *settings, const json_t *old)
@@ -758,7 +746,7 @@ static void run_mjob(mdm_store_t *s, void *arg)
         ret = run_group_change(s, j);
         break;
     }
-    if (ret != 0 && !j->status)
+    if (ret != 0 && !j->out.status)
         mjob_fail(j, 503, "storage failure", "%s", mdm_strerror(ret));
     j->msg.fn = on_mjob_done;
     mdm_shard_post(j->c.shard, &j->msg);
@@ -768,8 +756,8 @@ static void run_mjob(mdm_store_t *s, void *arg)
 static void on_mjob_done(mdm_shard_t *sh, mdm_shard_msg_t *m)
 {
     struct mjob *j = MDM_CONTAINER_OF(m, struct mjob, msg);
-    if (j->status) {
-        mdm_api_call_fail(&j->c, j->status, j->error, j->detail);
+    if (j->out.status) {
+        mdm_api_call_fail(&j->c, j->out.status, j->out.error, j->out.detail);
         return;
     }
     mdm_batch_t *b = mdm_actors_shard_batch(sh);

@@ -228,21 +228,6 @@ static int check_spec(const mdm_enroll_profile_spec_t *s, bool *self_issued, cha
 
 /* ---- building -------------------------------------------------------------------------- */
 
-static int make_uuid(char out[MDM_ENROLL_UUID_LEN + 1])
-{
-    uint8_t b[16];
-    int ret = mdm_random_bytes(b, sizeof(b));
-    if (ret != 0)
-        return ret;
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, MDM_ENROLL_UUID_LEN + 1,
-             "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
-    return 0;
-}
-
 /* snprintf into a TEXT_MAX buffer; fields are at most MDM_ENROLL_FIELD_MAX bytes. */
 static const char *text(char buf[TEXT_MAX], const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -392,8 +377,8 @@ int mdm_enroll_profile_build(const mdm_enroll_profile_spec_t *spec, mdm_buf_t *x
     if (ret != 0)
         return ret;
     mdm_enroll_profile_ids_t u;
-    if ((ret = make_uuid(u.profile_uuid)) != 0 || (ret = make_uuid(u.ca_uuid)) != 0 ||
-        (ret = make_uuid(u.scep_uuid)) != 0 || (ret = make_uuid(u.mdm_uuid)) != 0)
+    if ((ret = mdm_uuid_v4(u.profile_uuid)) != 0 || (ret = mdm_uuid_v4(u.ca_uuid)) != 0 ||
+        (ret = mdm_uuid_v4(u.scep_uuid)) != 0 || (ret = mdm_uuid_v4(u.mdm_uuid)) != 0)
         return ret;
     char id[TEXT_MAX], name[TEXT_MAX], desc[TEXT_MAX];
     plist_t top = plist_new_dict(), content = plist_new_array();

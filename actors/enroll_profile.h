@@ -33,6 +33,7 @@
 
 #include "core/buf.h"
 #include "core/common.h"
+#include "core/crypto.h"
 
 /* AccessRights bits (com.apple.mdm.yaml). */
 #define MDM_ENROLL_ACCESS_PROFILE_INSPECT 1u       /* inspect configuration profiles */
@@ -78,7 +79,7 @@ typedef struct mdm_enroll_profile_spec {
     bool sign_message;             /* SignMessage: devices send Mdm-Signature headers */
 } mdm_enroll_profile_spec_t;
 
-#define MDM_ENROLL_UUID_LEN 36 /* "XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX" */
+#define MDM_ENROLL_UUID_LEN MDM_UUID_LEN /* core/crypto.h */
 
 /** The PayloadUUIDs of a built profile, e.g. to record with the enrollment. */
 typedef struct mdm_enroll_profile_ids {

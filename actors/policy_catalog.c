@@ -165,21 +165,6 @@ bool mdm_policy_needs_device(const mdm_policy_type_t *t, const json_t *settings)
 
 /* ---- building -------------------------------------------------------------------------- */
 
-int mdm_policy_uuid(char out[MDM_POLICY_UUID_LEN + 1])
-{
-    uint8_t b[16];
-    int ret = mdm_random_bytes(b, sizeof(b));
-    if (ret != 0)
-        return ret;
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, MDM_POLICY_UUID_LEN + 1,
-             "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
-    return 0;
-}
-
 void mdm_policy_output_init(mdm_policy_output_t *o)
 {
     memset(o, 0, sizeof(*o));
@@ -198,8 +183,8 @@ static const char *or_empty(const char *s) { return s ? s : ""; }
 
 int mdm_pctx_profile_begin(mdm_pctx_t *c)
 {
-    char uuid[MDM_POLICY_UUID_LEN + 1], desc[256];
-    int ret = mdm_policy_uuid(uuid);
+    char uuid[MDM_UUID_LEN + 1], desc[256];
+    int ret = mdm_uuid_v4(uuid);
     if (ret != 0)
         return ret;
     snprintf(desc, sizeof(desc), "%s (mdmd policy %s, version %u)", or_empty(c->meta->name),
@@ -247,10 +232,10 @@ static int set_payload_common(mdm_pctx_t *c, plist_t d, const char *type, const 
 }
 
 int mdm_pctx_add_payload(mdm_pctx_t *c, const char *type, const json_t *obj, const char *skip,
-                         plist_t *payload_out, char uuid_out[MDM_POLICY_UUID_LEN + 1])
+                         plist_t *payload_out, char uuid_out[MDM_UUID_LEN + 1])
 {
-    char uuid[MDM_POLICY_UUID_LEN + 1];
-    int ret = mdm_policy_uuid(uuid);
+    char uuid[MDM_UUID_LEN + 1];
+    int ret = mdm_uuid_v4(uuid);
     if (ret != 0)
         return ret;
     plist_t d = plist_new_dict();

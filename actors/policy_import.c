@@ -157,10 +157,10 @@ static int import_build(const mdm_policy_type_t *t, mdm_pctx_t *c)
 {
     (void)t;
     plist_t p = NULL;
-    char uuid[MDM_POLICY_UUID_LEN + 1];
+    char uuid[MDM_UUID_LEN + 1];
     int ret = load_checked(c->settings, &p, c->err, c->errlen);
     if (ret == 0)
-        ret = mdm_policy_uuid(uuid);
+        ret = mdm_uuid_v4(uuid);
     if (ret == 0)
         ret = mdm_plist_dict_set_string(p, "PayloadIdentifier",
                                         c->meta->profile_identifier ? c->meta->profile_identifier

@@ -6,9 +6,9 @@
 #define MDM_ACTORS_POLICY_INTERNAL_H
 
 #include "actors/policy_catalog.h"
+#include "core/crypto.h"
 #include "actors/policy_schema.h"
 
-#define MDM_POLICY_UUID_LEN 36
 
 /* One build in progress. */
 typedef struct mdm_pctx {
@@ -37,8 +37,6 @@ struct mdm_policy_type {
     bool (*needs_device)(const json_t *s);
 };
 
-/* A fresh uppercase UUIDv4. 0 or MDM_ECRYPTO. */
-MDM_MUST_CHECK int mdm_policy_uuid(char out[MDM_POLICY_UUID_LEN + 1]);
 
 /* Checks obj as the keys of payload payload_type; skip (may be NULL) is a key of obj that the
  * caller handles (the PayloadType selector). Keys every payload carries are refused. */
@@ -58,7 +56,7 @@ MDM_MUST_CHECK int mdm_pctx_profile_begin(mdm_pctx_t *c);
  * the profile); uuid_out (may be NULL) gets its PayloadUUID. */
 MDM_MUST_CHECK int mdm_pctx_add_payload(mdm_pctx_t *c, const char *type, const json_t *obj,
                                         const char *skip, plist_t *payload_out,
-                                        char uuid_out[MDM_POLICY_UUID_LEN + 1]);
+                                        char uuid_out[MDM_UUID_LEN + 1]);
 
 /* Writes the profile as XML into c->out->profile_xml and frees the tree. */
 MDM_MUST_CHECK int mdm_pctx_profile_end(mdm_pctx_t *c);

@@ -251,7 +251,7 @@ static int filevault_build(const mdm_policy_type_t *t, mdm_pctx_t *c)
         mdm_errf(c->err, c->errlen, "filevault: no escrow certificate or location configured");
         return -EINVAL;
     }
-    char cert_uuid[MDM_POLICY_UUID_LEN + 1];
+    char cert_uuid[MDM_UUID_LEN + 1];
     plist_t cert, escrow;
     int ret = mdm_pctx_profile_begin(c);
     if (ret == 0)

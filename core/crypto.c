@@ -16,6 +16,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -88,5 +89,20 @@ int mdm_sha256_hex(const void *data, size_t len, char hex[MDM_SHA256_HEX_LEN + 1
     if (ret != 0)
         return ret;
     mdm_hex_encode(digest, sizeof(digest), hex);
+    return 0;
+}
+
+int mdm_uuid_v4(char out[MDM_UUID_LEN + 1])
+{
+    uint8_t b[16];
+    int ret = mdm_random_bytes(b, sizeof(b));
+    if (ret != 0)
+        return ret;
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, MDM_UUID_LEN + 1,
+             "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
     return 0;
 }

@@ -26,6 +26,12 @@
  */
 MDM_MUST_CHECK int mdm_random_bytes(void *buf, size_t len);
 
+#define MDM_UUID_LEN 36 /* "XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX" */
+
+/** A random RFC 4122 version-4 UUID in uppercase hex (as Apple's profiles and commands use
+ * them) into out. Returns 0 or MDM_ECRYPTO. */
+MDM_MUST_CHECK int mdm_uuid_v4(char out[MDM_UUID_LEN + 1]);
+
 /** SHA-256 of len bytes of data into out. Returns 0 or MDM_ECRYPTO. */
 MDM_MUST_CHECK int mdm_sha256(const void *data, size_t len, uint8_t out[MDM_SHA256_LEN]);
 

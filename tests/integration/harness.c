@@ -2,8 +2,10 @@
 #include "harness.h"
 
 #include "admin_api.h"
+#include "core/file.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -231,4 +233,30 @@ int https_get(int port, const char *ca, const char *path, mdm_buf_t *out)
         status = hclient_read_response(&c, out, 10000);
     hclient_close(&c);
     return status;
+}
+
+bool harness_db_holds(const char *dir, const void *secret, size_t len, char *file,
+                      size_t file_len)
+{
+    char db[600];
+    snprintf(db, sizeof(db), "%s/db", dir);
+    DIR *d = opendir(db);
+    bool found = false;
+    struct dirent *e;
+    while (d && !found && (e = readdir(d))) {
+        char path[1200];
+        snprintf(path, sizeof(path), "%s/%s", db, e->d_name);
+        uint8_t *data = NULL;
+        size_t n = 0;
+        if (e->d_name[0] == '.' || mdm_file_read(path, 256u << 20, &data, &n) != 0)
+            continue;
+        if (memmem(data, n, secret, len)) {
+            found = true;
+            snprintf(file, file_len, "%s", path);
+        }
+        free(data);
+    }
+    if (d)
+        closedir(d);
+    return found;
 }

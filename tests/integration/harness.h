@@ -62,6 +62,11 @@ int hclient_wait_close(hclient_t *c, int timeout_ms);
 /** GET path on a new connection; returns the status and the body in out. */
 int https_get(int port, const char *ca, const char *path, mdm_buf_t *out);
 
+/** True when any file of the database folder DIR/db holds len bytes of secret in clear (file
+ * receives the first such file's path). For "no secret at rest" checks; stop the server first. */
+bool harness_db_holds(const char *dir, const void *secret, size_t len, char *file,
+                      size_t file_len);
+
 /** The instance CA path of dir (server certificates chain to it). */
 const char *instance_ca(const char *dir);
 
