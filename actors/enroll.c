@@ -1430,10 +1430,12 @@ static void scep_pkcsreq(struct job *j, const mdm_scep_request_t *req)
     uint8_t *cert = NULL;
     size_t len = 0;
     const char *why = NULL;
+    bool policy = false;
     uint64_t now = mdm_wall_ms();
     pthread_mutex_lock(&E.lock);
     mdm_scep_challenge_t ch;
     mdm_enrollment_t e;
+    memset(&e, 0, sizeof(e));
     int ret = mdm_store_get_scep_challenge(E.store, hash, &ch);
     if (ret == MDM_ENOTFOUND)
         why = "unknown challenge";
@@ -1443,18 +1445,25 @@ static void scep_pkcsreq(struct job *j, const mdm_scep_request_t *req)
         why = "challenge already used";
     else if (ch.expires_ms <= now)
         why = "challenge expired";
+    else if (ch.certificate_only)
+        policy = true; /* a SCEP policy's certificate: no enrollment to complete */
     else if (mdm_store_get_enrollment(E.store, ch.enrollment_id, &e) != 0)
         why = "the challenge's enrollment cannot be read";
-    else if (issue(req, &cert, &len, hex) != 0)
+    if (!why && issue(req, &cert, &len, hex) != 0)
         why = "cannot issue the certificate";
     if (!why) {
         ch.used = true;
-        snprintf(e.cert_sha256, sizeof(e.cert_sha256), "%s", hex);
         mdm_store_put_scep_challenge(b, &ch);
-        mdm_store_put_enrollment(b, &e);
-        mdm_store_put_enrollment_cert(b, hex, e.id);
-        audit(b, "scep", "scep.issue", e.id, j->peer, 200, "identity certificate %s for %s",
-              hex, e.user_name);
+        if (policy) {
+            audit(b, "scep", "scep.issue", "policy", j->peer, 200,
+                  "certificate %s (SCEP policy)", hex);
+        } else {
+            snprintf(e.cert_sha256, sizeof(e.cert_sha256), "%s", hex);
+            mdm_store_put_enrollment(b, &e);
+            mdm_store_put_enrollment_cert(b, hex, e.id);
+            audit(b, "scep", "scep.issue", e.id, j->peer, 200, "identity certificate %s for %s",
+                  hex, e.user_name);
+        }
         if (commit(b, "the certificate issuance") != 0)
             why = "cannot store the issuance";
     }
@@ -1465,8 +1474,11 @@ static void scep_pkcsreq(struct job *j, const mdm_scep_request_t *req)
         scep_refuse(j, req, MDM_SCEP_BAD_REQUEST, target, why);
         return;
     }
-    mdm_info("enroll", "SCEP: identity certificate %s issued for enrollment %s to %s", hex,
-             e.id, j->source);
+    if (policy)
+        mdm_info("enroll", "SCEP: certificate %s issued for a SCEP policy to %s", hex, j->source);
+    else
+        mdm_info("enroll", "SCEP: identity certificate %s issued for enrollment %s to %s", hex,
+                 e.id, j->source);
     scep_success(j, req, cert, len);
     free(cert);
 }

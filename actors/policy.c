@@ -292,6 +292,11 @@ static bool group_targets(const json_t *spec, const struct device_ctx *c)
  * Building deliveries
  */
 
+#define CHALLENGE_BYTES 24                    /* as enrollment's challenges */
+#define CHALLENGE_TTL_MS (72ull * 3600 * 1000) /* the Mac uses it when it installs the profile */
+#define NO_CHALLENGE "(one-time challenge per Mac)" /* previews, shared builds */
+#define CHALLENGE_TEXT_MAX 64
+
 static mdm_policy_env_t policy_env(const char *scep_url)
 {
     return (mdm_policy_env_t){
@@ -308,9 +313,10 @@ static mdm_policy_env_t policy_env(const char *scep_url)
     };
 }
 
+/* challenge: the instance SCEP challenge a SCEP policy with "ca": "instance" carries. */
 static int build_output(const mdm_policy_t *p, const json_t *settings,
-                        const struct device_ctx *c, mdm_policy_output_t *out, char *err,
-                        size_t errlen)
+                        const struct device_ctx *c, const char *challenge,
+                        mdm_policy_output_t *out, char *err, size_t errlen)
 {
     const mdm_policy_type_t *t = mdm_policy_type_find(p->type);
     if (!t) {
@@ -320,6 +326,7 @@ static int build_output(const mdm_policy_t *p, const json_t *settings,
     char scep_url[600];
     snprintf(scep_url, sizeof(scep_url), "%s/scep", mdm_enroll_base_url());
     mdm_policy_env_t env = policy_env(scep_url);
+    env.scep_challenge = challenge;
     struct device_ctx none;
     memset(&none, 0, sizeof(none));
     mdm_policy_device_t dev = device_vars(c ? c : &none);
@@ -395,7 +402,7 @@ int mdm_policy_render(mdm_store_t *s, const mdm_policy_t *p, const char *udid, b
         snprintf(err, errlen, "the policy's settings cannot be read");
         return MDM_ECRYPTO;
     }
-    int ret = build_output(p, settings, have_dev ? &c : NULL, out, err, errlen);
+    int ret = build_output(p, settings, have_dev ? &c : NULL, NO_CHALLENGE, out, err, errlen);
     json_decref(settings);
     if (ret == 0 && sign && out->profile_xml.len)
         ret = sign_profile(&out->profile_xml, signed_der);
@@ -664,6 +671,27 @@ static void put_deployment(struct job *j, const struct device_ctx *c, const mdm_
     mdm_store_put_deployment(j->batch, &d);
 }
 
+/* A SCEP policy on the instance CA gets a one-time challenge per Mac: its record (only the
+ * hash, "certificate only": the certificate is no MDM identity) goes into the job's batch. */
+static int device_challenge(struct job *j, const mdm_policy_t *p, char out[CHALLENGE_TEXT_MAX])
+{
+    snprintf(out, CHALLENGE_TEXT_MAX, "%s", NO_CHALLENGE);
+    if (strcmp(p->type, "scep") != 0)
+        return 0;
+    uint8_t raw[CHALLENGE_BYTES];
+    mdm_scep_challenge_t ch = {.expires_ms = mdm_wall_ms() + CHALLENGE_TTL_MS,
+                               .certificate_only = true};
+    int ret = mdm_random_bytes(raw, sizeof(raw));
+    if (ret == 0) {
+        mdm_hex_encode(raw, sizeof(raw), out);
+        ret = mdm_scep_challenge_hash(out, strlen(out), ch.hash);
+    }
+    if (ret == 0)
+        mdm_store_put_scep_challenge(j->batch, &ch);
+    explicit_bzero(raw, sizeof(raw));
+    return ret;
+}
+
 /* Builds (once per job, unless per device) what pe delivers. */
 static int output_for(struct job *j, struct policy_entry *pe, const struct device_ctx *c,
                       mdm_policy_output_t *per_dev, mdm_buf_t *per_der,
@@ -675,7 +703,7 @@ static int output_for(struct job *j, struct policy_entry *pe, const struct devic
     if (!pe->settings && !(pe->settings = full_settings(&pe->p)))
         return MDM_ECRYPTO;
     if (!pe->built) {
-        ret = build_output(&pe->p, pe->settings, c, &pe->out, err, sizeof(err));
+        ret = build_output(&pe->p, pe->settings, c, NO_CHALLENGE, &pe->out, err, sizeof(err));
         if (ret == 0 && pe->out.profile_xml.len)
             ret = sign_profile(&pe->out.profile_xml, &pe->der);
         if (ret != 0) {
@@ -691,7 +719,11 @@ static int output_for(struct job *j, struct policy_entry *pe, const struct devic
     if (!pe->out.per_device)
         return 0;
     /* The first build told us the output depends on the device: build it for this one. */
-    ret = build_output(&pe->p, pe->settings, c, per_dev, err, sizeof(err));
+    char challenge[CHALLENGE_TEXT_MAX];
+    if ((ret = device_challenge(j, &pe->p, challenge)) != 0)
+        return ret;
+    ret = build_output(&pe->p, pe->settings, c, challenge, per_dev, err, sizeof(err));
+    explicit_bzero(challenge, sizeof(challenge));
     if (ret == 0 && per_dev->profile_xml.len)
         ret = sign_profile(&per_dev->profile_xml, per_der);
     if (ret != 0) {

@@ -41,6 +41,7 @@
 
 #define USER_FLAG_DISABLED 0x01u
 #define CHALLENGE_FLAG_USED 0x01u
+#define CHALLENGE_FLAG_CERT_ONLY 0x02u
 
 /* Longest key: a 3-byte prefix and a 64-byte identifier (a certificate's hex SHA-256). */
 #define KEY_MAX (3 + 64)
@@ -428,7 +429,8 @@ static void enc_challenge(struct mdm_wr *w, const void *rec)
 {
     const mdm_scep_challenge_t *c = rec;
     mdm_wr_u8(w, FORMAT_1);
-    mdm_wr_u8(w, c->used ? CHALLENGE_FLAG_USED : 0);
+    mdm_wr_u8(w, (c->used ? CHALLENGE_FLAG_USED : 0) |
+                     (c->certificate_only ? CHALLENGE_FLAG_CERT_ONLY : 0));
     MDM_WR_STR(w, c->enrollment_id);
     mdm_wr_be(w, c->expires_ms, 8);
 }
@@ -445,9 +447,10 @@ static int dec_challenge(const void *id, size_t idlen, const void *val, size_t v
     switch (mdm_rd_format(&r, FORMAT_1)) {
     case FORMAT_1: {
         unsigned flags = mdm_rd_u8(&r);
-        if (flags & ~CHALLENGE_FLAG_USED)
+        if (flags & ~(CHALLENGE_FLAG_USED | CHALLENGE_FLAG_CERT_ONLY))
             r.err = -EBADMSG;
         c->used = flags & CHALLENGE_FLAG_USED;
+        c->certificate_only = flags & CHALLENGE_FLAG_CERT_ONLY;
         MDM_RD_STR(&r, c->enrollment_id);
         c->expires_ms = mdm_rd_be(&r, 8);
         if (r.err == 0 && !opt_id_ok(c->enrollment_id))

@@ -92,6 +92,8 @@ typedef struct mdm_scep_challenge {
     char enrollment_id[MDM_ENROLL_ID_LEN + 1];    /* the enrollment it was issued for */
     uint64_t expires_ms;                          /* wall clock */
     bool used;
+    bool certificate_only; /* a SCEP policy's (enrollment_id ""): the certificate is no MDM
+                              identity and belongs to no enrollment */
 } mdm_scep_challenge_t;
 
 enum mdm_enroll_method {

@@ -409,6 +409,49 @@ static void test_membership_and_edit(void)
     json_decref(j);
 }
 
+/* A SCEP policy on the instance CA: each Mac gets its own one-time challenge; the certificate
+ * SCEP issues with it is no MDM identity. */
+static void test_scep_instance(void)
+{
+    char pid[32], gid[32], group[512];
+    CHECK_EQ_INT(create_policy("scep", "Wi-Fi certificate",
+                               "{\"ca\":\"instance\",\"Subject\":[[[\"CN\",\"wifi\"]]],"
+                               "\"Keysize\":2048,\"Key Type\":\"RSA\",\"Key Usage\":5}",
+                               pid), 201);
+    snprintf(group, sizeof(group), "{\"name\":\"SCEP\",\"devices\":[\"%s\"],"
+                                   "\"policies\":[\"%s\"]}", mac_b.udid, pid);
+    CHECK_EQ_INT(create_group(group, gid), 201);
+    struct want w = {mac_b.udid, pid, "installed", 1};
+    CHECK(drain_until(&mac_b, deployment_is, &w));
+    char challenge[128];
+    snprintf(challenge, sizeof(challenge), "%s", sim_mac_scep_challenge(&mac_b));
+    CHECK(strlen(challenge) == 48);
+    /* The Mac's SCEP client (its own key files, apart from its MDM identity). */
+    sim_mac_t client;
+    CHECK_EQ_INT(sim_mac_init(&client, &env, mac_b.udid, 9), 0);
+    sim_scep_t sc = {.type = MDM_SCEP_PKCS_REQ, .challenge = challenge};
+    CHECK_EQ_INT(sim_scep(&client, &sc), 0);
+    CHECK(sc.status == MDM_SCEP_SUCCESS);
+    sim_scep_t again = {.type = MDM_SCEP_PKCS_REQ, .challenge = challenge};
+    CHECK_EQ_INT(sim_scep(&client, &again), 0);
+    CHECK(again.status == MDM_SCEP_FAILURE); /* one-time */
+    /* That certificate does not pass for the Mac's MDM identity. */
+    mdm_buf_t body;
+    mdm_buf_init(&body, 0);
+    CHECK_EQ_INT(sim_build_idle(&client, &body), 0);
+    CHECK_EQ_INT(sim_connect(&client, &body, NULL), 403);
+    mdm_buf_dispose(&body);
+    sim_mac_dispose(&client);
+    /* The preview shows no challenge. */
+    char path[256];
+    snprintf(path, sizeof(path), "/api/v1/policies/%s/profile?device=%s", pid, mac_b.udid);
+    mdm_buf_t xml;
+    mdm_buf_init(&xml, 0);
+    CHECK_EQ_INT(api_raw(path, &xml), 200);
+    CHECK(!memmem(mdm_buf_head(&xml), xml.len, challenge, strlen(challenge)));
+    mdm_buf_dispose(&xml);
+}
+
 static void test_api_errors(void)
 {
     json_t *j = NULL;
@@ -495,6 +538,7 @@ int main(void)
     test_inventory();
     test_failed_install();
     test_membership_and_edit();
+    test_scep_instance();
     test_secrets();
     sim_mac_dispose(&mac_a);
     sim_mac_dispose(&mac_b);
