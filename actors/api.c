@@ -1920,7 +1920,7 @@ static const char *audit_paging(const char *query, struct job *j)
     if (mdm_api_query_param(query, "after", v, sizeof(v)) && v[0]) {
         if (strlen(v) != MDM_AUDIT_ID_LEN) /* the hex digits are checked by storage */
             return "after: expected an event id";
-        snprintf(j->after, sizeof(j->after), "%s", v);
+        memcpy(j->after, v, MDM_AUDIT_ID_LEN + 1); /* checked: exactly that long */
     }
     return NULL;
 }

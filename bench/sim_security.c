@@ -59,7 +59,7 @@ static enum sim_status read_pin(plist_t command, bool required, char pin[8], pli
                         sim_chain_new(12080, "MCMDMErrorDomain",
                                       "The PIN must be exactly six digits."),
                         SIM_ERROR);
-    snprintf(pin, 8, "%s", v);
+    memcpy(pin, v, 7); /* six digits and the NUL: checked above */
     return SIM_ACKNOWLEDGED;
 }
 
