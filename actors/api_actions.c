@@ -435,6 +435,11 @@ static void run_ajob(mdm_store_t *s, void *arg)
                         mdm_device_state_name(d.state));
     if (ret == 0 && needs_enrolled && d.revoked_ms)
         ret = ajob_fail(j, 409, "conflict", "the device is being revoked");
+    /* Apple's schema: ObliterationBehavior from macOS 12 on. */
+    if (ret == 0 && j->kind == A_ERASE && j->obliteration[0] && atoi(d.os_version) < 12)
+        ret = ajob_fail(j, 409, "conflict",
+                        "obliteration_behavior needs macOS 12 or later; the Mac runs %s",
+                        d.os_version[0] ? d.os_version : "an unknown version");
     if (ret == 0) {
         switch (j->kind) {
         case A_LOCK:
