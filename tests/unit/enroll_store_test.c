@@ -352,6 +352,7 @@ static void test_round_trip(void)
     snprintf(ch.enrollment_id, sizeof(ch.enrollment_id), "%s", iid);
     ch.expires_ms = UINT64_MAX;
     ch.used = true;
+    ch.certificate_only = true;
     CHECK_EQ_INT(mdm_scep_challenge_hash("", 0, sparse_ch.hash), 0);
     mdm_store_put_scep_challenge(b, &ch);
     mdm_store_put_scep_challenge(b, &sparse_ch);
@@ -394,9 +395,10 @@ static void test_round_trip(void)
     CHECK_EQ_INT(mdm_store_get_scep_challenge(s, ch.hash, &gch), 0);
     CHECK(memcmp(gch.hash, ch.hash, MDM_SHA256_LEN) == 0);
     CHECK_STR(gch.enrollment_id, iid);
-    CHECK(gch.expires_ms == UINT64_MAX && gch.used);
+    CHECK(gch.expires_ms == UINT64_MAX && gch.used && gch.certificate_only);
     CHECK_EQ_INT(mdm_store_get_scep_challenge(s, sparse_ch.hash, &gch), 0);
-    CHECK(!gch.used && gch.expires_ms == 0 && gch.enrollment_id[0] == 0);
+    CHECK(!gch.used && !gch.certificate_only && gch.expires_ms == 0 &&
+          gch.enrollment_id[0] == 0);
     CHECK_EQ_INT(mdm_store_get_enrollment(s, eid, &ge), 0);
     CHECK(enrollment_eq(&ge, &e));
     CHECK_EQ_INT(mdm_store_get_enrollment(s, sparse_e.id, &ge), 0);
@@ -797,7 +799,7 @@ static void test_layouts_and_damage(void)
     vb_invitation(&v, "bob", 0, 0, "");
     put_raw(b, INVITATION, "0123456789ABCDEF0123456789ABCDEF", 32, v.b, v.n); /* bad key */
     il = make_id(CHALLENGE, 700, id);
-    vb_challenge(&v, 0x02, "");
+    vb_challenge(&v, 0x04, ""); /* a flag bit no writer sets */
     put_raw(b, CHALLENGE, id, il, v.b, v.n);
     il = make_id(CHALLENGE, 701, id);
     vb_challenge(&v, 0, "nope");
