@@ -7,8 +7,8 @@
 #   1. fan-out: from the group's creation until every Mac has a deployment with its
 #      InstallProfile queued (the engine reconciles 64 Macs per storage job, signs the profile
 #      once per job and stores one command record per job); mdmd's CPU time per Mac;
-#   2. delivery: mdm-bench's Macs poll and acknowledge (--mode answer) until every
-#      deployment reads "installed".
+#   2. delivery: mdm-bench's Macs poll and acknowledge (--mode answer, which also queues one
+#      command of its own per Mac) until every deployment reads "installed".
 # Counts come from GET /api/v1/policies/{id}/deployments (paged, 1,000 a page).
 #
 # Needs build/ (ninja -C build). Only talks to 127.0.0.1; removes its temporary directory on
@@ -92,11 +92,14 @@ echo "fan-out: $queued of $N Macs with the profile queued in $t_fan ms ($(awk -v
 
 cpu0=$(cpu_ms "$MDMD_PID")
 t0=$(ms)
-"$BENCH" checkin --url "$URL" --instance inst --macs "$N" --connections 200 --duration 30 \
-    --mode answer --visit 3 --no-enroll --json >answer.json 2>answer.err &
+# answer mode also queues one command of its own per Mac (its minimum): the Macs answer both
+"$BENCH" checkin --url "$URL" --instance inst --macs "$N" --connections 200 --duration 60 \
+    --mode answer --visit 4 --no-enroll --api-url "$ADMIN" --api-key "$API_KEY" --commands 1 \
+    --json >answer.json 2>answer.err &
 BPID=$!
 installed=0
-for _ in $(seq 240); do
+for _ in $(seq 120); do
+    kill -0 "$BPID" 2>/dev/null || { tail -3 answer.err >&2; break; }
     installed=$(count_status "$POLICY" installed)
     [ "$installed" -ge "$N" ] && break
     sleep 0.5
