@@ -27,7 +27,8 @@
 #define PATH_LEN 600
 #define GIVE_UP_AFTER 3 /* refusals before the enroll phase gives a Mac up */
 #define ADMIN_TIMEOUT_MS 600000
-#define BULK_MAX 10000 /* UDIDs per bulk call (docs/api.md) */
+#define BULK_MAX 2000 /* UDIDs per bulk call: its answer (~40 bytes a UDID) stays under the
+                          * TLS client's receive buffer */
 /* RSA-2048 keys generated for an RSA fleet; Mac i uses key i % RSA_KEY_POOL under its own
  * certificate. wolfCrypt's generic math takes about 0.6 s per RSA key, too slow for 10,000;
  * the server's cost does not depend on key reuse (no per-key cache for RSA verification,
