@@ -155,7 +155,7 @@ bool mdm_api_parse_u64(const char *s, uint64_t *out)
 }
 
 /* UDIDs and UUIDs in paths and bodies: 1..63 of A-Z a-z 0-9 - _ . : */
-static bool valid_id(const char *s, size_t len)
+bool mdm_api_id_valid(const char *s, size_t len)
 {
     if (len == 0 || len > MDM_UDID_MAX)
         return false;
@@ -913,7 +913,7 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
     char channel[256] = "";
     bool has_channel = mdm_api_query_param(r->query, "channel", channel, sizeof(channel));
     if ((has_channel || (r->query && strstr(r->query, "channel="))) &&
-        (!has_channel || strlen(channel) > MDM_CHANNEL_MAX || !valid_id(channel, strlen(channel)))) {
+        (!has_channel || strlen(channel) > MDM_CHANNEL_MAX || !mdm_api_id_valid(channel, strlen(channel)))) {
         mdm_api_call_fail(&e->c, 422, "invalid parameter",
                           "channel: a user channel's UserID (1-63 of A-Z a-z 0-9 - _ . :)");
         return NULL;
@@ -1056,7 +1056,7 @@ static plist_t command_from_request(struct enqueue *e, const mdm_http_request_t 
         }
         for (size_t i = 0; i < n; i++) {
             const char *u = json_string_value(json_array_get(udids, i));
-            if (!u || !valid_id(u, strlen(u))) {
+            if (!u || !mdm_api_id_valid(u, strlen(u))) {
                 snprintf(detail, sizeof(detail),
                          "udids[%zu]: expected a UDID (1-63 of A-Z a-z 0-9 - _ . :)", i);
                 mdm_api_call_fail(&e->c, 422, "invalid parameter", detail);
@@ -1486,7 +1486,7 @@ static void handle_bulk_push(mdm_exchange_t *x)
         }
         for (size_t i = 0; i < n && !why; i++) {
             const char *u = json_string_value(json_array_get(udids, i));
-            if (!u || !valid_id(u, strlen(u))) {
+            if (!u || !mdm_api_id_valid(u, strlen(u))) {
                 snprintf(detail, sizeof(detail),
                          "udids[%zu]: expected a UDID (1-63 of A-Z a-z 0-9 - _ . :)", i);
                 why = detail;
@@ -1838,7 +1838,7 @@ bool mdm_api_paging(mdm_exchange_t *x, const char *query, unsigned *limit, char 
     return true;
 }
 
-static bool valid_after(const char *s) { return valid_id(s, strlen(s)); }
+static bool valid_after(const char *s) { return mdm_api_id_valid(s, strlen(s)); }
 
 /* Paging of the lists in this file: the cursor is a UDID, a command UUID or an audit id. */
 static bool paging(mdm_exchange_t *x, const char *query, struct job *j)
@@ -1867,7 +1867,7 @@ static void handle_list(mdm_exchange_t *x, enum job_kind kind, const char *udid)
     const char *bad = NULL;
     if (kind == JOB_DEVICES) {
         if (mdm_api_query_param(query, "udid", v, sizeof(v))) {
-            if (!valid_id(v, strlen(v)))
+            if (!mdm_api_id_valid(v, strlen(v)))
                 bad = "udid: expected a UDID";
             snprintf(j->udid, sizeof(j->udid), "%s", v);
         }
@@ -2325,7 +2325,7 @@ static void handle_api(mdm_exchange_t *x, void *ctx)
     while (*rest) {
         size_t len = strcspn(rest, "/");
         if (len > 0) {
-            if (n == SEGMENTS_MAX || !valid_id(rest, len)) {
+            if (n == SEGMENTS_MAX || !mdm_api_id_valid(rest, len)) {
                 mdm_api_respond_error(x, 404, "not found", "no such resource");
                 return;
             }

@@ -902,7 +902,7 @@ void mdm_api_actions_handle(mdm_exchange_t *x, const char *rest)
     const char *udid_at = rest + 8;
     size_t ulen = strcspn(udid_at, "/");
     char udid[MDM_UDID_MAX + 1];
-    if (ulen == 0 || ulen > MDM_UDID_MAX) {
+    if (!mdm_api_id_valid(udid_at, ulen)) {
         mdm_api_respond_error(x, 404, "not found", "no such device");
         return;
     }

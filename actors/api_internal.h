@@ -39,6 +39,9 @@ void mdm_api_set_int(json_t *obj, const char *key, uint64_t v);
 
 /* ---- queries ---- */
 
+/** A UDID, command UUID or similar path segment: 1..63 of A-Z a-z 0-9 - _ . : */
+bool mdm_api_id_valid(const char *s, size_t len);
+
 /** Finds name=value in query (NULL: none) and percent-decodes the value into out (outlen
  * bytes). True when found and it fit; a value that does not fit or decode (or holds %00)
  * reads as absent. */

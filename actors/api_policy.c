@@ -341,7 +341,7 @@ static int run_preview(mdm_store_t *s, struct rjob *j)
     mdm_policy_dispose(&p);
     const mdm_buf_t *src = &out.profile_xml;
     j->content_type = "application/xml";
-    if (ret == MDM_ENOTFOUND) {
+    if (ret == MDM_ENOTFOUND || (ret == -EINVAL && !err[0])) {
         ret = rjob_fail(j, 404, "not found", "no such device");
     } else if (ret == -EINVAL) {
         ret = rjob_fail(j, 422, "cannot build", err);
@@ -483,7 +483,13 @@ static void start_read(mdm_exchange_t *x, enum rkind kind, const char *id, bool 
     }
     if (kind == R_PREVIEW) {
         char flag[8] = "";
-        (void)mdm_api_query_param(r->query, "device", j->device, sizeof(j->device));
+        bool has_device = mdm_api_query_param(r->query, "device", j->device, sizeof(j->device));
+        if ((!has_device && r->query && strstr(r->query, "device=")) ||
+            (has_device && !j->device[0])) {
+            free(j);
+            mdm_api_respond_error(x, 422, "invalid parameter", "device: a UDID of 1 to 63 bytes");
+            return;
+        }
         j->sign = mdm_api_query_param(r->query, "signed", flag, sizeof(flag)) &&
                   (strcmp(flag, "1") == 0 || strcmp(flag, "true") == 0);
     }
@@ -613,6 +619,15 @@ static int seal_settings(struct mjob *j, const mdm_policy_type_t *t)
     return ret;
 }
 
+/* Checks j->settings against the type's schema (422 naming the key) and seals its secrets. */
+static int check_and_seal(struct mjob *j, const mdm_policy_type_t *t)
+{
+    char err[300];
+    if (mdm_policy_validate(t, j->settings, err, sizeof(err)) != 0)
+        return mjob_fail(j, 422, "invalid settings", "%s", err);
+    return seal_settings(j, t);
+}
+
 static int run_policy_update(mdm_store_t *s, struct mjob *j)
 {
     mdm_policy_t old;
@@ -635,10 +650,7 @@ static int run_policy_update(mdm_store_t *s, struct mjob *j)
     if (mdm_policy_open_secrets(&old, &old_secrets) == 0 && old_secrets)
         carry_secrets(j->settings, old_secrets);
     json_decref(old_secrets);
-    char err[300];
-    if (mdm_policy_validate(t, j->settings, err, sizeof(err)) != 0)
-        return mjob_fail(j, 422, "invalid settings", "%s", err);
-    return seal_settings(j, t);
+    return check_and_seal(j, t);
 }
 
 /* Drops policy id from every group that names it (for a policy delete). */
@@ -731,7 +743,8 @@ static void run_mjob(mdm_store_t *s, void *arg)
     int ret = 0;
     switch (j->kind) {
     case M_POLICY_CREATE:
-        break; /* the record was made on the shard */
+        ret = check_and_seal(j, mdm_policy_type_find(j->policy.type));
+        break; /* the rest of the record was made on the shard */
     case M_POLICY_UPDATE:
         ret = run_policy_update(s, j);
         break;
@@ -897,10 +910,6 @@ static void handle_policy_create(mdm_exchange_t *x)
         mdm_api_call_fail(&j->c, 422, "invalid parameter", "settings: an object is required");
         goto out;
     }
-    if (mdm_policy_validate(t, settings, err, sizeof(err)) != 0) {
-        mdm_api_call_fail(&j->c, 422, "invalid settings", err);
-        goto out;
-    }
     mdm_policy_t *p = &j->policy;
     if (mdm_policy_id_new(p->id) != 0) {
         mdm_api_call_fail(&j->c, 500, "internal error", "no random bytes");
@@ -914,9 +923,10 @@ static void handle_policy_create(mdm_exchange_t *x)
     mdm_policy_profile_identifier(p->id, p->profile_identifier, sizeof(p->profile_identifier));
     p->created_ms = p->updated_ms = mdm_wall_ms();
     snprintf(p->created_by, sizeof(p->created_by), "%s", mdm_api_who());
-    j->settings = json_incref(settings);
-    if (seal_settings(j, t) != 0) {
-        mdm_api_call_fail(&j->c, 500, "internal error", "cannot seal the secret settings");
+    /* Validated and sealed on the worker: checking a PKCS#12 password or a signed profile
+     * costs milliseconds of CPU, not for a shard thread. A copy: the body is freed here. */
+    if (!(j->settings = json_deep_copy(settings))) {
+        mdm_api_call_fail(&j->c, 503, "out of memory", NULL);
         goto out;
     }
     mjob_start(j);
@@ -1188,7 +1198,8 @@ void mdm_api_policy_handle(mdm_exchange_t *x, const char *rest)
             start_read(x, R_APPS, NULL, true);
         else
             mdm_api_method_not_allowed(x, "GET");
-    } else if (strcmp(segs[0], "devices") == 0 && n == 3) {
+    } else if (strcmp(segs[0], "devices") == 0 && n == 3 &&
+               mdm_api_id_valid(segs[1], strlen(segs[1]))) {
         if (m == MDM_HTTP_GET)
             start_read(x, segs[2][0] == 'a' ? R_DEVICE_APPS : R_DEVICE_DEPLOY, segs[1], false);
         else

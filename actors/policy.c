@@ -48,6 +48,10 @@ static struct {
     size_t escrow_len, ca_len;
     uint64_t sweep_ms;
     atomic_uint inflight; /* jobs not yet back on their shard */
+    /* One reconcile of every device at a time: changes made meanwhile ask for one more
+     * (bit 1), with ProfileList (bit 2), run when the current one ends. */
+    atomic_bool all_running;
+    atomic_uint all_again;
     mdm_timer_t sweep_timer; /* on shard 0 */
     mdm_shard_t *sweep_shard;
 } E;
@@ -697,7 +701,6 @@ static int output_for(struct job *j, struct policy_entry *pe, const struct devic
                       mdm_policy_output_t *per_dev, mdm_buf_t *per_der,
                       mdm_policy_output_t **out, mdm_buf_t **der)
 {
-    (void)j;
     char err[256] = "";
     int ret = 0;
     if (!pe->settings && !(pe->settings = full_settings(&pe->p)))
@@ -1085,7 +1088,8 @@ static int store_inventory(mdm_store_t *s, struct job *j)
 
 /* ---- job plumbing ---- */
 
-static void start_job(struct job *j);
+static bool start_job(struct job *j);
+static void all_chain_ended(mdm_shard_t *sh);
 
 static void on_enqueued(mdm_dev_req_t *r)
 {
@@ -1114,15 +1118,16 @@ static void on_job_back(mdm_shard_t *sh, mdm_shard_msg_t *m)
         r->done = on_enqueued;
         mdm_dev_send(r);
     }
-    if (j->kind == JOB_ALL && j->more) {
-        struct job *next = calloc(1, sizeof(*next));
+    if (j->kind == JOB_ALL) {
+        struct job *next = j->more ? calloc(1, sizeof(*next)) : NULL;
         if (next) {
             next->home = j->home;
             next->kind = JOB_ALL;
             next->ask_profile_list = j->ask_profile_list;
             snprintf(next->after, sizeof(next->after), "%s", j->last);
-            start_job(next);
         }
+        if (!next || !start_job(next))
+            all_chain_ended(j->home);
     }
     job_free(j);
     atomic_fetch_sub(&E.inflight, 1);
@@ -1179,8 +1184,11 @@ static void run_job(mdm_store_t *s, void *arg)
 static void start_now(struct job *j)
 {
     if (mdm_store_run_async(E.store, run_job, j) != 0) {
+        bool all = j->kind == JOB_ALL;
         atomic_fetch_sub(&E.inflight, 1);
         job_free(j);
+        if (all)
+            atomic_store(&E.all_running, false); /* the store is closing: nothing follows */
     }
 }
 
@@ -1193,16 +1201,17 @@ static void on_trigger_durable(mdm_commit_waiter_t *w, int status)
 
 /* Runs j on a storage worker once everything its shard wrote so far is durable, so the job
  * reads the writes that triggered it (an enrollment, a policy change). */
-static void start_job(struct job *j)
+static bool start_job(struct job *j)
 {
     j->batch = mdm_batch_new();
     if (!j->batch) {
         job_free(j);
-        return;
+        return false;
     }
     atomic_fetch_add(&E.inflight, 1);
     j->waiter.fn = on_trigger_durable;
     mdm_actors_after_commit(j->home, &j->waiter);
+    return true;
 }
 
 static struct job *new_job(mdm_shard_t *sh, enum job_kind kind, const char *udid)
@@ -1219,12 +1228,40 @@ static struct job *new_job(mdm_shard_t *sh, enum job_kind kind, const char *udid
     return j;
 }
 
-void mdm_policy_reconcile_all(mdm_shard_t *sh, bool ask_profile_list)
+/* Starts a chain of page jobs over every device; false when it could not start. */
+static bool start_all(mdm_shard_t *sh, bool ask_profile_list)
 {
     struct job *j = new_job(sh, JOB_ALL, NULL);
-    if (j) {
-        j->ask_profile_list = ask_profile_list;
-        start_job(j);
+    if (!j)
+        return false;
+    j->ask_profile_list = ask_profile_list;
+    return start_job(j);
+}
+
+void mdm_policy_reconcile_all(mdm_shard_t *sh, bool ask_profile_list)
+{
+    if (!E.store)
+        return;
+    if (atomic_exchange(&E.all_running, true)) {
+        /* A reconcile of every device runs: one more follows it (changes coalesce). */
+        atomic_fetch_or(&E.all_again, ask_profile_list ? 3u : 1u);
+        return;
+    }
+    if (!start_all(sh, ask_profile_list))
+        all_chain_ended(sh);
+}
+
+/* The reconcile of every device ended: run the one asked for meanwhile, if any. */
+static void all_chain_ended(mdm_shard_t *sh)
+{
+    for (;;) {
+        unsigned again = atomic_exchange(&E.all_again, 0u);
+        if (again && start_all(sh, again & 2u))
+            return; /* still running */
+        atomic_store(&E.all_running, false);
+        /* A request between the exchange and the store saw "running" and only set again. */
+        if (!atomic_load(&E.all_again) || atomic_exchange(&E.all_running, true))
+            return;
     }
 }
 

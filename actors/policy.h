@@ -56,7 +56,8 @@ MDM_MUST_CHECK int mdm_policy_engine_setup(mdm_shard_group_t *g, mdm_actors_t *r
                                            const struct mdm_policy_engine_options *o);
 
 /** shard: reconcile every device (after a policy or group change); with ask_profile_list also
- * ask each managed Mac for its ProfileList (what the sweep does: drift repair follows). */
+ * ask each managed Mac for its ProfileList (what the sweep does: drift repair follows). One
+ * such reconcile runs at a time; calls meanwhile coalesce into one more after it. */
 void mdm_policy_reconcile_all(mdm_shard_t *sh, bool ask_profile_list);
 /** shard: reconcile one device (it finished enrollment). */
 void mdm_policy_reconcile_device(mdm_shard_t *sh, const char *udid);
